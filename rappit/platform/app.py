@@ -1,0 +1,127 @@
+"""The application factory and the one init plugin that wires everything."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import click
+from litestar import Litestar, Request
+from litestar.config.app import AppConfig
+from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from litestar.middleware.session.server_side import ServerSideSessionConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.plugins import CLIPluginProtocol, InitPluginProtocol
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.stores.redis import RedisStore
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from rappit import __version__
+from rappit.platform import health
+from rappit.platform.db import make_engine, make_sessionmaker
+from rappit.platform.errors import EXCEPTION_HANDLERS
+from rappit.platform.logging import RequestIdMiddleware, configure_logging
+from rappit.platform.ratelimit import Policy, RateLimitMiddleware, client_ip
+from rappit.platform.settings import Settings
+from rappit.tenancy import routes as tenancy_routes
+from rappit.tenancy.auth import AUTH_EXCLUDE, AuthMiddleware, Principal
+
+
+async def provide_db_session(state: State) -> AsyncIterator[AsyncSession]:
+    """One transaction per request: committed after the handler returns and before the response
+    is sent (Litestar runs dependency clean-up before sending), rolled back on any error."""
+    async with state.sessionmaker() as session, session.begin():
+        yield session
+
+
+def provide_settings(state: State) -> Settings:
+    return state.settings
+
+
+def api_token_identity(request: Request[Any, Any, Any]) -> str:
+    header = request.headers.get("authorization", "")
+    return header[-16:] if header else client_ip(request)
+
+
+class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def on_cli_init(self, cli: click.Group) -> None:
+        from rappit.platform.cli import rappit
+
+        cli.add_command(rappit)
+
+    def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        settings = self.settings
+        if not settings.database_url or not settings.redis_url:
+            raise RuntimeError("DATABASE_URL and REDIS_URL are not set: start with `rappit up`, or set both")
+        redis = Redis.from_url(settings.redis_url)
+        app_config.state.update({"settings": settings, "redis": redis})
+
+        async def start(app: Litestar) -> None:
+            engine = make_engine(settings)
+            app.state.engine = engine
+            app.state.sessionmaker = make_sessionmaker(engine)
+
+        async def stop(app: Litestar) -> None:
+            await app.state.engine.dispose()
+            await redis.aclose()
+
+        app_config.on_startup.append(start)
+        app_config.on_shutdown.append(stop)
+        app_config.route_handlers.extend([*health.ROUTES, *tenancy_routes.ROUTES, PrometheusController])
+        app_config.dependencies.update(
+            {
+                "db_session": Provide(provide_db_session),
+                "settings": Provide(provide_settings, sync_to_thread=False),
+            }
+        )
+        app_config.exception_handlers.update(EXCEPTION_HANDLERS)  # type: ignore[arg-type]
+        app_config.stores = {"sessions": RedisStore(redis, namespace="rappit:sessions")}
+        session_config = ServerSideSessionConfig(
+            store="sessions",
+            key="rappit_session",
+            secure=settings.is_production,
+            httponly=True,
+            samesite="lax",
+            max_age=8 * 3600,
+            exclude=["^/webhooks/", "^/callbacks/", "^/health", "^/metrics"],
+        )
+        minute = 60
+        policies = [
+            Policy("auth", "/auth/", settings.rate_limit_auth_per_minute, minute, client_ip),
+            Policy("webhooks", "/webhooks/", settings.rate_limit_webhooks_per_minute, minute, client_ip),
+            Policy("api", "/api/", settings.rate_limit_api_per_minute, minute, api_token_identity),
+        ]
+        prometheus = PrometheusConfig(app_name="rappit", prefix="rappit", group_path=True, exclude=["^/metrics"])
+        app_config.middleware[:0] = [
+            RequestIdMiddleware(),
+            prometheus.middleware,
+            RateLimitMiddleware(lambda: redis, policies),
+            session_config.middleware,
+        ]
+        app_config.middleware.append(DefineMiddleware(AuthMiddleware, exclude=AUTH_EXCLUDE))
+        app_config.cors_config = CORSConfig(
+            allow_origins=list(settings.cors_allowed_origins),
+            allow_credentials=True,
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+        app_config.openapi_config = OpenAPIConfig(title="Rappit API", version=__version__, path="/schema")
+        app_config.request_max_body_size = settings.max_body_bytes
+        app_config.signature_namespace.update({"Principal": Principal, "AsyncSession": AsyncSession})
+        app_config.debug = False
+        app_config.logging_config = None  # structlog owns logging (configure_logging)
+        return app_config
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the API. Reads settings from the environment unless given (fails fast in production)."""
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_level, json=settings.log_json)
+    return Litestar(plugins=[RappitPlugin(settings)])

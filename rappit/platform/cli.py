@@ -1,0 +1,352 @@
+"""The `rappit` command: run the platform, migrate, onboard tenants."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from rappit.platform.settings import Settings, SettingsError
+
+DEV_DATABASE = "rappit"
+DEMO_CODE = "DEMO"
+
+
+def load_settings() -> Settings:
+    """Settings or a clean exit listing every problem (the production fail-fast path)."""
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        click.echo(f"rappit: refusing to start, {exc}", err=True)
+        sys.exit(2)
+
+
+@contextmanager
+def stack(settings: Settings, *, migrate: bool = True) -> Iterator[Settings]:
+    """The settings to run with: the configured services, or the embedded local stack started here."""
+    from rappit.platform import migrate as migrations
+
+    if not settings.embedded:
+        if migrate:
+            migrations.upgrade(settings.migration_database_url or settings.database_url or "")
+        yield settings
+        return
+    from rappit.platform.localstack import EmbeddedPostgres, EmbeddedRedis, ensure_database
+
+    data = settings.data_dir
+    data.mkdir(parents=True, exist_ok=True)
+    pg = EmbeddedPostgres(data / "pg") if settings.database_url is None else None
+    redis = EmbeddedRedis(data / "redis") if settings.redis_url is None else None
+    try:
+        database_url = settings.database_url
+        migration_url = settings.migration_database_url
+        if pg is not None:
+            pg.start()
+            ensure_database(pg, DEV_DATABASE)
+            database_url, migration_url = pg.app_url(DEV_DATABASE), pg.superuser_url(DEV_DATABASE)
+        redis_url = redis.start().url if redis is not None else settings.redis_url
+        assert database_url and migration_url and redis_url
+        if migrate:
+            migrations.upgrade(migration_url)
+        yield settings.with_stack(database_url=database_url, migration_database_url=migration_url, redis_url=redis_url)
+    finally:
+        if redis is not None:
+            redis.stop()
+        if pg is not None:
+            pg.stop()
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "RAPPIT_ENV": settings.env,
+            "DATABASE_URL": settings.database_url or "",
+            "MIGRATION_DATABASE_URL": settings.migration_database_url or "",
+            "REDIS_URL": settings.redis_url or "",
+            "HOST": settings.host,
+            "PORT": str(settings.port),
+        }
+    )
+    return env
+
+
+async def _with_session(settings: Settings, fn: Any) -> Any:
+    from rappit.platform.db import make_engine, make_sessionmaker, provide_session
+
+    engine = make_engine(settings, pool_size=1, max_overflow=0)
+    try:
+        async with provide_session(make_sessionmaker(engine)) as session:
+            return await fn(session)
+    finally:
+        await engine.dispose()
+
+
+async def _org_id(session: Any, code: str) -> Any:
+    from rappit.tenancy.scoping import set_transaction_org
+    from rappit.tenancy.service import get_org_by_code
+
+    org_id, _ = await get_org_by_code(session, code)
+    await set_transaction_org(session, org_id)
+    return org_id
+
+
+def print_token(settings: Settings, token: str, *, label: str) -> None:
+    click.echo(f"\n  {label} (shown once, store it now):\n\n    {token}\n")
+    click.echo(f"  Try it:\n    curl -s -H 'Authorization: Bearer {token}' {settings.base_url()}/api/v1/me\n")
+
+
+def fail(exc: Exception) -> None:
+    from rappit.platform.errors import DomainError
+
+    if isinstance(exc, DomainError):
+        click.echo(f"rappit: {exc.message}", err=True)
+        sys.exit(1)
+    raise exc
+
+
+@click.group()
+def rappit() -> None:
+    """Rappit: multi-tenant fulfillment integration platform."""
+
+
+@rappit.command()
+def check() -> None:
+    """Validate settings (production: every required secret present) and exit."""
+    settings = load_settings()
+    click.echo(f"settings ok ({settings.env})")
+
+
+@rappit.command()
+def migrate() -> None:
+    """Apply every migration (alembic upgrade head)."""
+    settings = load_settings()
+    with stack(settings, migrate=True):
+        click.echo("database is at head")
+
+
+@rappit.command()
+@click.option("--demo/--no-demo", default=True, help="Create the demo organization on first run.")
+@click.option("--worker/--no-worker", default=True, help="Also run an arq worker.")
+def up(demo: bool, worker: bool) -> None:
+    """Run the whole platform until Ctrl-C: (embedded) PostgreSQL and Redis, migrations, API, worker."""
+    settings = load_settings()
+    with stack(settings) as live:
+        if demo:
+            asyncio.run(_ensure_demo(live))
+        env = child_env(live)
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "--factory", "rappit.platform.app:create_app",
+                 "--host", live.host, "--port", str(live.port), "--no-access-log"],
+                env=env,
+                start_new_session=True,  # we signal them ourselves, once
+            )
+        ]
+        if worker:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "rappit.platform.cli", "worker"], env=env, start_new_session=True
+                )
+            )
+        click.echo(f"\n  Rappit is running at {live.base_url()} (API docs: {live.base_url()}/schema). Ctrl-C stops everything.\n")
+        stopping = False
+
+        def stop(*_: Any) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        try:
+            while not stopping and all(p.poll() is None for p in procs):
+                time.sleep(0.2)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            for p in procs:
+                try:
+                    p.wait(max(deadline - time.monotonic(), 0.1))
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        failed = [p.args[2] for p in procs if p.returncode not in (0, -signal.SIGINT, -signal.SIGTERM)]
+    if failed and not stopping:
+        click.echo(f"rappit: a process exited unexpectedly: {failed}", err=True)
+        sys.exit(1)
+
+
+async def _ensure_demo(settings: Settings) -> None:
+    from rappit.platform.errors import NotFound
+    from rappit.tenancy.service import create_organization, get_org_by_code
+
+    async def run(session: Any) -> None:
+        try:
+            await get_org_by_code(session, DEMO_CODE)
+        except NotFound:
+            import secrets
+
+            password = secrets.token_urlsafe(12)
+            new = await create_organization(
+                session, name="Demo Merchant", code=DEMO_CODE, admin_email="admin@demo.rappit.test", password=password
+            )
+            click.echo(f"\n  Created the demo organization {DEMO_CODE}: admin@demo.rappit.test / {password}")
+            print_token(settings, new.token.plaintext, label="Demo API token")
+            return
+        click.echo(f"\n  Demo organization {DEMO_CODE} exists. New token: rappit token create --org {DEMO_CODE} --name me")
+
+    await _with_session(settings, run)
+
+
+@rappit.command()
+@click.option("--host", default=None)
+@click.option("--port", default=None, type=int)
+@click.option("--migrate/--no-migrate", "run_migrations", default=True, help="Apply migrations first.")
+@click.option("--workers", default=1, show_default=True, help="uvicorn worker processes.")
+def serve(host: str | None, port: int | None, run_migrations: bool, workers: int) -> None:
+    """Run the API (production entry point): migrations, then uvicorn."""
+    import uvicorn
+
+    settings = load_settings()
+    if settings.embedded:
+        click.echo("rappit: serve needs DATABASE_URL and REDIS_URL (use `rappit up` for the local stack)", err=True)
+        sys.exit(2)
+    with stack(settings, migrate=run_migrations):
+        uvicorn.run(
+            "rappit.platform.app:create_app",
+            factory=True,
+            host=host or settings.host,
+            port=port or settings.port,
+            workers=workers,
+            access_log=False,
+            proxy_headers=True,
+        )
+
+
+@rappit.command()
+def worker() -> None:
+    """Run an arq worker (jobs, cron, dead letters)."""
+    from arq.worker import run_worker
+
+    from rappit.workers.settings import WorkerSettings, redis_settings
+
+    settings = load_settings()
+    if settings.embedded:
+        click.echo("rappit: worker needs DATABASE_URL and REDIS_URL (use `rappit up` for the local stack)", err=True)
+        sys.exit(2)
+    run_worker(WorkerSettings, redis_settings=redis_settings(settings), ctx={"settings": settings})  # type: ignore[arg-type]
+
+
+@rappit.group()
+def org() -> None:
+    """Organizations (tenants)."""
+
+
+@org.command("create")
+@click.option("--name", required=True)
+@click.option("--admin-email", required=True)
+@click.option("--code", default=None, help="2-10 letters/digits, order-number prefix (default: from the name).")
+@click.option("--password", default=None, help="Owner's dashboard password (default: generated and printed).")
+def org_create(name: str, admin_email: str, code: str | None, password: str | None) -> None:
+    """Onboard a tenant: organization, owner user and a first API token, in one transaction."""
+    import secrets
+
+    from rappit.tenancy.service import create_organization
+
+    settings = load_settings()
+    password = password or secrets.token_urlsafe(12)
+    with stack(settings) as live:
+        try:
+            new = asyncio.run(
+                _with_session(
+                    live,
+                    lambda s: create_organization(s, name=name, admin_email=admin_email, code=code, password=password),
+                )
+            )
+        except Exception as exc:
+            fail(exc)
+            return
+        click.echo(f"Created organization {new.org.code} ({new.org.id}); owner {new.owner.email} / password {password}")
+        print_token(live, new.token.plaintext, label="Owner API token")
+
+
+@rappit.group()
+def user() -> None:
+    """Users of an organization."""
+
+
+@user.command("add")
+@click.option("--org", "org_code", required=True)
+@click.option("--email", required=True)
+@click.option("--role", type=click.Choice(["owner", "admin", "staff", "viewer"]), default="staff", show_default=True)
+@click.option("--password", default=None)
+def user_add(org_code: str, email: str, role: str, password: str | None) -> None:
+    """Add a user to an organization."""
+    import secrets
+
+    from rappit.tenancy.context import Actor, org_context
+    from rappit.tenancy.service import add_user
+
+    settings = load_settings()
+    password = password or secrets.token_urlsafe(12)
+
+    async def run(session: Any) -> Any:
+        org_id = await _org_id(session, org_code)
+        with org_context(org_id, Actor(kind="system", label="cli")):
+            return await add_user(session, email=email, role=role, password=password)
+
+    with stack(settings) as live:
+        try:
+            new = asyncio.run(_with_session(live, run))
+        except Exception as exc:
+            fail(exc)
+            return
+    click.echo(f"Added {new.email} ({new.role}) to {org_code.upper()}; password {password}")
+
+
+@rappit.group()
+def token() -> None:
+    """API tokens."""
+
+
+@token.command("create")
+@click.option("--org", "org_code", required=True)
+@click.option("--name", required=True)
+@click.option("--role", type=click.Choice(["owner", "admin", "staff", "viewer"]), default="admin", show_default=True)
+def token_create(org_code: str, name: str, role: str) -> None:
+    """Issue an API token (printed once)."""
+    from rappit.tenancy.context import Actor, org_context
+    from rappit.tenancy.service import create_token
+
+    settings = load_settings()
+
+    async def run(session: Any) -> Any:
+        org_id = await _org_id(session, org_code)
+        with org_context(org_id, Actor(kind="system", label="cli")):
+            return await create_token(session, name=name, role=role)
+
+    with stack(settings) as live:
+        try:
+            issued = asyncio.run(_with_session(live, run))
+        except Exception as exc:
+            fail(exc)
+            return
+        print_token(live, issued.plaintext, label=f"API token {name!r} ({role}) for {org_code.upper()}")
+
+
+def main() -> None:
+    rappit(prog_name="rappit")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Engine, sessions and the declarative base.
+
+Every session is a `RappitSession`: the tenancy package attaches the org-scoping hooks to that
+class, so no code path can get an unscoped ORM session by accident.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+from sqlalchemy import DateTime, MetaData, func
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from rappit.platform.settings import Settings
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class IdMixin:
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+
+
+class TimestampMixin:
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), default=utcnow
+    )
+
+
+class RappitSession(Session):
+    """The sync session class behind every AsyncSession; carries the tenancy hooks."""
+
+
+def make_engine(settings: Settings, *, url: str | None = None, **kwargs: object) -> AsyncEngine:
+    target = url or settings.database_url
+    if not target:
+        raise RuntimeError("no DATABASE_URL configured (the local stack sets it in development)")
+    options: dict[str, object] = {
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_max_overflow,
+        "pool_pre_ping": True,
+        "connect_args": {"server_settings": {"application_name": "rappit"}},
+    }
+    options.update(kwargs)
+    return create_async_engine(target, **options)  # type: ignore[arg-type]
+
+
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    # Importing tenancy.scoping registers its hooks on RappitSession.
+    import rappit.tenancy.scoping  # noqa: F401
+
+    return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=RappitSession)
+
+
+@asynccontextmanager
+async def provide_session(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """One transaction for one operation: commit on success, roll back on any error.
+
+    Used by workers and the CLI; HTTP handlers get the same thing through DI.
+    """
+    async with sessionmaker() as session, session.begin():
+        yield session

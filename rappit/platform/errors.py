@@ -1,0 +1,155 @@
+"""Domain errors and the one error envelope.
+
+Services raise `DomainError` subclasses; one set of exception handlers turns every error (domain,
+HTTP, validation, unexpected) into `{"error": {"code", "message", "details", "request_id"}}`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+log = structlog.get_logger("rappit.errors")
+
+
+class DomainError(Exception):
+    status_code = 422
+    code = "UNPROCESSABLE"
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+        if code:
+            self.code = code
+
+
+class BadRequest(DomainError):
+    status_code = 400
+    code = "BAD_REQUEST"
+
+
+class Unauthorized(DomainError):
+    status_code = 401
+    code = "UNAUTHORIZED"
+
+
+class Forbidden(DomainError):
+    status_code = 403
+    code = "FORBIDDEN"
+
+
+class NotFound(DomainError):
+    status_code = 404
+    code = "NOT_FOUND"
+
+
+class Conflict(DomainError):
+    status_code = 409
+    code = "CONFLICT"
+
+
+class PayloadTooLarge(DomainError):
+    status_code = 413
+    code = "PAYLOAD_TOO_LARGE"
+
+
+class BusinessRuleViolation(DomainError):
+    status_code = 422
+    code = "UNPROCESSABLE"
+
+
+class ServiceUnavailable(DomainError):
+    status_code = 503
+    code = "SERVICE_UNAVAILABLE"
+
+
+HTTP_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    422: "UNPROCESSABLE",
+    429: "RATE_LIMITED",
+    500: "INTERNAL_ERROR",
+    503: "SERVICE_UNAVAILABLE",
+}
+
+
+def request_id_of(request: Request[Any, Any, Any]) -> str:
+    """The id the request-id middleware bound; routing errors (unknown path) happen before it runs."""
+    state = request.scope.setdefault("state", {})
+    if "request_id" not in state:
+        from rappit.platform.logging import accept_request_id
+
+        state["request_id"] = accept_request_id(request.headers.get("x-request-id"))
+    return state["request_id"]
+
+
+def envelope(
+    request: Request[Any, Any, Any],
+    *,
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[dict[str, Any]]:
+    request_id = request_id_of(request)
+    body = {"error": {"code": code, "message": message, "details": details or {}, "request_id": request_id}}
+    return Response(
+        content=body,
+        status_code=status,
+        headers={**(headers or {}), "x-request-id": request_id},
+        media_type="application/json",
+    )
+
+
+def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
+    return envelope(request, status=exc.status_code, code=exc.code, message=exc.message, details=exc.details)
+
+
+def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    status = exc.status_code
+    details: dict[str, Any] = {}
+    code = HTTP_CODES.get(status, f"HTTP_{status}")
+    if isinstance(exc, ValidationException) or (status == 400 and exc.extra):
+        code = "VALIDATION_ERROR"
+        if exc.extra:
+            details["errors"] = exc.extra
+    if isinstance(exc, NotAuthorizedException):
+        code = "UNAUTHORIZED"
+    if isinstance(exc, PermissionDeniedException):
+        code = "FORBIDDEN"
+    if status >= 500:
+        log.error("http.server_error", status=status, detail=exc.detail)
+        message = "internal error"
+    else:
+        message = exc.detail or code.replace("_", " ").lower()
+    headers = {k: v for k, v in (exc.headers or {}).items()}
+    return envelope(request, status=status, code=code, message=message, details=details, headers=headers)
+
+
+def unhandled_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    log.exception("http.unhandled_exception", error_type=type(exc).__name__)
+    return envelope(
+        request,
+        status=HTTP_500_INTERNAL_SERVER_ERROR,
+        code="INTERNAL_ERROR",
+        message="internal error; quote the request id when reporting it",
+    )
+
+
+EXCEPTION_HANDLERS = {
+    DomainError: domain_error_handler,
+    HTTPException: http_error_handler,
+    Exception: unhandled_error_handler,
+}

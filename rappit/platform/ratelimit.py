@@ -1,0 +1,80 @@
+"""Fixed-window rate limits kept in Redis, shared by every API process.
+
+Litestar's own RateLimitMiddleware reads and rewrites a JSON history under a process-local lock,
+so two API processes can both let the 60th request through; here one atomic INCR (with the
+window's expiry set in the same round trip) decides, whichever process asks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from litestar import Request
+from litestar.enums import ScopeType
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Receive, Scope, Send
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from rappit.platform.errors import envelope
+
+log = structlog.get_logger("rappit.ratelimit")
+
+_INCR = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return {n, redis.call('TTL', KEYS[1])}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    name: str
+    path_prefix: str
+    limit: int
+    window_seconds: int
+    identify: Callable[[Request[Any, Any, Any]], str]
+
+
+def client_ip(request: Request[Any, Any, Any]) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+class RateLimitMiddleware(ASGIMiddleware):
+    scopes = (ScopeType.HTTP,)
+
+    def __init__(self, redis: Callable[[], Redis], policies: list[Policy]) -> None:
+        self._redis = redis
+        self._policies = policies
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        path = scope["path"]
+        for policy in self._policies:
+            if not path.startswith(policy.path_prefix):
+                continue
+            request: Request[Any, Any, Any] = Request(scope)
+            window = int(time.time()) // policy.window_seconds
+            key = f"rappit:rl:{policy.name}:{policy.identify(request)}:{window}"
+            try:
+                count, ttl = await self._redis().eval(_INCR, 1, key, policy.window_seconds)  # type: ignore[misc]
+            except RedisError as exc:
+                # Fail open: losing Redis must not take ingestion down; the event is logged.
+                log.warning("ratelimit.redis_unavailable", policy=policy.name, error=str(exc))
+                continue
+            if int(count) > policy.limit:
+                retry_after = max(int(ttl), 1)
+                response = envelope(
+                    request,
+                    status=429,
+                    code="RATE_LIMITED",
+                    message=f"too many requests; retry in {retry_after} s",
+                    details={"limit": policy.limit, "window_seconds": policy.window_seconds, "policy": policy.name},
+                    headers={"Retry-After": str(retry_after)},
+                )
+                await response.to_asgi_response(app=None, request=request)(scope, receive, send)  # type: ignore[arg-type]
+                return
+        await next_app(scope, receive, send)

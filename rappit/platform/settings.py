@@ -1,0 +1,194 @@
+"""One typed settings object, read once from the environment and validated.
+
+Development gets working defaults so that `./run up` needs nothing; production has no
+default for any secret, address or admin and refuses to boot, naming every problem at once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+# The checkout (or, in the image, RAPPIT_HOME): where migrations/ and alembic.ini live.
+REPO_ROOT = Path(os.environ.get("RAPPIT_HOME") or Path(__file__).resolve().parents[2])
+ENVIRONMENTS = ("development", "test", "production")
+
+# Values that only ever appear in examples and development defaults. Production rejects them.
+PLACEHOLDER_MARKERS = ("change-me", "changeme", "replace-me", "example", "placeholder", "insecure", "xxx")
+DEV_SECRET_KEY = "insecure-development-secret-key-do-not-use-in-production"
+# A valid Fernet key that is public (it is in this file): development and tests only.
+DEV_ENCRYPTION_KEY = "aW5zZWN1cmUtZGV2LWtleS0wMDAwMDAwMDAwMDAwMDA="
+
+
+class SettingsError(Exception):
+    """Raised with every problem found, so one boot attempt shows them all."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid settings:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    env: str = "development"
+    """development | test | production."""
+    secret_key: str = DEV_SECRET_KEY
+    """Signs dashboard sessions; at least 32 characters in production."""
+    encryption_keys: tuple[str, ...] = (DEV_ENCRYPTION_KEY,)
+    """Fernet keys, newest first (ENCRYPTION_KEY, comma separated): first encrypts, all decrypt."""
+    database_url: str | None = None
+    """SQLAlchemy URL the app and workers use; must be a role that does not own the tables (RLS)."""
+    migration_database_url: str | None = None
+    """URL alembic uses (the table owner). Defaults to DATABASE_URL."""
+    redis_url: str | None = None
+    """redis:// or unix:// URL for jobs, rate-limit counters, breaker state and sessions."""
+    cors_allowed_origins: tuple[str, ...] = ()
+    """Origins allowed to call the API from a browser (CORS_ALLOWED_ORIGINS, comma separated)."""
+    admin_emails: tuple[str, ...] = ()
+    """Operators' e-mail addresses (ADMIN_EMAILS); they may use the platform-admin commands."""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str | None = None
+    """Base URL printed in onboarding output; defaults to http://HOST:PORT."""
+    log_level: str = "INFO"
+    log_json: bool = True
+    rate_limit_auth_per_minute: int = 60
+    """Per client IP on /auth/* routes."""
+    rate_limit_webhooks_per_minute: int = 60
+    """Per client IP on /webhooks/* routes (issue 4 adds a per-channel limit)."""
+    rate_limit_api_per_minute: int = 1200
+    """Per API token on /api/v1/*."""
+    max_body_bytes: int = 10 * 1024 * 1024
+    """Largest request body accepted anywhere (413 beyond)."""
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+    data_dir: Path = field(default_factory=lambda: REPO_ROOT / ".data")
+    """Where the embedded PostgreSQL and Redis keep their files in development."""
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def embedded(self) -> bool:
+        """True when the local stack should start PostgreSQL/Redis itself."""
+        return not self.is_production and (self.database_url is None or self.redis_url is None)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate; raises SettingsError listing every problem."""
+        env = dict(os.environ if environ is None else environ)
+        problems: list[str] = []
+
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        def integer(name: str, default: int, minimum: int = 1) -> int:
+            raw = get(name)
+            if raw is None:
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                problems.append(f"{name} must be an integer, got {raw!r}")
+                return default
+            if value < minimum:
+                problems.append(f"{name} must be at least {minimum}, got {value}")
+            return value
+
+        def csv(name: str) -> tuple[str, ...]:
+            return tuple(p.strip() for p in (get(name) or "").split(",") if p.strip())
+
+        rappit_env = get("RAPPIT_ENV") or "development"
+        if rappit_env not in ENVIRONMENTS:
+            problems.append(f"RAPPIT_ENV must be one of {', '.join(ENVIRONMENTS)}, got {rappit_env!r}")
+        production = rappit_env == "production"
+
+        def is_placeholder(value: str) -> bool:
+            lowered = value.lower()
+            return any(marker in lowered for marker in PLACEHOLDER_MARKERS)
+
+        def required(name: str) -> str | None:
+            value = get(name)
+            if production:
+                if value is None:
+                    problems.append(f"{name} is required in production")
+                elif is_placeholder(value):
+                    problems.append(f"{name} holds a placeholder value; set a real one")
+            return value
+
+        secret_key = required("SECRET_KEY")
+        if production and secret_key and len(secret_key) < 32:
+            problems.append("SECRET_KEY must be at least 32 characters")
+        encryption = csv("ENCRYPTION_KEY") if required("ENCRYPTION_KEY") else ()
+        for i, key in enumerate(encryption):
+            try:
+                Fernet(key.encode())
+            except (ValueError, TypeError):
+                problems.append(f"ENCRYPTION_KEY entry {i + 1} is not a valid Fernet key (32 url-safe base64 bytes)")
+            if production and key == DEV_ENCRYPTION_KEY:
+                problems.append("ENCRYPTION_KEY is the public development key")
+        database_url = required("DATABASE_URL")
+        redis_url = required("REDIS_URL")
+        cors = csv("CORS_ALLOWED_ORIGINS") if required("CORS_ALLOWED_ORIGINS") else ()
+        if production and "*" in cors:
+            problems.append("CORS_ALLOWED_ORIGINS may not be '*' in production")
+        admins = csv("ADMIN_EMAILS") if required("ADMIN_EMAILS") else ()
+        for email in admins:
+            if "@" not in email:
+                problems.append(f"ADMIN_EMAILS entry {email!r} is not an e-mail address")
+
+        log_json_raw = (get("LOG_JSON") or "true").lower()
+        data_dir = Path(get("RAPPIT_DATA_DIR") or REPO_ROOT / ".data")
+        settings = cls(
+            env=rappit_env,
+            secret_key=secret_key or DEV_SECRET_KEY,
+            encryption_keys=encryption or (DEV_ENCRYPTION_KEY,),
+            database_url=_async_url(database_url) if database_url else None,
+            migration_database_url=_async_url(get("MIGRATION_DATABASE_URL") or database_url or "") or None,
+            redis_url=redis_url,
+            cors_allowed_origins=cors or (() if production else ("http://localhost:8000", "http://127.0.0.1:8000")),
+            admin_emails=admins,
+            host=get("HOST") or "127.0.0.1",
+            port=integer("PORT", 8000),
+            public_url=get("PUBLIC_URL"),
+            log_level=(get("LOG_LEVEL") or "INFO").upper(),
+            log_json=log_json_raw not in ("0", "false", "no"),
+            rate_limit_auth_per_minute=integer("RATE_LIMIT_AUTH_PER_MINUTE", 60),
+            rate_limit_webhooks_per_minute=integer("RATE_LIMIT_WEBHOOKS_PER_MINUTE", 60),
+            rate_limit_api_per_minute=integer("RATE_LIMIT_API_PER_MINUTE", 1200),
+            max_body_bytes=integer("MAX_BODY_BYTES", 10 * 1024 * 1024),
+            db_pool_size=integer("DB_POOL_SIZE", 10),
+            db_max_overflow=integer("DB_MAX_OVERFLOW", 10, minimum=0),
+            data_dir=data_dir,
+        )
+        if problems:
+            raise SettingsError(problems)
+        return settings
+
+    def with_stack(self, *, database_url: str, migration_database_url: str, redis_url: str) -> Settings:
+        """A copy pointing at a started local stack."""
+        from dataclasses import replace
+
+        return replace(
+            self,
+            database_url=_async_url(database_url),
+            migration_database_url=_async_url(migration_database_url),
+            redis_url=redis_url,
+        )
+
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+
+def _async_url(url: str) -> str:
+    """Accept the usual postgres:// spellings and pin the asyncpg driver."""
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix):]
+    return url

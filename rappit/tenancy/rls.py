@@ -1,0 +1,48 @@
+"""Row-level security, as migrations apply it.
+
+The app connects as APP_ROLE, which owns no table, so these policies bind it: a query sees only
+rows of `current_setting('app.org_id')` (set with SET LOCAL by the session hook) unless the
+logged `unscoped()` bypass set `app.bypass_rls` for that transaction. With no org set it sees nothing.
+"""
+
+from __future__ import annotations
+
+import os
+
+APP_ROLE = os.environ.get("RAPPIT_DB_APP_ROLE", "rappit_app")
+"""Read here, once, because migrations run outside the app's settings object."""
+
+_ORG = "nullif(current_setting('app.org_id', true), '')::uuid"
+_BYPASS = "current_setting('app.bypass_rls', true) = 'on'"
+
+
+def policy_sql(table: str, column: str = "org_id") -> list[str]:
+    predicate = f"({column} = {_ORG} OR {_BYPASS})"
+    return [
+        f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
+        f"CREATE POLICY org_isolation ON {table} USING {predicate} WITH CHECK {predicate}",
+    ]
+
+
+def grants_sql() -> list[str]:
+    """Privileges for the app role on everything this (owner) role creates from now on."""
+    return [
+        f"""DO $$ BEGIN
+              IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
+                CREATE ROLE {APP_ROLE} NOLOGIN;
+              END IF;
+            END $$""",
+        f"GRANT USAGE ON SCHEMA public TO {APP_ROLE}",
+        f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {APP_ROLE}",
+        f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {APP_ROLE}",
+    ]
+
+
+def definer_function_sql(signature: str, returns: str, body: str) -> list[str]:
+    """A narrow cross-org read, run with the owner's rights (which RLS does not bind), for the app role only."""
+    return [
+        f"""CREATE OR REPLACE FUNCTION {signature} RETURNS {returns}
+            LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $fn$ {body} $fn$""",
+        f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC",
+        f"GRANT EXECUTE ON FUNCTION {signature} TO {APP_ROLE}",
+    ]

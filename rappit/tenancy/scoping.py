@@ -1,0 +1,104 @@
+"""The org-scoping session hook and its database backstop.
+
+* `do_orm_execute` adds `org_id = <current org>` to every ORM SELECT, UPDATE and DELETE that touches
+  a tenant model (including joined, aliased and lazy-loaded ones), and refuses to run one with no org.
+* `before_flush` stamps the current org on new tenant rows and refuses rows of another org.
+* `after_begin` runs `set_config('app.org_id', ..., true)` (SET LOCAL) so PostgreSQL's row-level
+  security policies see the same org: raw SQL that forgets the filter still sees only that org.
+* `unscoped(session, reason=...)` is the only way across orgs; it is logged every time.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, with_loader_criteria
+
+from rappit.platform.db import RappitSession
+from rappit.tenancy.context import (
+    TenantContextMissing,
+    _bypass_context,
+    bypass_reason,
+    current_org_id,
+)
+from rappit.tenancy.models import TenantMixin
+
+log = structlog.get_logger("rappit.tenancy")
+
+_SET_CONTEXT = text("select set_config('app.org_id', :org, true), set_config('app.bypass_rls', :bypass, true)")
+
+
+class CrossTenantWrite(RuntimeError):
+    """A flush tried to write a row that belongs to another org."""
+
+
+def _touches_tenant(state: ORMExecuteState) -> bool:
+    return any(issubclass(m.class_, TenantMixin) for m in state.all_mappers)
+
+
+@event.listens_for(RappitSession, "do_orm_execute")
+def _scope_to_org(state: ORMExecuteState) -> None:
+    if not (state.is_select or state.is_update or state.is_delete):
+        return
+    if state.is_column_load or state.is_relationship_load:
+        return  # the criteria added to the parent statement propagate to these loads
+    if state.execution_options.get("rappit_unscoped") or bypass_reason() is not None:
+        return
+    if not _touches_tenant(state):
+        return
+    org_id = current_org_id()
+    if org_id is None:
+        raise TenantContextMissing("tenant query with no organization in context; use unscoped() with a reason")
+    state.statement = state.statement.options(
+        with_loader_criteria(TenantMixin, lambda cls: cls.org_id == org_id, include_aliases=True)
+    )
+
+
+@event.listens_for(RappitSession, "before_flush")
+def _stamp_org(session: Session, flush_context: UOWTransaction, instances: Any) -> None:
+    org_id = current_org_id()
+    for obj in session.new:
+        if not isinstance(obj, TenantMixin):
+            continue
+        if obj.org_id is None:
+            if org_id is None:
+                raise TenantContextMissing(f"new {type(obj).__name__} with no organization in context")
+            obj.org_id = org_id
+        elif org_id is not None and obj.org_id != org_id and bypass_reason() is None:
+            raise CrossTenantWrite(f"{type(obj).__name__} belongs to another organization")
+
+
+@event.listens_for(RappitSession, "after_begin")
+def _set_local_org(session: Session, transaction: Any, connection: Any) -> None:
+    org_id = current_org_id()
+    connection.execute(
+        _SET_CONTEXT,
+        {"org": str(org_id) if org_id else "", "bypass": "on" if bypass_reason() is not None else "off"},
+    )
+
+
+@asynccontextmanager
+async def unscoped(session: AsyncSession, *, reason: str) -> AsyncIterator[None]:
+    """Cross-org access for a named reason (auth lookups, sweepers, platform admin). Logged."""
+    log.info("tenancy.unscoped", reason=reason, org_id=str(current_org_id() or ""))
+    with _bypass_context(reason):
+        await session.execute(text("select set_config('app.bypass_rls', 'on', true)"))
+        try:
+            yield
+        finally:
+            if session.in_transaction():
+                try:
+                    await session.execute(text("select set_config('app.bypass_rls', 'off', true)"))
+                except Exception:  # the transaction is already failed; it will roll back anyway
+                    pass
+
+
+async def set_transaction_org(session: AsyncSession, org_id: uuid.UUID) -> None:
+    """Re-point RLS at `org_id` inside an open transaction (after org_context() changed mid-way)."""
+    await session.execute(_SET_CONTEXT, {"org": str(org_id), "bypass": "off"})

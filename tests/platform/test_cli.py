@@ -1,0 +1,56 @@
+"""The onboarding runbook, as an operator runs it: one command makes a tenant with a user and a token."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+
+def run_cli(settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env.update(
+        RAPPIT_ENV="development",
+        DATABASE_URL=settings.database_url,
+        MIGRATION_DATABASE_URL=settings.migration_database_url,
+        REDIS_URL=settings.redis_url,
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "rappit.platform.cli", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture
+def code() -> str:
+    return "C" + uuid.uuid4().hex[:6].upper()
+
+
+async def test_org_create_prints_a_working_token_once(settings, client, code) -> None:
+    proc = run_cli(settings, "org", "create", "--name", "Acme Corp", "--admin-email", "Owner@Acme.test", "--code", code)
+    assert proc.returncode == 0, proc.stderr
+    tokens = re.findall(r"rpt_[A-Za-z0-9_-]{40,}", proc.stdout)
+    assert len(set(tokens)) == 1
+    me = await client.get("/api/v1/me", headers={"Authorization": f"Bearer {tokens[0]}"})
+    assert me.status_code == 200 and me.json()["org_code"] == code and me.json()["role"] == "owner"
+
+    added = run_cli(settings, "user", "add", "--org", code, "--email", "ops@acme.test", "--role", "staff")
+    assert added.returncode == 0, added.stderr
+    issued = run_cli(settings, "token", "create", "--org", code, "--name", "erp", "--role", "viewer")
+    assert issued.returncode == 0, issued.stderr
+    token = re.findall(r"rpt_[A-Za-z0-9_-]{40,}", issued.stdout)[0]
+    me = await client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.json()["role"] == "viewer"
+    users = await client.get("/api/v1/users", headers={"Authorization": f"Bearer {tokens[0]}"})
+    assert sorted(u["email"] for u in users.json()) == ["ops@acme.test", "owner@acme.test"]
+
+
+def test_duplicate_org_code_and_unknown_org_fail_with_a_message(settings, code) -> None:
+    assert run_cli(settings, "org", "create", "--name", "One", "--admin-email", "a@one.test", "--code", code).returncode == 0
+    again = run_cli(settings, "org", "create", "--name", "Two", "--admin-email", "b@two.test", "--code", code)
+    assert again.returncode == 1 and "is taken" in again.stderr
+    missing = run_cli(settings, "token", "create", "--org", "ZZNOPE", "--name", "x")
+    assert missing.returncode == 1 and "no organization with code ZZNOPE" in missing.stderr

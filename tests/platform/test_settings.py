@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from cryptography.fernet import Fernet
+
+from rappit.platform.app import create_app
+from rappit.platform.settings import DEV_ENCRYPTION_KEY, Settings, SettingsError
+
+REQUIRED = ["SECRET_KEY", "ENCRYPTION_KEY", "DATABASE_URL", "REDIS_URL", "CORS_ALLOWED_ORIGINS", "ADMIN_EMAILS"]
+
+
+def production_env(**overrides: str) -> dict[str, str]:
+    env = {
+        "RAPPIT_ENV": "production",
+        "SECRET_KEY": "s" * 48,
+        "ENCRYPTION_KEY": Fernet.generate_key().decode(),
+        "DATABASE_URL": "postgresql://rappit_app@db.internal/rappit",
+        "REDIS_URL": "redis://cache.internal:6379/0",
+        "CORS_ALLOWED_ORIGINS": "https://app.rappit.io",
+        "ADMIN_EMAILS": "ops@rappit.io",
+    }
+    env.update(overrides)
+    return {k: v for k, v in env.items() if v != ""}
+
+
+def test_production_with_nothing_set_names_every_missing_setting() -> None:
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({"RAPPIT_ENV": "production"})
+    text = str(err.value)
+    for name in REQUIRED:
+        assert f"{name} is required in production" in text
+    assert len(err.value.problems) == len(REQUIRED)
+
+
+def test_production_rejects_placeholders_short_secret_dev_key_and_wildcard_cors() -> None:
+    env = production_env(
+        SECRET_KEY="change-me",
+        ENCRYPTION_KEY=DEV_ENCRYPTION_KEY,
+        CORS_ALLOWED_ORIGINS="*",
+        ADMIN_EMAILS="not-an-email",
+        DATABASE_URL="postgresql://user:CHANGEME@db/rappit",
+    )
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env(env)
+    problems = "\n".join(err.value.problems)
+    assert "SECRET_KEY holds a placeholder" in problems
+    assert "SECRET_KEY must be at least 32 characters" in problems
+    assert "ENCRYPTION_KEY is the public development key" in problems
+    assert "CORS_ALLOWED_ORIGINS may not be '*'" in problems
+    assert "not an e-mail address" in problems
+    assert "DATABASE_URL holds a placeholder" in problems
+
+
+def test_invalid_fernet_key_and_bad_integer_are_reported_together() -> None:
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env(production_env(ENCRYPTION_KEY="nope", PORT="eighty"))
+    problems = "\n".join(err.value.problems)
+    assert "not a valid Fernet key" in problems and "PORT must be an integer" in problems
+
+
+def test_complete_production_settings_load() -> None:
+    settings = Settings.from_env(production_env())
+    assert settings.is_production and not settings.embedded
+    assert settings.database_url == "postgresql+asyncpg://rappit_app@db.internal/rappit"
+    assert settings.cors_allowed_origins == ("https://app.rappit.io",)
+
+
+def test_development_needs_nothing() -> None:
+    settings = Settings.from_env({})
+    assert settings.env == "development" and settings.embedded
+
+
+def test_create_app_fails_fast_in_production(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAPPIT_ENV", "production")
+    for name in REQUIRED:
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(SettingsError) as err:
+        create_app()
+    assert len(err.value.problems) == len(REQUIRED)
+
+
+@pytest.mark.parametrize("command", [["check"], ["serve"], ["worker"]])
+def test_production_boot_exits_non_zero_listing_every_problem(command: list[str]) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in REQUIRED}
+    env["RAPPIT_ENV"] = "production"
+    proc = subprocess.run(
+        [sys.executable, "-m", "rappit.platform.cli", *command], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2
+    for name in REQUIRED:
+        assert name in proc.stderr

@@ -1,0 +1,82 @@
+"""Walks the app's route table, so routes added later are covered without editing this test.
+
+Org B (an owner, so permissions are never the reason for a refusal) calls every /api route with
+org A's resource ids: each must answer 404, list routes must show none of A's ids, and afterwards
+every tenant row of org A must be exactly as before.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from litestar.routes import HTTPRoute
+from sqlalchemy import text
+
+from rappit.platform.db import Base
+from rappit.tenancy.models import TenantMixin
+
+# Body for routes that take one, keyed by (method, path template). A new route with a body needs an entry.
+BODIES: dict[tuple[str, str], Any] = {}
+
+
+async def seed_org_a(client, org) -> dict[str, str]:
+    """One of each resource in org A, by the path-parameter name that addresses it."""
+    user = await client.post(
+        "/api/v1/users", json={"email": "victim@a.test", "role": "staff"}, headers=org.headers
+    )
+    token = await client.post("/api/v1/tokens", json={"name": "victim", "role": "viewer"}, headers=org.headers)
+    assert user.status_code == 201 and token.status_code == 201
+    return {"user_id": user.json()["id"], "token_id": token.json()["details"]["id"]}
+
+
+def api_routes(app) -> list[tuple[str, str, list[str]]]:
+    found = []
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute) or not route.path.startswith("/api/"):
+            continue
+        for method in sorted(route.methods):
+            if method in ("HEAD", "OPTIONS"):
+                continue
+            found.append((method, route.path, list(route.path_parameters)))
+    return found
+
+
+async def snapshot(admin_engine, org_id) -> dict[str, list]:
+    tables = sorted({m.local_table.name for m in Base.registry.mappers if issubclass(m.class_, TenantMixin)})
+    state = {}
+    async with admin_engine.connect() as conn:
+        for table in tables:
+            rows = await conn.execute(text(f"select * from {table} where org_id = :o order by id"), {"o": org_id})
+            state[table] = [tuple(r) for r in rows]
+        state["organizations"] = [tuple(r) for r in await conn.execute(text("select * from organizations where id = :o"), {"o": org_id})]
+    return state
+
+
+async def test_org_b_cannot_see_or_change_org_a_through_any_route(app, client, make_org, admin_engine) -> None:
+    a, b = await make_org("Org A"), await make_org("Org B")
+    seeds = await seed_org_a(client, a)
+    before = await snapshot(admin_engine, a.id)
+    routes = api_routes(app)
+    assert routes, "no routes found"
+    with_params = 0
+    for method, template, params in routes:
+        missing = [p for p in params if p not in seeds]
+        assert not missing, f"{method} {template}: seed a value for {missing} in seed_org_a()"
+        path = template
+        for name in params:
+            path = re.sub(r"\{" + name + r"(:[^}]*)?\}", seeds[name], path)
+        kwargs: dict[str, Any] = {"headers": b.headers}
+        if (method, template) in BODIES:
+            kwargs["json"] = BODIES[(method, template)]
+        resp = await client.request(method, path, **kwargs)
+        if params:
+            with_params += 1
+            assert resp.status_code == 404, f"{method} {path} answered {resp.status_code}: {resp.text}"
+            assert resp.json()["error"]["code"] in ("NOT_FOUND",) or resp.json()["error"]["code"].endswith("NOT_FOUND")
+        elif method == "GET":
+            assert resp.status_code == 200, f"{method} {path}: {resp.status_code}"
+            for value in [*seeds.values(), str(a.id), a.code]:
+                assert value not in resp.text, f"{method} {path} leaked org A's {value}"
+    assert with_params >= 2  # grows as routes are added; guards against an empty walk
+    assert await snapshot(admin_engine, a.id) == before, "org A's rows changed"
