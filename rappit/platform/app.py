@@ -27,6 +27,7 @@ from rappit.platform.errors import EXCEPTION_HANDLERS
 from rappit.platform.logging import RequestIdMiddleware, configure_logging
 from rappit.platform.ratelimit import Policy, RateLimitMiddleware, client_ip
 from rappit.platform.settings import Settings
+from rappit.inventory import routes as inventory_routes
 from rappit.tenancy import routes as tenancy_routes
 from rappit.tenancy.auth import AUTH_EXCLUDE, AuthMiddleware, Principal
 
@@ -74,7 +75,7 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
 
         app_config.on_startup.append(start)
         app_config.on_shutdown.append(stop)
-        app_config.route_handlers.extend([*health.ROUTES, *tenancy_routes.ROUTES, PrometheusController])
+        app_config.route_handlers.extend([*health.ROUTES, *tenancy_routes.ROUTES, *inventory_routes.ROUTES, PrometheusController])
         app_config.dependencies.update(
             {
                 "db_session": Provide(provide_db_session),

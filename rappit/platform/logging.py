@@ -7,6 +7,7 @@ import re
 import sys
 import time
 import uuid
+from contextvars import ContextVar
 from typing import IO, Any
 
 import structlog
@@ -24,6 +25,18 @@ _SHARED = [
     structlog.processors.TimeStamper(fmt="iso", utc=True),
 ]
 _handler: logging.StreamHandler[IO[str]] | None = None
+_request_id: ContextVar[str | None] = ContextVar("rappit_request_id", default=None)
+
+
+def current_request_id() -> str | None:
+    """The HTTP request (or the job's originating request) being served; copied onto audit rows."""
+    return _request_id.get()
+
+
+def bind_request_id(request_id: str | None) -> None:
+    _request_id.set(request_id)
+    if request_id:
+        structlog.contextvars.bind_contextvars(request_id=request_id)
 
 
 def configure_logging(level: str = "INFO", *, json: bool = True, stream: IO[str] | None = None) -> None:
@@ -71,7 +84,7 @@ class RequestIdMiddleware(ASGIMiddleware):
         request_id = accept_request_id(incoming)
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        bind_request_id(request_id)
         started = time.perf_counter()
         status_holder = {"status": 500}
 

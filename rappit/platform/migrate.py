@@ -1,6 +1,9 @@
-"""Running alembic from code (CLI, local stack, tests)."""
+"""Running alembic from code (CLI, local stack, tests, benchmarks)."""
 
 from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 from alembic import command
 from alembic.config import Config
@@ -16,5 +19,11 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    """Synchronous (alembic's env runs its own event loop): call from a thread inside async code."""
-    command.upgrade(alembic_config(url), revision)
+    """Blocking. alembic's env runs its own event loop, so inside a running loop it runs in a thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        command.upgrade(alembic_config(url), revision)
+        return
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(command.upgrade, alembic_config(url), revision).result()

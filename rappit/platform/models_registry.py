@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from rappit.platform.db import Base
+from rappit.inventory import models as _inventory  # noqa: F401
+from rappit.platform import idempotency as _idempotency  # noqa: F401
 from rappit.tenancy import models as _tenancy  # noqa: F401
 
 metadata = Base.metadata

@@ -20,13 +20,22 @@ class TenantMixin:
     tenant table starts with it, which is what sharding by organization needs later.
     """
 
+    __org_fk__ = True
+    """False where a NOT NULL org-qualified FK to a parent tenant row already proves the org exists:
+    a second, direct FK to organizations would only add a check (and a row lock) per insert."""
+    __org_unique__ = True
+    """False for append-only tables that no foreign key points at (the ledger)."""
+
     @declared_attr
     def org_id(cls) -> Mapped[uuid.UUID]:  # noqa: N805
+        if not cls.__org_fk__:
+            return mapped_column(nullable=False)
         return mapped_column(ForeignKey("organizations.id", ondelete="RESTRICT"), nullable=False)
 
     @declared_attr.directive
     def __table_args__(cls) -> tuple:  # noqa: N805
-        return (UniqueConstraint("org_id", "id"), *getattr(cls, "__extra_table_args__", ()))
+        own = (UniqueConstraint("org_id", "id"),) if cls.__org_unique__ else ()
+        return (*own, *getattr(cls, "__extra_table_args__", ()))
 
 
 def org_fk(column: str, target: str, *, ondelete: str | None = None) -> ForeignKeyConstraint:

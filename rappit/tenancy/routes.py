@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from sqlalchemy import text
 
 from rappit.platform.errors import Unauthorized
 from rappit.platform.http import DbSession, Id, Limit, Offset
+from rappit.platform.idempotency import idempotent
 from rappit.tenancy import service
 from rappit.tenancy.auth import Principal, requires
 from rappit.tenancy.schemas import IssuedTokenOut, LoginIn, MeOut, TokenIn, TokenOut, UserIn, UserOut
@@ -44,11 +45,14 @@ class UserController(Controller):
     @post("/", guards=[requires("users:manage")], status_code=HTTP_201_CREATED)
     async def add_user(
         self, request: Request[Principal, Principal, Any], db_session: DbSession, data: JSONBody[UserIn]
-    ) -> UserOut:
-        user = await service.add_user(
-            db_session, email=data.email, role=data.role, password=data.password, granter_role=request.user.role
-        )
-        return UserOut.of(user)
+    ) -> Response[Any]:
+        async def op() -> UserOut:
+            user = await service.add_user(
+                db_session, email=data.email, role=data.role, password=data.password, granter_role=request.user.role
+            )
+            return UserOut.of(user)
+
+        return await idempotent(request, db_session, op)
 
 
 class TokenController(Controller):
@@ -60,7 +64,7 @@ class TokenController(Controller):
         return [TokenOut.of(t) for t in await service.list_tokens(db_session, limit=limit, offset=offset)]
 
     @post("/", guards=[requires("tokens:manage")], status_code=HTTP_201_CREATED)
-    async def create_token(
+    async def create_token(  # no Idempotency-Key: its stored response would hold the plaintext token
         self, request: Request[Principal, Principal, Any], db_session: DbSession, data: JSONBody[TokenIn]
     ) -> IssuedTokenOut:
         issued = await service.create_token(
@@ -74,8 +78,11 @@ class TokenController(Controller):
         return IssuedTokenOut(token=issued.plaintext, details=TokenOut.of(issued.token))
 
     @post("/{token_id:uuid}/revoke", guards=[requires("tokens:manage")], status_code=HTTP_200_OK)
-    async def revoke_token(self, db_session: DbSession, token_id: Id) -> TokenOut:
-        return TokenOut.of(await service.revoke_token(db_session, token_id))
+    async def revoke_token(self, request: Request[Any, Any, Any], db_session: DbSession, token_id: Id) -> Response[Any]:
+        async def op() -> TokenOut:
+            return TokenOut.of(await service.revoke_token(db_session, token_id))
+
+        return await idempotent(request, db_session, op, status_code=HTTP_200_OK)
 
 
 class AuthController(Controller):

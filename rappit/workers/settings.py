@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
+from arq import cron
 from arq.connections import RedisSettings
 
-from rappit.platform.db import make_engine, make_sessionmaker
+from rappit.inventory.jobs import release_expired_reservations
+from rappit.platform.db import make_engine, make_sessionmaker, provide_session
 from rappit.platform.logging import configure_logging
 from rappit.platform.settings import Settings
 
@@ -40,8 +42,22 @@ async def ping(ctx: dict[str, Any], value: str) -> str:
     return value
 
 
+async def purge_idempotency_keys(ctx: dict[str, Any]) -> int:
+    """Hourly: forget Idempotency-Keys older than 24 hours, across orgs (logged bypass)."""
+    from rappit.platform.idempotency import purge_expired
+    from rappit.tenancy.scoping import unscoped
+
+    async with provide_session(ctx["sessionmaker"]) as session:
+        async with unscoped(session, reason="purge expired idempotency keys"):
+            return await purge_expired(session)
+
+
 class WorkerSettings:
-    functions = [ping]
+    functions = [ping, release_expired_reservations, purge_idempotency_keys]
+    cron_jobs = [
+        cron(release_expired_reservations, second={0}, run_at_startup=True, timeout=50),
+        cron(purge_idempotency_keys, minute={17}, second={30}, timeout=50),
+    ]
     on_startup = startup
     on_shutdown = shutdown
     # Short timeouts: a killed worker's job is re-run only after the largest timeout + 10 s.

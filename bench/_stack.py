@@ -1,0 +1,107 @@
+"""Shared set-up for benchmarks: a durable embedded PostgreSQL (default settings, fsync on) and Redis
+under .data/bench/, a fresh database per run, migrated; or BENCH_DATABASE_URL / BENCH_REDIS_URL."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform as _platform  # the stdlib module (rappit's is rappit.platform)
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from rappit.platform import migrate
+from rappit.platform.localstack import DEV_TUNING, EmbeddedPostgres, EmbeddedRedis, drop_database, ensure_database
+from rappit.platform.settings import REPO_ROOT, Settings
+from rappit.tenancy.rls import APP_ROLE
+
+DATA = REPO_ROOT / ".data" / "bench"
+RESULTS = REPO_ROOT / "bench" / "results"
+
+
+@dataclass(frozen=True)
+class BenchStack:
+    settings: Settings
+    admin_url: str
+
+
+@contextmanager
+def bench_stack(name: str) -> Iterator[BenchStack]:
+    started = []
+    server_admin = os.environ.get("BENCH_DATABASE_URL")
+    if not server_admin:
+        pg = EmbeddedPostgres(DATA / "pg", tuning={**DEV_TUNING, "shared_buffers": "256MB"}).start()
+        started.append(pg)
+        server_admin = pg.superuser_url()
+    redis_url = os.environ.get("BENCH_REDIS_URL")
+    if not redis_url:
+        redis = EmbeddedRedis(DATA / "redis").start()
+        started.append(redis)
+        redis_url = redis.url
+    database = f"rappit_bench_{name}"
+    drop_database(server_admin, database)
+    ensure_database(server_admin, database)
+    admin = make_url(server_admin.replace("postgresql+asyncpg://", "postgresql://")).set(database=database)
+    admin_url = admin.render_as_string(hide_password=False)
+    migrate.upgrade(admin_url)
+    settings = Settings(env="development", log_json=True, log_level="WARNING", db_pool_size=70, db_max_overflow=10).with_stack(
+        database_url=admin.set(username=APP_ROLE, password=None).render_as_string(hide_password=False),
+        migration_database_url=admin_url,
+        redis_url=redis_url,
+    )
+    try:
+        yield BenchStack(settings=settings, admin_url=admin_url)
+    finally:
+        drop_database(server_admin, database)
+        for service in reversed(started):
+            service.stop()
+
+
+def machine() -> dict[str, object]:
+    return {"cpus": os.cpu_count(), "python": sys.version.split()[0], "platform": _platform.platform()}
+
+
+def write_results(name: str, payload: dict[str, object]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    payload = {"benchmark": name, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "machine": machine(), **payload}
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
+
+
+@contextmanager
+def api_server(settings: Settings, port: int) -> Iterator[str]:
+    """The real API in its own process (uvicorn), as production runs it."""
+    env = dict(os.environ)
+    env.update(
+        RAPPIT_ENV="development", DATABASE_URL=settings.database_url or "", REDIS_URL=settings.redis_url or "",
+        MIGRATION_DATABASE_URL=settings.migration_database_url or "", LOG_LEVEL="WARNING",
+        RATE_LIMIT_API_PER_MINUTE="1000000", RATE_LIMIT_WEBHOOKS_PER_MINUTE="1000000", MAX_BODY_BYTES=str(50 * 2**20),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "rappit.platform.app:create_app", "--host", "127.0.0.1",
+         "--port", str(port), "--no-access-log", "--log-level", "warning"],
+        env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    import httpx
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(base + "/health/live", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    try:
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(10)

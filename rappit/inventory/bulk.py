@@ -1,0 +1,283 @@
+"""Bulk stock import: parse and validate every row, COPY the valid ones into a staging table, then
+apply them with a handful of set-based statements (with their ledger rows) in the caller's transaction.
+
+Row problems become entries in the summary; a file that is not parseable CSV is a 400 naming the line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from rappit.inventory.service import _LEDGER_COLUMNS
+from rappit.platform.errors import BadRequest
+from rappit.platform.logging import current_request_id
+from rappit.tenancy.context import current_actor, require_org_id
+
+REQUIRED_COLUMNS = ("sku", "quantity", "warehouse_code")
+OPTIONAL_COLUMNS = ("mode",)
+MODES = ("set", "add")
+MAX_QUANTITY = 1_000_000_000
+_DIGITS = re.compile(r"^[0-9]+$")
+
+
+@dataclass(slots=True)
+class Row:
+    line: int
+    sku: str
+    warehouse: str
+    quantity: int
+    mode: str
+
+
+@dataclass(slots=True)
+class RowError:
+    line: int
+    sku: str
+    code: str
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"line": self.line, "sku": self.sku, "code": self.code, "message": self.message}
+
+
+@dataclass(slots=True)
+class Parsed:
+    rows: list[Row] = field(default_factory=list)
+    errors: list[RowError] = field(default_factory=list)
+    received: int = 0
+    text_quantities: bool = True
+
+
+def _validate(
+    parsed: Parsed, line: int, sku: Any, quantity: Any, warehouse: Any, mode: Any, default_mode: str
+) -> None:
+    """CSV gives strings ("12"); JSON must give integers (a JSON "12" or true is refused)."""
+    parsed.received += 1
+    sku = sku.strip() if isinstance(sku, str) else ""
+    warehouse = warehouse.strip() if isinstance(warehouse, str) else ""
+    if not sku or not warehouse:
+        missing = [name for name, value in (("sku", sku), ("warehouse_code", warehouse)) if not value]
+        parsed.errors.append(RowError(line, sku, "MISSING_FIELD", f"missing {', '.join(missing)}"))
+        return
+    if isinstance(quantity, str) and parsed.text_quantities and _DIGITS.match(quantity.strip()):
+        qty: int | None = int(quantity.strip())
+    elif isinstance(quantity, int) and not isinstance(quantity, bool):
+        qty = quantity
+    else:
+        qty = None
+    if qty is None or qty < 0 or qty > MAX_QUANTITY:
+        parsed.errors.append(
+            RowError(line, sku, "INVALID_QUANTITY", f"quantity must be a whole number from 0 to {MAX_QUANTITY}, got {quantity!r}")
+        )
+        return
+    row_mode = (mode.strip().lower() if isinstance(mode, str) else "") or default_mode
+    if row_mode not in MODES:
+        parsed.errors.append(RowError(line, sku, "INVALID_MODE", f"mode must be set or add, got {mode!r}"))
+        return
+    parsed.rows.append(Row(line, sku, warehouse, qty, row_mode))
+
+
+def parse_csv(body: bytes, default_mode: str) -> Parsed:
+    try:
+        content = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = body[: exc.start].count(b"\n") + 1
+        raise BadRequest(f"line {line}: the file is not UTF-8 text", code="MALFORMED_CSV", details={"line": line}) from exc
+    reader = csv.reader(io.StringIO(content, newline=""), strict=True)
+    parsed = Parsed()
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise BadRequest("line 1: the file is empty; expected a header row sku,quantity,warehouse_code", code="MALFORMED_CSV",
+                             details={"line": 1})
+        columns = [h.strip().lower() for h in header]
+        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+        unknown = [c for c in columns if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
+        if missing or unknown or len(set(columns)) != len(columns):
+            raise BadRequest(
+                f"line 1: header must be sku,quantity,warehouse_code[,mode]; got {','.join(header)}",
+                code="MALFORMED_CSV",
+                details={"line": 1, "missing": missing, "unknown": unknown},
+            )
+        index = {c: i for i, c in enumerate(columns)}
+        width = len(columns)
+        for record in reader:
+            if not record or (len(record) == 1 and not record[0].strip()):
+                continue  # blank line
+            if len(record) != width:
+                raise BadRequest(
+                    f"line {reader.line_num}: expected {width} fields, found {len(record)}",
+                    code="MALFORMED_CSV",
+                    details={"line": reader.line_num},
+                )
+            _validate(
+                parsed, reader.line_num, record[index["sku"]], record[index["quantity"]],
+                record[index["warehouse_code"]], record[index["mode"]] if "mode" in index else None, default_mode,
+            )
+    except csv.Error as exc:
+        raise BadRequest(f"line {reader.line_num}: {exc}", code="MALFORMED_CSV", details={"line": reader.line_num}) from exc
+    return parsed
+
+
+def parse_json(items: Any, default_mode: str) -> Parsed:
+    if not isinstance(items, list):
+        raise BadRequest("expected a JSON array of {sku, quantity, warehouse_code} objects", code="MALFORMED_JSON")
+    parsed = Parsed(text_quantities=False)
+    for i, item in enumerate(items, start=1):
+        if not isinstance(item, dict):
+            parsed.received += 1
+            parsed.errors.append(RowError(i, "", "MALFORMED_ROW", "each item must be an object"))
+            continue
+        _validate(parsed, i, item.get("sku"), item.get("quantity"), item.get("warehouse_code"), item.get("mode"), default_mode)
+    return parsed
+
+
+def _reject_duplicates(parsed: Parsed) -> None:
+    """A (sku, warehouse) twice in one file is ambiguous: every occurrence fails, none applies."""
+    first: dict[tuple[str, str], int] = {}
+    dup_keys: set[tuple[str, str]] = set()
+    for row in parsed.rows:
+        key = (row.sku, row.warehouse)
+        if key in first:
+            dup_keys.add(key)
+        else:
+            first[key] = row.line
+    if not dup_keys:
+        return
+    lines: dict[tuple[str, str], list[int]] = {}
+    for row in parsed.rows:
+        if (row.sku, row.warehouse) in dup_keys:
+            lines.setdefault((row.sku, row.warehouse), []).append(row.line)
+    keep = []
+    for row in parsed.rows:
+        key = (row.sku, row.warehouse)
+        if key in dup_keys:
+            others = [str(n) for n in lines[key] if n != row.line]
+            parsed.errors.append(
+                RowError(row.line, row.sku, "DUPLICATE_ROW",
+                         f"{row.sku} in {row.warehouse} also appears on line {', '.join(others)}")
+            )
+        else:
+            keep.append(row)
+    parsed.rows = keep
+
+
+_STAGE = """CREATE TEMP TABLE import_stage (
+    line int, sku text, wh text, qty int, mode text, sku_id uuid, wh_id uuid, done boolean NOT NULL DEFAULT false
+) ON COMMIT DROP"""
+
+_RESOLVE = text(
+    """UPDATE import_stage s SET sku_id = k.id, wh_id = w.id
+         FROM skus k, warehouses w
+        WHERE k.org_id = :org AND k.code = s.sku AND w.org_id = :org AND w.code = s.wh"""
+)
+
+_UNKNOWN = text(
+    """SELECT s.line, s.sku, s.wh, NOT EXISTS (SELECT 1 FROM skus k WHERE k.org_id = :org AND k.code = s.sku)
+         FROM import_stage s WHERE s.sku_id IS NULL"""
+)
+
+# New levels are inserted with their final quantity (and a ledger row from zero) instead of being
+# created empty and then updated: half the writes, and no re-check of foreign keys on the update.
+_INSERT_NEW = text(
+    f"""WITH ins AS (
+          INSERT INTO inventory_levels (id, org_id, sku_id, warehouse_id, on_hand, reserved, updated_at)
+          SELECT gen_random_uuid(), :org, s.sku_id, s.wh_id, s.qty, 0, now()
+            FROM import_stage s
+           WHERE s.sku_id IS NOT NULL
+             AND NOT EXISTS (SELECT 1 FROM inventory_levels l
+                              WHERE l.org_id = :org AND l.sku_id = s.sku_id AND l.warehouse_id = s.wh_id)
+           ORDER BY s.sku_id, s.wh_id
+          ON CONFLICT (org_id, sku_id, warehouse_id) DO NOTHING
+          RETURNING id, sku_id, warehouse_id, on_hand
+        ), led AS (
+          INSERT INTO inventory_ledger {_LEDGER_COLUMNS}
+          SELECT :org, i.id, i.sku_id, i.warehouse_id, 'import', 0, i.on_hand, i.on_hand,
+                 0, 0, 0, :actor, 'import', :import_id, :request_id, NULL, now()
+            FROM ins i WHERE i.on_hand <> 0
+        ), mark AS (
+          UPDATE import_stage s SET done = true FROM ins i WHERE s.sku_id = i.sku_id AND s.wh_id = i.warehouse_id
+        )
+        SELECT count(*) FILTER (WHERE on_hand = 0) FROM ins"""
+)
+
+_EXISTING = """import_stage s
+          JOIN inventory_levels l ON l.org_id = :org AND l.sku_id = s.sku_id AND l.warehouse_id = s.wh_id
+         WHERE NOT s.done"""
+
+_LOCK = text(f"SELECT count(*) FROM (SELECT l.id FROM {_EXISTING} ORDER BY l.id FOR NO KEY UPDATE OF l) locked")
+
+_APPLY = text(
+    f"""WITH cur AS (
+          SELECT s.line, s.sku, l.id, l.sku_id, l.warehouse_id, l.on_hand, l.reserved,
+                 CASE WHEN s.mode = 'add' THEN l.on_hand + s.qty ELSE s.qty END AS new_on_hand
+            FROM {_EXISTING}
+        ), upd AS (
+          UPDATE inventory_levels l SET on_hand = c.new_on_hand, updated_at = now()
+            FROM cur c
+           WHERE l.id = c.id AND c.new_on_hand >= c.reserved AND c.new_on_hand <> c.on_hand
+          RETURNING l.id, l.sku_id, l.warehouse_id, c.on_hand AS before, l.on_hand AS after, l.reserved
+        ), led AS (
+          INSERT INTO inventory_ledger {_LEDGER_COLUMNS}
+          SELECT :org, u.id, u.sku_id, u.warehouse_id, 'import', u.before, u.after, u.after - u.before,
+                 u.reserved, u.reserved, 0, :actor, 'import', :import_id, :request_id, NULL, now()
+            FROM upd u
+        )
+        SELECT c.line, c.sku, c.on_hand, c.reserved, c.new_on_hand
+          FROM cur c WHERE c.new_on_hand < c.reserved OR c.new_on_hand = c.on_hand"""
+)
+
+
+async def apply(session: AsyncSession, parsed: Parsed) -> dict[str, Any]:
+    """Apply the valid rows in the caller's transaction; returns the summary."""
+    _reject_duplicates(parsed)
+    org_id = require_org_id()
+    import_id = str(uuid.uuid4())
+    unchanged = 0
+    if parsed.rows:
+        conn = await session.connection()
+        raw = (await conn.get_raw_connection()).driver_connection
+        await session.execute(text(_STAGE))
+        await raw.copy_records_to_table(  # type: ignore[union-attr]
+            "import_stage",
+            records=[(r.line, r.sku, r.warehouse, r.quantity, r.mode) for r in parsed.rows],
+            columns=["line", "sku", "wh", "qty", "mode"],
+        )
+        await session.execute(text("ANALYZE import_stage"))
+        params = {"org": org_id, "actor": current_actor().describe(), "import_id": import_id,
+                  "request_id": current_request_id()}
+        await session.execute(_RESOLVE, params)
+        for line, sku, wh, no_sku in (await session.execute(_UNKNOWN, params)).all():
+            if no_sku:
+                parsed.errors.append(RowError(line, sku, "UNKNOWN_SKU", f"no SKU {sku!r} in this organization"))
+            else:
+                parsed.errors.append(RowError(line, sku, "UNKNOWN_WAREHOUSE", f"no warehouse {wh!r} in this organization"))
+        unchanged += (await session.execute(_INSERT_NEW, params)).scalar_one()
+        await session.execute(_LOCK, params)
+        result = await session.execute(_APPLY, params)
+        for line, sku, on_hand, reserved, new_on_hand in result.all():
+            if new_on_hand < reserved:
+                parsed.errors.append(
+                    RowError(line, sku, "BELOW_RESERVED",
+                             f"cannot set on_hand to {new_on_hand}: {reserved} are reserved (on_hand {on_hand})")
+                )
+            else:
+                unchanged += 1
+    parsed.errors.sort(key=lambda e: e.line)
+    failed = len(parsed.errors)
+    return {
+        "import_id": import_id,
+        "received": parsed.received,
+        "applied": parsed.received - failed - unchanged,
+        "unchanged": unchanged,
+        "failed": failed,
+        "errors": [e.as_dict() for e in parsed.errors],
+    }

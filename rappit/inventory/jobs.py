@@ -1,0 +1,43 @@
+"""Background work for inventory: expiring reservations (cron, every minute)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+
+from rappit.inventory import service
+from rappit.inventory.models import Reservation
+from rappit.platform.db import provide_session, utcnow
+from rappit.tenancy.context import Actor, org_context
+from rappit.tenancy.scoping import unscoped
+
+log = structlog.get_logger("rappit.inventory.jobs")
+EXPIRY = Actor(kind="system", id="reservation-expiry", label="reservation expiry sweep")
+
+
+async def release_expired_reservations(ctx: dict[str, Any]) -> int:
+    """Find the orgs with expired active holds (one logged cross-org read), then release each org's
+    holds in its own transaction, as that org, through the same service as a manual release."""
+    sessionmaker = ctx["sessionmaker"]
+    now = utcnow()
+    async with provide_session(sessionmaker) as session:
+        async with unscoped(session, reason="expiry sweep: which orgs have expired reservations"):
+            org_ids = list(
+                (
+                    await session.execute(
+                        select(Reservation.org_id)
+                        .where(Reservation.status == "active", Reservation.expires_at <= now)
+                        .distinct()
+                    )
+                ).scalars()
+            )
+    released = 0
+    for org_id in org_ids:
+        with org_context(org_id, EXPIRY):
+            async with provide_session(sessionmaker) as session:
+                ids = await service.with_retries(session, lambda s=session: service.release_expired(s, now=now))
+        released += len(ids)
+        log.info("inventory.reservations_expired", org_id=str(org_id), count=len(ids))
+    return released

@@ -1,0 +1,225 @@
+"""Inventory API: SKUs, warehouses, levels, adjustments, ledger, reservations, bulk import."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import UploadFile
+from litestar.params import JSONBody, PathParameter, QueryParameter
+
+from rappit.inventory import bulk, service
+from rappit.inventory.schemas import (
+    AdjustIn,
+    AdjustOut,
+    LedgerOut,
+    LedgerPage,
+    LevelOut,
+    LevelPage,
+    ReservationIn,
+    ReservationOut,
+    ReservationsOut,
+    SkuIn,
+    SkuOut,
+    WarehouseIn,
+    WarehouseOut,
+)
+from rappit.platform.db import utcnow
+from rappit.platform.errors import BadRequest
+from rappit.platform.http import DbSession, Id, Limit, Offset
+from rappit.platform.idempotency import idempotent
+from rappit.tenancy.auth import requires
+
+READ = [requires("inventory:read")]
+WRITE = [requires("inventory:write")]
+
+
+class CatalogueController(Controller):
+    path = "/api/v1"
+    tags = ["inventory"]
+
+    @post("/skus", guards=WRITE)
+    async def create_sku(self, request: Request[Any, Any, Any], db_session: DbSession, data: JSONBody[SkuIn]) -> Response[Any]:
+        async def op() -> SkuOut:
+            sku = await service.create_sku(db_session, code=data.code, name=data.name, reorder_point=data.reorder_point)
+            return SkuOut(id=sku.id, code=sku.code, name=sku.name, reorder_point=sku.reorder_point)
+
+        return await idempotent(request, db_session, op)
+
+    @get("/skus", guards=READ)
+    async def list_skus(self, db_session: DbSession, limit: Limit = 50, offset: Offset = 0) -> list[SkuOut]:
+        from sqlalchemy import select
+
+        from rappit.inventory.models import Sku
+
+        rows = await db_session.execute(select(Sku).order_by(Sku.code).limit(limit).offset(offset))
+        return [SkuOut(id=s.id, code=s.code, name=s.name, reorder_point=s.reorder_point) for s in rows.scalars()]
+
+    @post("/warehouses", guards=WRITE)
+    async def create_warehouse(
+        self, request: Request[Any, Any, Any], db_session: DbSession, data: JSONBody[WarehouseIn]
+    ) -> Response[Any]:
+        async def op() -> WarehouseOut:
+            wh = await service.create_warehouse(db_session, code=data.code, name=data.name)
+            return WarehouseOut(id=wh.id, code=wh.code, name=wh.name)
+
+        return await idempotent(request, db_session, op)
+
+    @get("/warehouses", guards=READ)
+    async def list_warehouses(self, db_session: DbSession, limit: Limit = 50, offset: Offset = 0) -> list[WarehouseOut]:
+        from sqlalchemy import select
+
+        from rappit.inventory.models import Warehouse
+
+        rows = await db_session.execute(select(Warehouse).order_by(Warehouse.code).limit(limit).offset(offset))
+        return [WarehouseOut(id=w.id, code=w.code, name=w.name) for w in rows.scalars()]
+
+
+class InventoryController(Controller):
+    path = "/api/v1/inventory"
+    tags = ["inventory"]
+
+    @get("/", guards=READ)
+    async def levels(
+        self,
+        db_session: DbSession,
+        sku: Annotated[str | None, QueryParameter(description="exact SKU code")] = None,
+        warehouse: Annotated[str | None, QueryParameter(description="exact warehouse code")] = None,
+        low_stock: Annotated[bool, QueryParameter(description="only available <= reorder point")] = False,
+        limit: Limit = 50,
+        offset: Offset = 0,
+    ) -> LevelPage:
+        rows, total = await service.list_levels(
+            db_session, sku=sku, warehouse=warehouse, low_stock=low_stock, limit=limit, offset=offset
+        )
+        items = [
+            LevelOut(sku=s, warehouse_code=w, on_hand=oh, reserved=r, available=a, reorder_point=rp,
+                     low_stock=a <= rp, updated_at=u)
+            for s, w, oh, r, a, rp, u in rows
+        ]
+        return LevelPage(items=items, total=total, limit=limit, offset=offset)
+
+    @post("/adjust", guards=WRITE)
+    async def adjust(self, request: Request[Any, Any, Any], db_session: DbSession, data: JSONBody[AdjustIn]) -> Response[Any]:
+        async def op() -> AdjustOut:
+            change = await service.with_retries(
+                db_session,
+                lambda: service.adjust(
+                    db_session, sku=data.sku, warehouse=data.warehouse_code, quantity=data.quantity,
+                    mode=data.mode, reason=data.reason, note=data.note,
+                ),
+            )
+            return AdjustOut(
+                sku=change.sku, warehouse_code=change.warehouse, on_hand_before=change.on_hand_before,
+                on_hand=change.on_hand_after, reserved=change.reserved,
+                available=change.on_hand_after - change.reserved, changed=change.changed,
+            )
+
+        return await idempotent(request, db_session, op, status_code=200)
+
+    @get("/{sku:str}/ledger", guards=READ)
+    async def ledger(
+        self,
+        db_session: DbSession,
+        sku: Annotated[str, PathParameter()],
+        limit: Limit = 100,
+        before_id: Annotated[int | None, QueryParameter(ge=1, description="page: entries older than this id")] = None,
+    ) -> LedgerPage:
+        rows = await service.ledger_for_sku(db_session, sku=sku, limit=limit, before_id=before_id)
+        items = [
+            LedgerOut(
+                id=e.id, warehouse_code=wh, reason=e.reason, on_hand_before=e.on_hand_before,
+                on_hand_after=e.on_hand_after, on_hand_delta=e.on_hand_delta, reserved_before=e.reserved_before,
+                reserved_after=e.reserved_after, reserved_delta=e.reserved_delta, actor=e.actor,
+                reference_type=e.reference_type, reference_id=e.reference_id, request_id=e.request_id,
+                note=e.note, created_at=e.created_at,
+            )
+            for e, wh in rows
+        ]
+        return LedgerPage(sku=sku, items=items, next_before_id=items[-1].id if len(items) == limit else None)
+
+    @post("/bulk", guards=WRITE)
+    async def bulk_import(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: DbSession,
+        mode: Annotated[Literal["set", "add"], QueryParameter(description="default for rows without a mode")] = "set",
+    ) -> Response[Any]:
+        """CSV (text/csv), a JSON array, or a multipart upload (field `file`) of sku,quantity,warehouse_code."""
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type in ("text/csv", "application/csv", "text/plain"):
+            parsed = bulk.parse_csv(await request.body(), mode)
+        elif content_type == "application/json":
+            try:
+                items = msgspec.json.decode(await request.body())
+            except msgspec.DecodeError as exc:
+                raise BadRequest(f"malformed JSON: {exc}", code="MALFORMED_JSON") from exc
+            parsed = bulk.parse_json(items, mode)
+        elif content_type == "multipart/form-data":
+            form = await request.form()
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise BadRequest("multipart upload needs a file field named 'file'", code="MISSING_FILE")
+            parsed = bulk.parse_csv(await upload.read(), form.get("mode") or mode)
+        else:
+            raise BadRequest(
+                "send text/csv, application/json or multipart/form-data", code="UNSUPPORTED_MEDIA_TYPE",
+                details={"content_type": content_type},
+            )
+
+        async def op() -> dict[str, Any]:
+            return await service.with_retries(db_session, lambda: bulk.apply(db_session, parsed))
+
+        return await idempotent(request, db_session, op, status_code=200)
+
+
+class ReservationController(Controller):
+    path = "/api/v1/reservations"
+    tags = ["inventory"]
+
+    @post("/", guards=WRITE)
+    async def create(self, request: Request[Any, Any, Any], db_session: DbSession, data: JSONBody[ReservationIn]) -> Response[Any]:
+        """A manual hold: every line or none (422 INSUFFICIENT_STOCK lists each short SKU)."""
+
+        async def op() -> ReservationsOut:
+            expires = utcnow() + timedelta(seconds=data.expires_in_seconds) if data.expires_in_seconds else None
+            made = await service.reserve_by_codes(
+                db_session, [(ln.sku, ln.warehouse_code, ln.quantity) for ln in data.lines],
+                reference_type="manual", reference_id=data.reference, expires_at=expires,
+            )
+            return ReservationsOut(await _views(db_session, [m.reservation_id for m in made]))
+
+        return await idempotent(request, db_session, op)
+
+    @get("/{reservation_id:uuid}", guards=READ)
+    async def show(self, db_session: DbSession, reservation_id: Id) -> ReservationOut:
+        await service.get_reservation(db_session, reservation_id)
+        return (await _views(db_session, [reservation_id]))[0]
+
+    @post("/{reservation_id:uuid}/release", guards=WRITE)
+    async def release(self, request: Request[Any, Any, Any], db_session: DbSession, reservation_id: Id) -> Response[Any]:
+        """Release an active hold; releasing one already released or committed changes nothing."""
+
+        async def op() -> ReservationOut:
+            await service.get_reservation(db_session, reservation_id)
+            await service.with_retries(db_session, lambda: service.release(db_session, [reservation_id]))
+            db_session.expire_all()
+            return (await _views(db_session, [reservation_id]))[0]
+
+        return await idempotent(request, db_session, op, status_code=200)
+
+
+async def _views(db_session: Any, ids: list[Any]) -> list[ReservationOut]:
+    return [
+        ReservationOut(
+            id=r.id, sku=sku, warehouse_code=wh, quantity=r.quantity, status=r.status,
+            reference_type=r.reference_type, reference_id=r.reference_id, expires_at=r.expires_at,
+            created_at=r.created_at, closed_at=r.closed_at, close_reason=r.close_reason,
+        )
+        for r, sku, wh in await service.reservations_view(db_session, ids)
+    ]
+
+
+ROUTES = [CatalogueController, InventoryController, ReservationController]

@@ -1,0 +1,559 @@
+"""Stock operations: the only code that changes inventory_levels, reservations and the ledger.
+
+Every change and its ledger row are written by the same SQL statement, inside the caller's
+transaction. Row locks are always taken in one global order (reservations by id, then levels by id),
+so concurrent multi-line operations cannot deadlock; `with_retries` still retries the rare
+deadlock or serialization failure a bounded number of times, inside a savepoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import and_, func, select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from rappit.inventory.models import InventoryLevel, LedgerEntry, Reservation, Sku, Warehouse
+from rappit.platform.errors import BusinessRuleViolation, Conflict, NotFound
+from rappit.platform.logging import current_request_id
+from rappit.tenancy.context import current_actor, require_org_id
+
+T = TypeVar("T")
+RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+
+
+class InsufficientStock(BusinessRuleViolation):
+    code = "INSUFFICIENT_STOCK"
+
+
+class BelowReserved(BusinessRuleViolation):
+    code = "BELOW_RESERVED"
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
+
+
+async def with_retries(session: AsyncSession, fn: Callable[[], Awaitable[T]], *, attempts: int = 5) -> T:
+    """Run `fn` in a savepoint; on deadlock/serialization failure roll back to it and try again."""
+    for attempt in range(1, attempts + 1):
+        try:
+            async with session.begin_nested():
+                return await fn()
+        except DBAPIError as exc:
+            if _sqlstate(exc) not in RETRYABLE_SQLSTATES or attempt == attempts:
+                raise
+            await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
+    raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------- catalogue
+
+
+async def create_sku(session: AsyncSession, *, code: str, name: str = "", reorder_point: int = 0) -> Sku:
+    sku = Sku(code=code.strip(), name=name, reorder_point=reorder_point)
+    session.add(sku)
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError as exc:
+        raise Conflict(f"SKU {code!r} already exists", code="SKU_EXISTS", details={"sku": code}) from exc
+    return sku
+
+
+async def create_warehouse(session: AsyncSession, *, code: str, name: str = "") -> Warehouse:
+    warehouse = Warehouse(code=code.strip(), name=name)
+    session.add(warehouse)
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError as exc:
+        raise Conflict(
+            f"warehouse {code!r} already exists", code="WAREHOUSE_EXISTS", details={"warehouse": code}
+        ) from exc
+    return warehouse
+
+
+async def sku_ids(session: AsyncSession, codes: Sequence[str]) -> dict[str, uuid.UUID]:
+    rows = await session.execute(select(Sku.code, Sku.id).where(Sku.code.in_(set(codes))))
+    return dict(rows.all())
+
+
+async def warehouse_ids(session: AsyncSession, codes: Sequence[str]) -> dict[str, uuid.UUID]:
+    rows = await session.execute(select(Warehouse.code, Warehouse.id).where(Warehouse.code.in_(set(codes))))
+    return dict(rows.all())
+
+
+async def resolve_pair(session: AsyncSession, sku: str, warehouse: str) -> tuple[uuid.UUID, uuid.UUID]:
+    skus, whs = await sku_ids(session, [sku]), await warehouse_ids(session, [warehouse])
+    if sku not in skus:
+        raise BusinessRuleViolation(f"no SKU {sku!r}", code="UNKNOWN_SKU", details={"sku": sku})
+    if warehouse not in whs:
+        raise BusinessRuleViolation(
+            f"no warehouse {warehouse!r}", code="UNKNOWN_WAREHOUSE", details={"warehouse": warehouse}
+        )
+    return skus[sku], whs[warehouse]
+
+
+# ---------------------------------------------------------------- receive / adjust
+
+
+@dataclass(frozen=True, slots=True)
+class LevelChange:
+    sku: str
+    warehouse: str
+    on_hand_before: int
+    on_hand_after: int
+    reserved: int
+    changed: bool
+
+
+_ENSURE_LEVEL = text(
+    """INSERT INTO inventory_levels (id, org_id, sku_id, warehouse_id, on_hand, reserved, updated_at)
+       VALUES (gen_random_uuid(), :org, :sku, :wh, 0, 0, now())
+       ON CONFLICT (org_id, sku_id, warehouse_id) DO NOTHING"""
+)
+
+_LEDGER_COLUMNS = """(org_id, level_id, sku_id, warehouse_id, reason, on_hand_before, on_hand_after, on_hand_delta,
+    reserved_before, reserved_after, reserved_delta, actor, reference_type, reference_id, request_id, note, created_at)"""
+
+_ADJUST = text(
+    f"""WITH old AS (
+          SELECT id, sku_id, warehouse_id, on_hand, reserved FROM inventory_levels
+           WHERE org_id = :org AND sku_id = :sku AND warehouse_id = :wh
+           FOR NO KEY UPDATE
+        ), target AS (
+          SELECT o.*, CASE WHEN CAST(:mode AS text) = 'set' THEN CAST(:qty AS int)
+                           ELSE o.on_hand + CAST(:qty AS int) END AS new_on_hand
+            FROM old o
+        ), upd AS (
+          UPDATE inventory_levels l SET on_hand = t.new_on_hand, updated_at = now()
+            FROM target t
+           WHERE l.id = t.id AND t.new_on_hand >= t.reserved AND t.new_on_hand <> t.on_hand
+          RETURNING l.id, l.sku_id, l.warehouse_id, t.on_hand AS before, l.on_hand AS after, l.reserved
+        ), led AS (
+          INSERT INTO inventory_ledger {_LEDGER_COLUMNS}
+          SELECT :org, u.id, u.sku_id, u.warehouse_id, CAST(:reason AS text), u.before, u.after, u.after - u.before,
+                 u.reserved, u.reserved, 0, :actor, :ref_type, :ref_id, :request_id, :note, now()
+            FROM upd u
+        )
+        SELECT t.on_hand, t.reserved, t.new_on_hand, (SELECT count(*) FROM upd) AS changed FROM target t"""
+)
+
+
+async def adjust(
+    session: AsyncSession,
+    *,
+    sku: str,
+    warehouse: str,
+    quantity: int,
+    mode: str = "delta",
+    reason: str = "adjust",
+    note: str | None = None,
+    reference_type: str | None = None,
+    reference_id: str | None = None,
+) -> LevelChange:
+    """Receive or adjust stock: `mode='delta'` adds `quantity` (may be negative), `mode='set'` sets on_hand.
+
+    Refuses (422) to take on_hand below what is reserved; the CHECK constraint backs this up.
+    """
+    if mode not in ("delta", "set"):
+        raise BusinessRuleViolation("mode must be 'delta' or 'set'", code="INVALID_MODE")
+    if reason not in ("receive", "adjust"):
+        raise BusinessRuleViolation("reason must be 'receive' or 'adjust'", code="INVALID_REASON")
+    if reason == "receive" and (mode != "delta" or quantity <= 0):
+        raise BusinessRuleViolation("a receipt adds a positive quantity", code="INVALID_QUANTITY")
+    if mode == "set" and quantity < 0:
+        raise BusinessRuleViolation("on_hand cannot be set below zero", code="INVALID_QUANTITY")
+    org_id = require_org_id()
+    sku_id, wh_id = await resolve_pair(session, sku, warehouse)
+    await session.execute(_ENSURE_LEVEL, {"org": org_id, "sku": sku_id, "wh": wh_id})
+    row = (
+        await session.execute(
+            _ADJUST,
+            {
+                "org": org_id, "sku": sku_id, "wh": wh_id, "mode": mode, "qty": quantity, "reason": reason,
+                "actor": current_actor().describe(), "ref_type": reference_type, "ref_id": reference_id,
+                "request_id": current_request_id(), "note": note,
+            },
+        )
+    ).one()
+    on_hand, reserved, new_on_hand, changed = row
+    if new_on_hand < reserved:
+        raise BelowReserved(
+            f"{sku} in {warehouse}: on_hand would be {new_on_hand}, below the {reserved} reserved",
+            details={"sku": sku, "warehouse": warehouse, "on_hand": on_hand, "reserved": reserved,
+                     "requested_on_hand": new_on_hand, "available": on_hand - reserved},
+        )
+    return LevelChange(sku, warehouse, on_hand, new_on_hand, reserved, bool(changed))
+
+
+# ---------------------------------------------------------------- reserve
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveLine:
+    sku_id: uuid.UUID
+    warehouse_id: uuid.UUID
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    reservation_id: uuid.UUID
+    level_id: uuid.UUID
+    sku_id: uuid.UUID
+    warehouse_id: uuid.UUID
+    quantity: int
+
+
+_RESERVE_ONE = text(
+    f"""WITH upd AS (
+          UPDATE inventory_levels l SET reserved = l.reserved + CAST(:qty AS int), updated_at = now()
+           WHERE l.org_id = :org AND l.sku_id = :sku AND l.warehouse_id = :wh
+             AND l.on_hand - l.reserved >= CAST(:qty AS int)
+          RETURNING l.id, l.sku_id, l.warehouse_id, l.on_hand, l.reserved, CAST(:qty AS int) AS qty
+        ), res AS (
+          INSERT INTO reservations (id, org_id, level_id, quantity, status, reference_type, reference_id,
+                                    expires_at, actor, created_at)
+          SELECT gen_random_uuid(), :org, u.id, u.qty, 'active', :ref_type, :ref_id,
+                 CAST(:expires AS timestamptz), :actor, now() FROM upd u
+          RETURNING id, level_id, quantity
+        ), led AS (
+          INSERT INTO inventory_ledger {_LEDGER_COLUMNS}
+          SELECT :org, u.id, u.sku_id, u.warehouse_id, 'reserve', u.on_hand, u.on_hand, 0,
+                 u.reserved - u.qty, u.reserved, u.qty, :actor, :ref_type, :ref_id, :request_id, NULL, now()
+            FROM upd u
+        )
+        SELECT r.id, r.level_id, u.sku_id, u.warehouse_id, r.quantity FROM res r JOIN upd u ON u.id = r.level_id"""
+)
+
+_LOCK_LEVELS = text(
+    """SELECT l.id, l.sku_id, l.warehouse_id, l.on_hand, l.reserved
+         FROM inventory_levels l
+         JOIN unnest(CAST(:skus AS uuid[]), CAST(:whs AS uuid[])) AS r(sku_id, warehouse_id)
+           ON l.sku_id = r.sku_id AND l.warehouse_id = r.warehouse_id
+        WHERE l.org_id = :org
+        ORDER BY l.id
+        FOR NO KEY UPDATE OF l"""
+)
+
+_RESERVE_LOCKED = text(
+    f"""WITH req AS (
+          SELECT * FROM unnest(CAST(:levels AS uuid[]), CAST(:qtys AS int[])) AS r(level_id, qty)
+        ), upd AS (
+          UPDATE inventory_levels l SET reserved = l.reserved + r.qty, updated_at = now()
+            FROM req r WHERE l.id = r.level_id AND l.org_id = :org
+          RETURNING l.id, l.sku_id, l.warehouse_id, l.on_hand, l.reserved, r.qty
+        ), res AS (
+          INSERT INTO reservations (id, org_id, level_id, quantity, status, reference_type, reference_id,
+                                    expires_at, actor, created_at)
+          SELECT gen_random_uuid(), :org, u.id, u.qty, 'active', :ref_type, :ref_id,
+                 CAST(:expires AS timestamptz), :actor, now() FROM upd u
+          RETURNING id, level_id, quantity
+        ), led AS (
+          INSERT INTO inventory_ledger {_LEDGER_COLUMNS}
+          SELECT :org, u.id, u.sku_id, u.warehouse_id, 'reserve', u.on_hand, u.on_hand, 0,
+                 u.reserved - u.qty, u.reserved, u.qty, :actor, :ref_type, :ref_id, :request_id, NULL, now()
+            FROM upd u
+        )
+        SELECT r.id, r.level_id, u.sku_id, u.warehouse_id, r.quantity FROM res r JOIN upd u ON u.id = r.level_id"""
+)
+
+
+async def reserve(
+    session: AsyncSession,
+    lines: Sequence[ReserveLine],
+    *,
+    reference_type: str,
+    reference_id: str | None = None,
+    expires_at: datetime | None = None,
+    labels: dict[tuple[uuid.UUID, uuid.UUID], tuple[str, str]] | None = None,
+) -> list[Reserved]:
+    """Reserve every line or none. Lines repeating a (SKU, warehouse) reserve their sum.
+
+    Short lines raise InsufficientStock (422) listing every short SKU with requested and available;
+    nothing has been written then. `labels` maps ids to (sku code, warehouse code) for that message.
+    """
+    wanted: dict[tuple[uuid.UUID, uuid.UUID], int] = defaultdict(int)
+    for line in lines:
+        if line.quantity <= 0:
+            raise BusinessRuleViolation("quantities must be positive", code="INVALID_QUANTITY")
+        wanted[(line.sku_id, line.warehouse_id)] += line.quantity
+    if not wanted:
+        raise BusinessRuleViolation("nothing to reserve", code="NO_LINES")
+    org_id = require_org_id()
+    common = {
+        "org": org_id, "ref_type": reference_type, "ref_id": reference_id, "expires": expires_at,
+        "actor": current_actor().describe(), "request_id": current_request_id(),
+    }
+    if len(wanted) == 1:
+        # One row: a single conditional UPDATE (with its reservation and ledger row) is atomic by itself.
+        ((sku_id, wh_id), qty), = wanted.items()
+        rows = (await session.execute(_RESERVE_ONE, {**common, "sku": sku_id, "wh": wh_id, "qty": qty})).all()
+        if rows:
+            return [Reserved(*row) for row in rows]
+        current = (
+            await session.execute(
+                select(InventoryLevel.on_hand - InventoryLevel.reserved).where(
+                    InventoryLevel.sku_id == sku_id, InventoryLevel.warehouse_id == wh_id
+                )
+            )
+        ).scalar_one_or_none()
+        raise _insufficient({(sku_id, wh_id): (qty, current or 0)}, labels)
+    keys = sorted(wanted)
+
+    async def lock_and_apply() -> list[Reserved]:
+        locked = (
+            await session.execute(
+                _LOCK_LEVELS, {"org": org_id, "skus": [k[0] for k in keys], "whs": [k[1] for k in keys]}
+            )
+        ).all()
+        by_key = {(r.sku_id, r.warehouse_id): r for r in locked}
+        short = {
+            key: (qty, (by_key[key].on_hand - by_key[key].reserved) if key in by_key else 0)
+            for key, qty in wanted.items()
+            if key not in by_key or by_key[key].on_hand - by_key[key].reserved < qty
+        }
+        if short:
+            raise _insufficient(short, labels)
+        rows = (
+            await session.execute(
+                _RESERVE_LOCKED, {**common, "levels": [by_key[k].id for k in keys], "qtys": [wanted[k] for k in keys]}
+            )
+        ).all()
+        return [Reserved(*row) for row in rows]
+
+    # Several rows: locks are taken in id order, so this cannot deadlock with its own kind; the
+    # savepoint-and-retry covers anything else the caller's transaction may be holding.
+    return await with_retries(session, lock_and_apply)
+
+
+def _insufficient(
+    short: dict[tuple[uuid.UUID, uuid.UUID], tuple[int, int]],
+    labels: dict[tuple[uuid.UUID, uuid.UUID], tuple[str, str]] | None,
+) -> InsufficientStock:
+    lines = []
+    for key, (requested, available) in sorted(short.items(), key=lambda kv: (labels or {}).get(kv[0], (str(kv[0]),))):
+        sku, warehouse = (labels or {}).get(key, (str(key[0]), str(key[1])))
+        lines.append({"sku": sku, "warehouse": warehouse, "requested": requested, "available": max(available, 0)})
+    skus = ", ".join(f"{line['sku']} ({line['available']} of {line['requested']})" for line in lines)
+    return InsufficientStock(f"not enough stock for {skus}", details={"lines": lines})
+
+
+async def reserve_by_codes(
+    session: AsyncSession,
+    lines: Sequence[tuple[str, str, int]],
+    *,
+    reference_type: str,
+    reference_id: str | None = None,
+    expires_at: datetime | None = None,
+) -> list[Reserved]:
+    """`lines` are (sku code, warehouse code, quantity); unknown codes are a 422 naming them."""
+    skus = await sku_ids(session, [line[0] for line in lines])
+    whs = await warehouse_ids(session, [line[1] for line in lines])
+    unknown_skus = sorted({line[0] for line in lines} - skus.keys())
+    unknown_whs = sorted({line[1] for line in lines} - whs.keys())
+    if unknown_skus or unknown_whs:
+        raise BusinessRuleViolation(
+            "unknown SKU or warehouse codes",
+            code="UNKNOWN_CODES",
+            details={"skus": unknown_skus, "warehouses": unknown_whs},
+        )
+    labels = {(skus[s], whs[w]): (s, w) for s, w, _ in lines}
+    return await reserve(
+        session,
+        [ReserveLine(skus[s], whs[w], q) for s, w, q in lines],
+        reference_type=reference_type,
+        reference_id=reference_id,
+        expires_at=expires_at,
+        labels=labels,
+    )
+
+
+# ---------------------------------------------------------------- release / commit / expire
+
+_LOCK_RESERVATIONS = """SELECT r.id, r.level_id, r.quantity, r.reference_type, r.reference_id
+                          FROM reservations r
+                         WHERE r.org_id = :org AND r.status = 'active' AND {where}
+                         ORDER BY r.id
+                         FOR NO KEY UPDATE"""
+
+_CLOSE = text(
+    f"""WITH closed AS (
+          UPDATE reservations r SET status = CAST(:status AS text), closed_at = now(), close_reason = :reason
+           WHERE r.id = ANY(CAST(:ids AS uuid[])) AND r.org_id = :org
+          RETURNING r.id
+        ), req AS (
+          SELECT * FROM unnest(CAST(:levels AS uuid[]), CAST(:qtys AS int[]), CAST(:ref_types AS text[]),
+                               CAST(:ref_ids AS text[])) AS r(level_id, qty, ref_type, ref_id)
+        ), upd AS (
+          UPDATE inventory_levels l
+             SET reserved = l.reserved - r.qty,
+                 on_hand = l.on_hand - CASE WHEN CAST(:commit AS boolean) THEN r.qty ELSE 0 END,
+                 updated_at = now()
+            FROM req r WHERE l.id = r.level_id AND l.org_id = :org
+          RETURNING l.id, l.sku_id, l.warehouse_id, l.on_hand, l.reserved, r.qty, r.ref_type, r.ref_id
+        ), led AS (
+          INSERT INTO inventory_ledger {_LEDGER_COLUMNS}
+          SELECT :org, u.id, u.sku_id, u.warehouse_id, CAST(:ledger_reason AS text),
+                 u.on_hand + CASE WHEN CAST(:commit AS boolean) THEN u.qty ELSE 0 END, u.on_hand,
+                 CASE WHEN CAST(:commit AS boolean) THEN -u.qty ELSE 0 END,
+                 u.reserved + u.qty, u.reserved, -u.qty, :actor, u.ref_type, u.ref_id, :request_id, NULL, now()
+            FROM upd u
+        )
+        SELECT count(*) FROM closed"""
+)
+
+
+async def _close(
+    session: AsyncSession, where: str, params: dict[str, Any], *, status: str, reason: str, ledger_reason: str
+) -> list[uuid.UUID]:
+    org_id = require_org_id()
+    targets = (
+        await session.execute(text(_LOCK_RESERVATIONS.format(where=where)), {"org": org_id, **params})
+    ).all()
+    if not targets:
+        return []
+    per_level: dict[uuid.UUID, list[Any]] = defaultdict(list)
+    for t in targets:
+        per_level[t.level_id].append(t)
+    levels = sorted(per_level)
+    if len(levels) > 1:
+        await session.execute(
+            text("SELECT id FROM inventory_levels WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR NO KEY UPDATE"),
+            {"ids": levels},
+        )
+
+    def single(values: set[Any]) -> Any:
+        return next(iter(values)) if len(values) == 1 else None
+
+    await session.execute(
+        _CLOSE,
+        {
+            "org": org_id,
+            "ids": [t.id for t in targets],
+            "status": status,
+            "reason": reason,
+            "levels": levels,
+            "qtys": [sum(t.quantity for t in per_level[lv]) for lv in levels],
+            "ref_types": [single({t.reference_type for t in per_level[lv]}) for lv in levels],
+            "ref_ids": [single({t.reference_id for t in per_level[lv]}) for lv in levels],
+            "commit": status == "committed",
+            "ledger_reason": ledger_reason,
+            "actor": current_actor().describe(),
+            "request_id": current_request_id(),
+        },
+    )
+    return [t.id for t in targets]
+
+
+async def release(session: AsyncSession, reservation_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+    """Release active reservations (already closed ones are skipped: releasing twice is a no-op)."""
+    return await _close(
+        session, "r.id = ANY(CAST(:ids AS uuid[]))", {"ids": list(reservation_ids)},
+        status="released", reason="release", ledger_reason="release",
+    )
+
+
+async def release_reference(session: AsyncSession, reference_type: str, reference_id: str) -> list[uuid.UUID]:
+    """Release everything still reserved for one reference (an order being cancelled)."""
+    return await _close(
+        session, "r.reference_type = :rt AND r.reference_id = :ri", {"rt": reference_type, "ri": reference_id},
+        status="released", reason="release", ledger_reason="release",
+    )
+
+
+async def commit(session: AsyncSession, reservation_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+    """Stock leaves the building (shipment): on_hand and reserved both drop by the reserved quantity."""
+    return await _close(
+        session, "r.id = ANY(CAST(:ids AS uuid[]))", {"ids": list(reservation_ids)},
+        status="committed", reason="commit", ledger_reason="commit",
+    )
+
+
+async def release_expired(session: AsyncSession, *, now: datetime | None = None) -> list[uuid.UUID]:
+    """Release the current org's reservations whose expires_at has passed (audited as `expire`)."""
+    return await _close(
+        session, "r.expires_at IS NOT NULL AND r.expires_at <= coalesce(CAST(:now AS timestamptz), now())",
+        {"now": now}, status="released", reason="expire", ledger_reason="expire",
+    )
+
+
+async def get_reservation(session: AsyncSession, reservation_id: uuid.UUID) -> Reservation:
+    reservation = await session.get(Reservation, reservation_id)
+    if reservation is None:
+        raise NotFound("no such reservation", details={"reservation_id": str(reservation_id)})
+    return reservation
+
+
+async def reservations_view(session: AsyncSession, ids: Sequence[uuid.UUID]) -> list[Any]:
+    """Reservations with their SKU and warehouse codes (one query)."""
+    rows = await session.execute(
+        select(Reservation, Sku.code, Warehouse.code)
+        .join(InventoryLevel, InventoryLevel.id == Reservation.level_id)
+        .join(Sku, Sku.id == InventoryLevel.sku_id)
+        .join(Warehouse, Warehouse.id == InventoryLevel.warehouse_id)
+        .where(Reservation.id.in_(list(ids)))
+        .order_by(Sku.code, Warehouse.code)
+    )
+    return list(rows.all())
+
+
+# ---------------------------------------------------------------- reads
+
+
+async def list_levels(
+    session: AsyncSession,
+    *,
+    sku: str | None,
+    warehouse: str | None,
+    low_stock: bool,
+    limit: int,
+    offset: int,
+) -> tuple[list[Any], int]:
+    available = InventoryLevel.on_hand - InventoryLevel.reserved
+    query = (
+        select(Sku.code, Warehouse.code, InventoryLevel.on_hand, InventoryLevel.reserved, available,
+               Sku.reorder_point, InventoryLevel.updated_at)
+        .join(Sku, Sku.id == InventoryLevel.sku_id)
+        .join(Warehouse, Warehouse.id == InventoryLevel.warehouse_id)
+    )
+    conditions = []
+    if sku:
+        conditions.append(Sku.code == sku)
+    if warehouse:
+        conditions.append(Warehouse.code == warehouse)
+    if low_stock:
+        conditions.append(available <= Sku.reorder_point)
+    if conditions:
+        query = query.where(and_(*conditions))
+    total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
+    rows = await session.execute(query.order_by(Sku.code, Warehouse.code).limit(limit).offset(offset))
+    return list(rows.all()), total
+
+
+async def ledger_for_sku(
+    session: AsyncSession, *, sku: str, limit: int, before_id: int | None
+) -> list[tuple[LedgerEntry, str]]:
+    skus = await sku_ids(session, [sku])
+    if sku not in skus:
+        raise NotFound(f"no SKU {sku!r}", code="UNKNOWN_SKU", details={"sku": sku})
+    query = (
+        select(LedgerEntry, Warehouse.code)
+        .join(Warehouse, Warehouse.id == LedgerEntry.warehouse_id)
+        .where(LedgerEntry.sku_id == skus[sku])
+    )
+    if before_id is not None:
+        query = query.where(LedgerEntry.id < before_id)
+    rows = await session.execute(query.order_by(LedgerEntry.id.desc()).limit(limit))
+    return list(rows.all())
