@@ -216,13 +216,8 @@ class Reserved:
     quantity: int
 
 
-_RESERVE_ONE = text(
-    f"""WITH upd AS (
-          UPDATE inventory_levels l SET reserved = l.reserved + CAST(:qty AS int), updated_at = now()
-           WHERE l.org_id = :org AND l.sku_id = :sku AND l.warehouse_id = :wh
-             AND l.on_hand - l.reserved >= CAST(:qty AS int)
-          RETURNING l.id, l.sku_id, l.warehouse_id, l.on_hand, l.reserved, CAST(:qty AS int) AS qty
-        ), res AS (
+# After `upd` (the levels just reserved, with qty): their reservation rows and ledger rows, one statement.
+_RESERVE_TAIL = f"""), res AS (
           INSERT INTO reservations (id, org_id, level_id, quantity, status, reference_type, reference_id,
                                     expires_at, actor, created_at)
           SELECT gen_random_uuid(), :org, u.id, u.qty, 'active', :ref_type, :ref_id,
@@ -235,6 +230,14 @@ _RESERVE_ONE = text(
             FROM upd u
         )
         SELECT r.id, r.level_id, u.sku_id, u.warehouse_id, r.quantity FROM res r JOIN upd u ON u.id = r.level_id"""
+
+_RESERVE_ONE = text(
+    f"""WITH upd AS (
+          UPDATE inventory_levels l SET reserved = l.reserved + CAST(:qty AS int), updated_at = now()
+           WHERE l.org_id = :org AND l.sku_id = :sku AND l.warehouse_id = :wh
+             AND l.on_hand - l.reserved >= CAST(:qty AS int)
+          RETURNING l.id, l.sku_id, l.warehouse_id, l.on_hand, l.reserved, CAST(:qty AS int) AS qty
+        {_RESERVE_TAIL}"""
 )
 
 _LOCK_LEVELS = text(
@@ -254,19 +257,7 @@ _RESERVE_LOCKED = text(
           UPDATE inventory_levels l SET reserved = l.reserved + r.qty, updated_at = now()
             FROM req r WHERE l.id = r.level_id AND l.org_id = :org
           RETURNING l.id, l.sku_id, l.warehouse_id, l.on_hand, l.reserved, r.qty
-        ), res AS (
-          INSERT INTO reservations (id, org_id, level_id, quantity, status, reference_type, reference_id,
-                                    expires_at, actor, created_at)
-          SELECT gen_random_uuid(), :org, u.id, u.qty, 'active', :ref_type, :ref_id,
-                 CAST(:expires AS timestamptz), :actor, now() FROM upd u
-          RETURNING id, level_id, quantity
-        ), led AS (
-          INSERT INTO inventory_ledger {_LEDGER_COLUMNS}
-          SELECT :org, u.id, u.sku_id, u.warehouse_id, 'reserve', u.on_hand, u.on_hand, 0,
-                 u.reserved - u.qty, u.reserved, u.qty, :actor, :ref_type, :ref_id, :request_id, NULL, now()
-            FROM upd u
-        )
-        SELECT r.id, r.level_id, u.sku_id, u.warehouse_id, r.quantity FROM res r JOIN upd u ON u.id = r.level_id"""
+        {_RESERVE_TAIL}"""
 )
 
 
