@@ -20,6 +20,9 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # PostgreSQL < 15 lets any role create objects in public, where they could shadow what the
+    # SECURITY DEFINER functions below call; only the owner may.
+    op.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
     for stmt in grants_sql():
         op.execute(stmt)
     op.create_table('organizations',

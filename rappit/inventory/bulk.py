@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from rappit.inventory.service import _LEDGER_COLUMNS
+from rappit.inventory.service import _LEDGER_COLUMNS, sku_ids, warehouse_ids
 from rappit.platform.errors import BadRequest
 from rappit.platform.logging import current_request_id
 from rappit.tenancy.context import current_actor, require_org_id
@@ -63,6 +63,9 @@ def _validate(
     parsed.received += 1
     sku = sku.strip() if isinstance(sku, str) else ""
     warehouse = warehouse.strip() if isinstance(warehouse, str) else ""
+    if "\x00" in sku or "\x00" in warehouse:
+        parsed.errors.append(RowError(line, sku.replace("\x00", ""), "INVALID_TEXT", "NUL characters are not allowed"))
+        return
     if not sku or not warehouse:
         missing = [name for name, value in (("sku", sku), ("warehouse_code", warehouse)) if not value]
         parsed.errors.append(RowError(line, sku, "MISSING_FIELD", f"missing {', '.join(missing)}"))
@@ -171,19 +174,8 @@ def _reject_duplicates(parsed: Parsed) -> None:
 
 
 _STAGE = """CREATE TEMP TABLE import_stage (
-    line int, sku text, wh text, qty int, mode text, sku_id uuid, wh_id uuid, done boolean NOT NULL DEFAULT false
+    line int, sku text, qty int, mode text, sku_id uuid NOT NULL, wh_id uuid NOT NULL, done boolean NOT NULL DEFAULT false
 ) ON COMMIT DROP"""
-
-_RESOLVE = text(
-    """UPDATE import_stage s SET sku_id = k.id, wh_id = w.id
-         FROM skus k, warehouses w
-        WHERE k.org_id = :org AND k.code = s.sku AND w.org_id = :org AND w.code = s.wh"""
-)
-
-_UNKNOWN = text(
-    """SELECT s.line, s.sku, s.wh, NOT EXISTS (SELECT 1 FROM skus k WHERE k.org_id = :org AND k.code = s.sku)
-         FROM import_stage s WHERE s.sku_id IS NULL"""
-)
 
 # New levels are inserted with their final quantity (and a ledger row from zero) instead of being
 # created empty and then updated: half the writes, and no re-check of foreign keys on the update.
@@ -192,8 +184,7 @@ _INSERT_NEW = text(
           INSERT INTO inventory_levels (id, org_id, sku_id, warehouse_id, on_hand, reserved, updated_at)
           SELECT gen_random_uuid(), :org, s.sku_id, s.wh_id, s.qty, 0, now()
             FROM import_stage s
-           WHERE s.sku_id IS NOT NULL
-             AND NOT EXISTS (SELECT 1 FROM inventory_levels l
+           WHERE NOT EXISTS (SELECT 1 FROM inventory_levels l
                               WHERE l.org_id = :org AND l.sku_id = s.sku_id AND l.warehouse_id = s.wh_id)
            ORDER BY s.sku_id, s.wh_id
           ON CONFLICT (org_id, sku_id, warehouse_id) DO NOTHING
@@ -218,12 +209,13 @@ _LOCK = text(f"SELECT count(*) FROM (SELECT l.id FROM {_EXISTING} ORDER BY l.id 
 _APPLY = text(
     f"""WITH cur AS (
           SELECT s.line, s.sku, l.id, l.sku_id, l.warehouse_id, l.on_hand, l.reserved,
-                 CASE WHEN s.mode = 'add' THEN l.on_hand + s.qty ELSE s.qty END AS new_on_hand
+                 CASE WHEN s.mode = 'add' THEN least(l.on_hand::bigint + s.qty, 2000000001) ELSE s.qty END AS new_on_hand
             FROM {_EXISTING}
         ), upd AS (
           UPDATE inventory_levels l SET on_hand = c.new_on_hand, updated_at = now()
             FROM cur c
            WHERE l.id = c.id AND c.new_on_hand >= c.reserved AND c.new_on_hand <> c.on_hand
+             AND c.new_on_hand <= 2000000000
           RETURNING l.id, l.sku_id, l.warehouse_id, c.on_hand AS before, l.on_hand AS after, l.reserved
         ), led AS (
           INSERT INTO inventory_ledger {_LEDGER_COLUMNS}
@@ -232,39 +224,53 @@ _APPLY = text(
             FROM upd u
         )
         SELECT c.line, c.sku, c.on_hand, c.reserved, c.new_on_hand
-          FROM cur c WHERE c.new_on_hand < c.reserved OR c.new_on_hand = c.on_hand"""
+          FROM cur c WHERE c.new_on_hand < c.reserved OR c.new_on_hand = c.on_hand OR c.new_on_hand > 2000000000"""
 )
 
 
 async def apply(session: AsyncSession, parsed: Parsed) -> dict[str, Any]:
-    """Apply the valid rows in the caller's transaction; returns the summary."""
+    """Apply the valid rows in the caller's transaction; returns the summary.
+
+    Works on a copy: `with_retries` may run it again, and errors must not be counted twice."""
+    parsed = Parsed(rows=list(parsed.rows), errors=list(parsed.errors), received=parsed.received,
+                    text_quantities=parsed.text_quantities)
     _reject_duplicates(parsed)
     org_id = require_org_id()
     import_id = str(uuid.uuid4())
     unchanged = 0
+    known: list[tuple[int, str, int, str, uuid.UUID, uuid.UUID]] = []
     if parsed.rows:
+        # Resolve codes to ids with two indexed look-ups of just the codes in the file.
+        skus = await sku_ids(session, list({r.sku for r in parsed.rows}))
+        whs = await warehouse_ids(session, list({r.warehouse for r in parsed.rows}))
+        known = []
+        for r in parsed.rows:
+            if r.sku not in skus:
+                parsed.errors.append(RowError(r.line, r.sku, "UNKNOWN_SKU", f"no SKU {r.sku!r} in this organization"))
+            elif r.warehouse not in whs:
+                parsed.errors.append(
+                    RowError(r.line, r.sku, "UNKNOWN_WAREHOUSE", f"no warehouse {r.warehouse!r} in this organization")
+                )
+            else:
+                known.append((r.line, r.sku, r.quantity, r.mode, skus[r.sku], whs[r.warehouse]))
+        parsed.rows = []
+    if known:
         conn = await session.connection()
         raw = (await conn.get_raw_connection()).driver_connection
         await session.execute(text(_STAGE))
         await raw.copy_records_to_table(  # type: ignore[union-attr]
-            "import_stage",
-            records=[(r.line, r.sku, r.warehouse, r.quantity, r.mode) for r in parsed.rows],
-            columns=["line", "sku", "wh", "qty", "mode"],
+            "import_stage", records=known, columns=["line", "sku", "qty", "mode", "sku_id", "wh_id"]
         )
         await session.execute(text("ANALYZE import_stage"))
         params = {"org": org_id, "actor": current_actor().describe(), "import_id": import_id,
                   "request_id": current_request_id()}
-        await session.execute(_RESOLVE, params)
-        for line, sku, wh, no_sku in (await session.execute(_UNKNOWN, params)).all():
-            if no_sku:
-                parsed.errors.append(RowError(line, sku, "UNKNOWN_SKU", f"no SKU {sku!r} in this organization"))
-            else:
-                parsed.errors.append(RowError(line, sku, "UNKNOWN_WAREHOUSE", f"no warehouse {wh!r} in this organization"))
         unchanged += (await session.execute(_INSERT_NEW, params)).scalar_one()
         await session.execute(_LOCK, params)
         result = await session.execute(_APPLY, params)
         for line, sku, on_hand, reserved, new_on_hand in result.all():
-            if new_on_hand < reserved:
+            if new_on_hand > 2_000_000_000:
+                parsed.errors.append(RowError(line, sku, "NUMBER_OUT_OF_RANGE", "on_hand would exceed 2,000,000,000"))
+            elif new_on_hand < reserved:
                 parsed.errors.append(
                     RowError(line, sku, "BELOW_RESERVED",
                              f"cannot set on_hand to {new_on_hand}: {reserved} are reserved (on_hand {on_hand})")

@@ -158,6 +158,7 @@ class InventoryController(Controller):
                 raise BadRequest(f"malformed JSON: {exc}", code="MALFORMED_JSON") from exc
             parsed = bulk.parse_json(items, mode)
         elif content_type == "multipart/form-data":
+            await request.body()  # cache the raw body first: the Idempotency-Key fingerprint needs it
             form = await request.form()
             upload = form.get("file")
             if not isinstance(upload, UploadFile):

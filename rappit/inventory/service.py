@@ -17,17 +17,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, func, select, text
+from sqlalchemy import ARRAY, String, and_, any_, bindparam, func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rappit.inventory.models import InventoryLevel, LedgerEntry, Reservation, Sku, Warehouse
-from rappit.platform.errors import BusinessRuleViolation, Conflict, NotFound
+from rappit.platform.errors import is_unique_violation, sqlstate_of, BusinessRuleViolation, Conflict, NotFound
 from rappit.platform.logging import current_request_id
 from rappit.tenancy.context import current_actor, require_org_id
 
 T = TypeVar("T")
 RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+MAX_QUANTITY = 1_000_000_000  # stock columns are int4; sums stay well inside it
 
 
 class InsufficientStock(BusinessRuleViolation):
@@ -38,11 +39,6 @@ class BelowReserved(BusinessRuleViolation):
     code = "BELOW_RESERVED"
 
 
-def _sqlstate(exc: BaseException) -> str | None:
-    orig = getattr(exc, "orig", None)
-    return getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
-
-
 async def with_retries(session: AsyncSession, fn: Callable[[], Awaitable[T]], *, attempts: int = 5) -> T:
     """Run `fn` in a savepoint; on deadlock/serialization failure roll back to it and try again."""
     for attempt in range(1, attempts + 1):
@@ -50,7 +46,7 @@ async def with_retries(session: AsyncSession, fn: Callable[[], Awaitable[T]], *,
             async with session.begin_nested():
                 return await fn()
         except DBAPIError as exc:
-            if _sqlstate(exc) not in RETRYABLE_SQLSTATES or attempt == attempts:
+            if sqlstate_of(exc) not in RETRYABLE_SQLSTATES or attempt == attempts:
                 raise
             await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
     raise AssertionError("unreachable")
@@ -66,6 +62,8 @@ async def create_sku(session: AsyncSession, *, code: str, name: str = "", reorde
         async with session.begin_nested():
             await session.flush()
     except IntegrityError as exc:
+        if not is_unique_violation(exc):
+            raise
         raise Conflict(f"SKU {code!r} already exists", code="SKU_EXISTS", details={"sku": code}) from exc
     return sku
 
@@ -77,19 +75,26 @@ async def create_warehouse(session: AsyncSession, *, code: str, name: str = "") 
         async with session.begin_nested():
             await session.flush()
     except IntegrityError as exc:
+        if not is_unique_violation(exc):
+            raise
         raise Conflict(
             f"warehouse {code!r} already exists", code="WAREHOUSE_EXISTS", details={"warehouse": code}
         ) from exc
     return warehouse
 
 
+def _codes(codes: Sequence[str]) -> Any:
+    """One array parameter, however many codes (an IN list would hit asyncpg's 32,767-parameter cap)."""
+    return any_(bindparam("codes", sorted(set(codes)), type_=ARRAY(String)))
+
+
 async def sku_ids(session: AsyncSession, codes: Sequence[str]) -> dict[str, uuid.UUID]:
-    rows = await session.execute(select(Sku.code, Sku.id).where(Sku.code.in_(set(codes))))
+    rows = await session.execute(select(Sku.code, Sku.id).where(Sku.code == _codes(codes)))
     return dict(rows.all())
 
 
 async def warehouse_ids(session: AsyncSession, codes: Sequence[str]) -> dict[str, uuid.UUID]:
-    rows = await session.execute(select(Warehouse.code, Warehouse.id).where(Warehouse.code.in_(set(codes))))
+    rows = await session.execute(select(Warehouse.code, Warehouse.id).where(Warehouse.code == _codes(codes)))
     return dict(rows.all())
 
 
@@ -126,27 +131,24 @@ _ENSURE_LEVEL = text(
 _LEDGER_COLUMNS = """(org_id, level_id, sku_id, warehouse_id, reason, on_hand_before, on_hand_after, on_hand_delta,
     reserved_before, reserved_after, reserved_delta, actor, reference_type, reference_id, request_id, note, created_at)"""
 
-_ADJUST = text(
-    f"""WITH old AS (
-          SELECT id, sku_id, warehouse_id, on_hand, reserved FROM inventory_levels
-           WHERE org_id = :org AND sku_id = :sku AND warehouse_id = :wh
-           FOR NO KEY UPDATE
-        ), target AS (
-          SELECT o.*, CASE WHEN CAST(:mode AS text) = 'set' THEN CAST(:qty AS int)
-                           ELSE o.on_hand + CAST(:qty AS int) END AS new_on_hand
-            FROM old o
-        ), upd AS (
-          UPDATE inventory_levels l SET on_hand = t.new_on_hand, updated_at = now()
-            FROM target t
-           WHERE l.id = t.id AND t.new_on_hand >= t.reserved AND t.new_on_hand <> t.on_hand
-          RETURNING l.id, l.sku_id, l.warehouse_id, t.on_hand AS before, l.on_hand AS after, l.reserved
-        ), led AS (
-          INSERT INTO inventory_ledger {_LEDGER_COLUMNS}
-          SELECT :org, u.id, u.sku_id, u.warehouse_id, CAST(:reason AS text), u.before, u.after, u.after - u.before,
-                 u.reserved, u.reserved, 0, :actor, :ref_type, :ref_id, :request_id, :note, now()
-            FROM upd u
+_LOCK_LEVEL = text(
+    """SELECT id, on_hand, reserved FROM inventory_levels
+        WHERE org_id = :org AND sku_id = :sku AND warehouse_id = :wh
+        FOR NO KEY UPDATE"""
+)
+
+# Runs while the row lock from _LOCK_LEVEL is held, so `before` is exactly what is being replaced.
+_SET_ON_HAND = text(
+    f"""WITH upd AS (
+          UPDATE inventory_levels l SET on_hand = CAST(:after AS int), updated_at = now()
+           WHERE l.id = :level AND l.org_id = :org
+          RETURNING l.id, l.sku_id, l.warehouse_id, l.on_hand, l.reserved
         )
-        SELECT t.on_hand, t.reserved, t.new_on_hand, (SELECT count(*) FROM upd) AS changed FROM target t"""
+        INSERT INTO inventory_ledger {_LEDGER_COLUMNS}
+        SELECT :org, u.id, u.sku_id, u.warehouse_id, CAST(:reason AS text), CAST(:before AS int), u.on_hand,
+               u.on_hand - CAST(:before AS int), u.reserved, u.reserved, 0, :actor, :ref_type, :ref_id,
+               :request_id, :note, now()
+          FROM upd u"""
 )
 
 
@@ -177,24 +179,29 @@ async def adjust(
     org_id = require_org_id()
     sku_id, wh_id = await resolve_pair(session, sku, warehouse)
     await session.execute(_ENSURE_LEVEL, {"org": org_id, "sku": sku_id, "wh": wh_id})
-    row = (
-        await session.execute(
-            _ADJUST,
-            {
-                "org": org_id, "sku": sku_id, "wh": wh_id, "mode": mode, "qty": quantity, "reason": reason,
-                "actor": current_actor().describe(), "ref_type": reference_type, "ref_id": reference_id,
-                "request_id": current_request_id(), "note": note,
-            },
-        )
+    level_id, on_hand, reserved = (
+        await session.execute(_LOCK_LEVEL, {"org": org_id, "sku": sku_id, "wh": wh_id})
     ).one()
-    on_hand, reserved, new_on_hand, changed = row
+    new_on_hand = quantity if mode == "set" else on_hand + quantity
+    if new_on_hand > 2_000_000_000:
+        raise BusinessRuleViolation("on_hand would exceed 2,000,000,000", code="NUMBER_OUT_OF_RANGE")
     if new_on_hand < reserved:
         raise BelowReserved(
             f"{sku} in {warehouse}: on_hand would be {new_on_hand}, below the {reserved} reserved",
             details={"sku": sku, "warehouse": warehouse, "on_hand": on_hand, "reserved": reserved,
                      "requested_on_hand": new_on_hand, "available": on_hand - reserved},
         )
-    return LevelChange(sku, warehouse, on_hand, new_on_hand, reserved, bool(changed))
+    changed = new_on_hand != on_hand
+    if changed:
+        await session.execute(
+            _SET_ON_HAND,
+            {
+                "org": org_id, "level": level_id, "after": new_on_hand, "before": on_hand, "reason": reason,
+                "actor": current_actor().describe(), "ref_type": reference_type, "ref_id": reference_id,
+                "request_id": current_request_id(), "note": note,
+            },
+        )
+    return LevelChange(sku, warehouse, on_hand, new_on_hand, reserved, changed)
 
 
 # ---------------------------------------------------------------- reserve
@@ -280,6 +287,8 @@ async def reserve(
         if line.quantity <= 0:
             raise BusinessRuleViolation("quantities must be positive", code="INVALID_QUANTITY")
         wanted[(line.sku_id, line.warehouse_id)] += line.quantity
+    if max(wanted.values(), default=0) > MAX_QUANTITY:
+        raise BusinessRuleViolation(f"at most {MAX_QUANTITY} units of one SKU per reservation", code="INVALID_QUANTITY")
     if not wanted:
         raise BusinessRuleViolation("nothing to reserve", code="NO_LINES")
     org_id = require_org_id()

@@ -6,13 +6,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import click
-from litestar import Litestar, Request
+from litestar import Litestar
 from litestar.config.app import AppConfig
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
-from litestar.middleware.session.server_side import ServerSideSessionConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins import CLIPluginProtocol, InitPluginProtocol
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
@@ -22,14 +21,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from rappit import __version__
 from rappit.platform import health
-from rappit.platform.db import make_engine, make_sessionmaker
+from rappit.platform.crypto import SecretBox
+from rappit.platform.db import assert_rls_binds, make_engine, make_sessionmaker
 from rappit.platform.errors import EXCEPTION_HANDLERS
 from rappit.platform.logging import RequestIdMiddleware, configure_logging
 from rappit.platform.ratelimit import Policy, RateLimitMiddleware, client_ip
 from rappit.platform.settings import Settings
+from rappit.channels import routes as channel_routes
 from rappit.inventory import routes as inventory_routes
 from rappit.tenancy import routes as tenancy_routes
 from rappit.tenancy.auth import AUTH_EXCLUDE, AuthMiddleware, Principal
+from rappit.tenancy.sessions import SESSION_COOKIE, RotatingSessionConfig
 
 
 async def provide_db_session(state: State) -> AsyncIterator[AsyncSession]:
@@ -41,11 +43,6 @@ async def provide_db_session(state: State) -> AsyncIterator[AsyncSession]:
 
 def provide_settings(state: State) -> Settings:
     return state.settings
-
-
-def api_token_identity(request: Request[Any, Any, Any]) -> str:
-    header = request.headers.get("authorization", "")
-    return header[-16:] if header else client_ip(request)
 
 
 class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
@@ -62,10 +59,12 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
         if not settings.database_url or not settings.redis_url:
             raise RuntimeError("DATABASE_URL and REDIS_URL are not set: start with `rappit up`, or set both")
         redis = Redis.from_url(settings.redis_url)
-        app_config.state.update({"settings": settings, "redis": redis})
+        app_config.state.update({"settings": settings, "redis": redis, "secret_box": SecretBox(settings.encryption_keys)})
 
         async def start(app: Litestar) -> None:
             engine = make_engine(settings)
+            if settings.is_production:
+                await assert_rls_binds(engine)
             app.state.engine = engine
             app.state.sessionmaker = make_sessionmaker(engine)
 
@@ -75,7 +74,7 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
 
         app_config.on_startup.append(start)
         app_config.on_shutdown.append(stop)
-        app_config.route_handlers.extend([*health.ROUTES, *tenancy_routes.ROUTES, *inventory_routes.ROUTES, PrometheusController])
+        app_config.route_handlers.extend([*health.ROUTES, *tenancy_routes.ROUTES, *inventory_routes.ROUTES, *channel_routes.ROUTES, PrometheusController])
         app_config.dependencies.update(
             {
                 "db_session": Provide(provide_db_session),
@@ -84,9 +83,9 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
         )
         app_config.exception_handlers.update(EXCEPTION_HANDLERS)  # type: ignore[arg-type]
         app_config.stores = {"sessions": RedisStore(redis, namespace="rappit:sessions")}
-        session_config = ServerSideSessionConfig(
+        session_config = RotatingSessionConfig(
             store="sessions",
-            key="rappit_session",
+            key=SESSION_COOKIE,
             secure=settings.is_production,
             httponly=True,
             samesite="lax",
@@ -97,7 +96,9 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
         policies = [
             Policy("auth", "/auth/", settings.rate_limit_auth_per_minute, minute, client_ip),
             Policy("webhooks", "/webhooks/", settings.rate_limit_webhooks_per_minute, minute, client_ip),
-            Policy("api", "/api/", settings.rate_limit_api_per_minute, minute, api_token_identity),
+            # By client IP: keying on the (caller-chosen) Authorization header would let made-up tokens
+            # each get a fresh bucket, every one costing a database look-up.
+            Policy("api", "/api/", settings.rate_limit_api_per_minute, minute, client_ip),
         ]
         prometheus = PrometheusConfig(app_name="rappit", prefix="rappit", group_path=True, exclude=["^/metrics"])
         app_config.middleware[:0] = [

@@ -56,6 +56,7 @@ def make_engine(settings: Settings, *, url: str | None = None, **kwargs: object)
         "pool_size": settings.db_pool_size,
         "max_overflow": settings.db_max_overflow,
         "pool_pre_ping": True,
+        "hide_parameters": True,  # no e-mails, hashes or notes in error logs
         "connect_args": {"server_settings": {"application_name": "rappit"}},
     }
     options.update(kwargs)
@@ -67,6 +68,29 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     import rappit.tenancy.scoping  # noqa: F401
 
     return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=RappitSession)
+
+
+async def assert_rls_binds(engine: AsyncEngine) -> None:
+    """Refuse to serve as a role row-level security does not bind (superuser, BYPASSRLS, table owner):
+    tenant isolation would then rest on the ORM hook alone."""
+    from sqlalchemy import text
+
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                text(
+                    """select r.rolname, r.rolsuper or r.rolbypassrls as bypasses,
+                              exists(select 1 from pg_tables t where t.schemaname = 'public'
+                                      and t.tableowner = current_user) as owns
+                         from pg_roles r where r.rolname = current_user"""
+                )
+            )
+        ).one()
+    if row.bypasses or row.owns:
+        raise RuntimeError(
+            f"DATABASE_URL connects as {row.rolname!r}, which {'bypasses' if row.bypasses else 'owns the tables, so bypasses'}"
+            " row-level security; connect as the app role (rappit_app) and run migrations with MIGRATION_DATABASE_URL"
+        )
 
 
 @asynccontextmanager

@@ -12,6 +12,7 @@ import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from sqlalchemy.exc import DBAPIError
 
 log = structlog.get_logger("rappit.errors")
 
@@ -61,6 +62,15 @@ class PayloadTooLarge(DomainError):
 class BusinessRuleViolation(DomainError):
     status_code = 422
     code = "UNPROCESSABLE"
+
+
+def sqlstate_of(exc: BaseException) -> str | None:
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
+
+
+def is_unique_violation(exc: BaseException) -> bool:
+    return sqlstate_of(exc) == "23505"
 
 
 class ServiceUnavailable(DomainError):
@@ -138,6 +148,22 @@ def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> R
     return envelope(request, status=status, code=code, message=message, details=details, headers=headers)
 
 
+def database_error_handler(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[dict[str, Any]]:
+    """The database said no. Input it cannot store (NUL bytes, numbers out of range) and constraint
+    violations that no service turned into a domain error become 4xx, never 500."""
+    orig = getattr(exc, "orig", None)
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
+    if sqlstate in ("22021", "22P05"):
+        return envelope(request, status=400, code="INVALID_TEXT", message="text contains characters that cannot be stored (NUL)")
+    if sqlstate == "22003" or type(getattr(orig, "__cause__", None)).__name__ == "DataError" or "out of int32 range" in str(exc):
+        return envelope(request, status=422, code="NUMBER_OUT_OF_RANGE", message="a number is out of the supported range")
+    if sqlstate == "23505":
+        return envelope(request, status=409, code="CONFLICT", message="that already exists")
+    if sqlstate in ("23514", "23503", "23502"):
+        return envelope(request, status=422, code="CONSTRAINT_VIOLATION", message="the database refused this change")
+    return unhandled_error_handler(request, exc)
+
+
 def unhandled_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     log.exception("http.unhandled_exception", error_type=type(exc).__name__)
     return envelope(
@@ -150,6 +176,7 @@ def unhandled_error_handler(request: Request[Any, Any, Any], exc: Exception) -> 
 
 EXCEPTION_HANDLERS = {
     DomainError: domain_error_handler,
+    DBAPIError: database_error_handler,
     HTTPException: http_error_handler,
     Exception: unhandled_error_handler,
 }

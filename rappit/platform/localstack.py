@@ -6,6 +6,7 @@ Everything lives under one data folder in the checkout; nothing is installed sys
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import os
@@ -46,7 +47,7 @@ def _socket_dir_for(path: Path) -> Path:
     """Unix socket paths are limited to ~107 bytes; fall back to /tmp for deep checkouts."""
     if len(str(path / ".s.PGSQL.5432")) < 100:
         return path
-    short = Path("/tmp") / f"rappit-{abs(hash(str(path))) % 10**8}"
+    short = Path("/tmp") / f"rappit-{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
     short.mkdir(parents=True, exist_ok=True)
     return short
 

@@ -85,6 +85,9 @@ class RequestIdMiddleware(ASGIMiddleware):
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.clear_contextvars()
         bind_request_id(request_id)
+        from rappit.tenancy.context import set_org_context
+
+        set_org_context(None)  # nobody's org until the auth middleware says whose
         started = time.perf_counter()
         status_holder = {"status": 500}
 

@@ -134,6 +134,15 @@ class Settings:
             if production and key == DEV_ENCRYPTION_KEY:
                 problems.append("ENCRYPTION_KEY is the public development key")
         database_url = required("DATABASE_URL")
+        migration_url = required("MIGRATION_DATABASE_URL")
+        if production and migration_url and database_url and migration_url == database_url:
+            problems.append(
+                "MIGRATION_DATABASE_URL must be the table owner and DATABASE_URL a different role (rappit_app):"
+                " row-level security does not bind a table's owner"
+            )
+        log_level = (get("LOG_LEVEL") or "INFO").upper()
+        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            problems.append(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {log_level!r}")
         redis_url = required("REDIS_URL")
         cors = csv("CORS_ALLOWED_ORIGINS") if required("CORS_ALLOWED_ORIGINS") else ()
         if production and "*" in cors:
@@ -150,14 +159,14 @@ class Settings:
             secret_key=secret_key or DEV_SECRET_KEY,
             encryption_keys=encryption or (DEV_ENCRYPTION_KEY,),
             database_url=_async_url(database_url) if database_url else None,
-            migration_database_url=_async_url(get("MIGRATION_DATABASE_URL") or database_url or "") or None,
+            migration_database_url=_async_url(migration_url or database_url or "") or None,
             redis_url=redis_url,
             cors_allowed_origins=cors or (() if production else ("http://localhost:8000", "http://127.0.0.1:8000")),
             admin_emails=admins,
             host=get("HOST") or "127.0.0.1",
             port=integer("PORT", 8000),
             public_url=get("PUBLIC_URL"),
-            log_level=(get("LOG_LEVEL") or "INFO").upper(),
+            log_level=log_level,
             log_json=log_json_raw not in ("0", "false", "no"),
             rate_limit_auth_per_minute=integer("RATE_LIMIT_AUTH_PER_MINUTE", 60),
             rate_limit_webhooks_per_minute=integer("RATE_LIMIT_WEBHOOKS_PER_MINUTE", 60),

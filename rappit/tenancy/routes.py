@@ -14,6 +14,7 @@ from rappit.platform.http import DbSession, Id, Limit, Offset
 from rappit.platform.idempotency import idempotent
 from rappit.tenancy import service
 from rappit.tenancy.auth import Principal, requires
+from rappit.tenancy.sessions import start_new_session
 from rappit.tenancy.schemas import IssuedTokenOut, LoginIn, MeOut, TokenIn, TokenOut, UserIn, UserOut
 
 
@@ -102,7 +103,7 @@ class AuthController(Controller):
         ok = service.verify_password(row.password_hash if row else service.DUMMY_PASSWORD_HASH, data.password)
         if row is None or not ok or not row.is_active:
             raise Unauthorized("wrong organization, e-mail or password", code="INVALID_CREDENTIALS")
-        request.set_session({"user_id": str(row.user_id)})
+        await start_new_session(request, {"user_id": str(row.user_id)})
         from rappit.tenancy.permissions import permissions_for
 
         return MeOut(

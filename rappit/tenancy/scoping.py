@@ -50,11 +50,13 @@ def _scope_to_org(state: ORMExecuteState) -> None:
         return  # the criteria added to the parent statement propagate to these loads
     if state.execution_options.get("rappit_unscoped") or bypass_reason() is not None:
         return
-    if not _touches_tenant(state):
-        return
     org_id = current_org_id()
     if org_id is None:
-        raise TenantContextMissing("tenant query with no organization in context; use unscoped() with a reason")
+        if _touches_tenant(state):
+            raise TenantContextMissing("tenant query with no organization in context; use unscoped() with a reason")
+        return
+    # Always add the criteria when an org is set: `all_mappers` only sees the selected columns, so a
+    # count over a subquery of tenant rows would otherwise slip through (RLS would still catch it).
     state.statement = state.statement.options(
         with_loader_criteria(TenantMixin, lambda cls: cls.org_id == org_id, include_aliases=True)
     )

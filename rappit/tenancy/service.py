@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rappit.platform.db import utcnow
-from rappit.platform.errors import BadRequest, Conflict, Forbidden, NotFound
+from rappit.platform.errors import is_unique_violation, BadRequest, Conflict, Forbidden, NotFound
 from rappit.tenancy.context import Actor, org_context
 from rappit.tenancy.models import ROLES, ApiToken, Organization, User
 from rappit.tenancy.permissions import can_grant
@@ -118,6 +118,8 @@ async def create_organization(
         try:
             await session.flush()
         except IntegrityError as exc:
+            if not is_unique_violation(exc):
+                raise
             raise Conflict(
                 f"organization code {code} is taken; choose another with --code", code="ORG_CODE_TAKEN"
             ) from exc
@@ -141,6 +143,8 @@ async def add_user(
         async with session.begin_nested():
             await session.flush()
     except IntegrityError as exc:
+        if not is_unique_violation(exc):
+            raise
         raise Conflict(f"{email} is already a user of this organization", code="USER_EXISTS") from exc
     return user
 

@@ -109,10 +109,12 @@ async def test_randomized_concurrent_mix_keeps_every_invariant(sessionmaker, cli
     rng = random.Random(20261123)
     held: list[uuid.UUID] = []
     outcomes = {"ok": 0, "refused": 0}
-    unexpected: list[BaseException] = []
+    unexpected: list[tuple[str, BaseException]] = []
+    current_op: dict[int, str] = {}
 
     async def one_operation(worker: int, step: int) -> None:
         op = rng.choice(["reserve", "reserve", "release", "adjust", "commit"])
+        current_op[worker] = op
         with org_context(org.id, Actor(kind="system", id=f"w{worker}")):
             async with provide_session(sessionmaker) as session:
                 if op == "reserve":
@@ -143,7 +145,7 @@ async def test_randomized_concurrent_mix_keeps_every_invariant(sessionmaker, cli
             except BusinessRuleViolation:
                 outcomes["refused"] += 1  # insufficient stock / below reserved: a clean 422
             except BaseException as exc:  # anything else (a CHECK escaping, a deadlock) fails the test
-                unexpected.append(exc)
+                unexpected.append((current_op[n], exc))
 
     await asyncio.gather(*[worker(n) for n in range(16)])
     assert not unexpected, unexpected[:3]

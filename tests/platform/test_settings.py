@@ -10,7 +10,10 @@ from cryptography.fernet import Fernet
 from rappit.platform.app import create_app
 from rappit.platform.settings import DEV_ENCRYPTION_KEY, Settings, SettingsError
 
-REQUIRED = ["SECRET_KEY", "ENCRYPTION_KEY", "DATABASE_URL", "REDIS_URL", "CORS_ALLOWED_ORIGINS", "ADMIN_EMAILS"]
+REQUIRED = [
+    "SECRET_KEY", "ENCRYPTION_KEY", "DATABASE_URL", "MIGRATION_DATABASE_URL", "REDIS_URL", "CORS_ALLOWED_ORIGINS",
+    "ADMIN_EMAILS",
+]
 
 
 def production_env(**overrides: str) -> dict[str, str]:
@@ -19,6 +22,7 @@ def production_env(**overrides: str) -> dict[str, str]:
         "SECRET_KEY": "s" * 48,
         "ENCRYPTION_KEY": Fernet.generate_key().decode(),
         "DATABASE_URL": "postgresql://rappit_app@db.internal/rappit",
+        "MIGRATION_DATABASE_URL": "postgresql://rappit_owner@db.internal/rappit",
         "REDIS_URL": "redis://cache.internal:6379/0",
         "CORS_ALLOWED_ORIGINS": "https://app.rappit.io",
         "ADMIN_EMAILS": "ops@rappit.io",
@@ -55,11 +59,22 @@ def test_production_rejects_placeholders_short_secret_dev_key_and_wildcard_cors(
     assert "DATABASE_URL holds a placeholder" in problems
 
 
-def test_invalid_fernet_key_and_bad_integer_are_reported_together() -> None:
+def test_invalid_fernet_key_bad_integer_log_level_and_owner_as_app_role_are_reported_together() -> None:
+    env = production_env(ENCRYPTION_KEY="nope", PORT="eighty", LOG_LEVEL="LOUD")
+    env["MIGRATION_DATABASE_URL"] = env["DATABASE_URL"]
     with pytest.raises(SettingsError) as err:
-        Settings.from_env(production_env(ENCRYPTION_KEY="nope", PORT="eighty"))
+        Settings.from_env(env)
     problems = "\n".join(err.value.problems)
     assert "not a valid Fernet key" in problems and "PORT must be an integer" in problems
+    assert "LOG_LEVEL must be" in problems and "row-level security does not bind" in problems
+
+
+async def test_serving_as_a_role_that_bypasses_rls_is_refused(engine, admin_engine) -> None:
+    from rappit.platform.db import assert_rls_binds
+
+    await assert_rls_binds(engine)  # the app role: fine
+    with pytest.raises(RuntimeError, match="row-level security"):
+        await assert_rls_binds(admin_engine)  # the superuser / table owner
 
 
 def test_complete_production_settings_load() -> None:

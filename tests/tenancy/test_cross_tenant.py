@@ -41,7 +41,13 @@ async def seed_org_a(client, org) -> dict[str, str]:
         "/api/v1/reservations", json={"lines": [{"sku": sku, "warehouse_code": wh, "quantity": 2}]}, headers=org.headers
     )
     assert hold.status_code == 201, hold.text
+    channel = await client.post(
+        "/api/v1/channels", json={"type": "shopify", "name": "A shop", "address": f"a-{uuid.uuid4().hex[:8]}.myshopify.com"},
+        headers=org.headers,
+    )
+    assert channel.status_code == 201, channel.text
     return {
+        "channel_id": channel.json()["channel"]["id"],
         "user_id": user.json()["id"],
         "token_id": token.json()["details"]["id"],
         "reservation_id": hold.json()["reservations"][0]["id"],

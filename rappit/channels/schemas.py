@@ -1,0 +1,48 @@
+"""Shapes at the HTTP edge for channels. No response ever carries a stored secret."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+from rappit.channels.models import Channel
+
+
+class ChannelIn(msgspec.Struct, forbid_unknown_fields=True):
+    type: Literal["shopify", "woocommerce"]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    address: Annotated[str, msgspec.Meta(min_length=3, max_length=255)]
+    """Shopify shop domain or WooCommerce store URL."""
+    webhook_secret: Annotated[str, msgspec.Meta(min_length=16, max_length=500)] | None = None
+    api_access_token: Annotated[str, msgspec.Meta(min_length=8, max_length=500)] | None = None
+
+
+class ChannelOut(msgspec.Struct):
+    id: uuid.UUID
+    type: str
+    name: str
+    address: str
+    status: str
+    has_api_credentials: bool
+    webhook_url: str
+    created_at: datetime
+    secret_rotated_at: datetime | None
+    disabled_at: datetime | None
+
+    @classmethod
+    def of(cls, channel: Channel, base_url: str) -> ChannelOut:
+        return cls(
+            id=channel.id, type=channel.type, name=channel.name, address=channel.address, status=channel.status,
+            has_api_credentials=channel.api_credentials is not None,
+            webhook_url=f"{base_url}/webhooks/{channel.type}/{channel.id}",
+            created_at=channel.created_at, secret_rotated_at=channel.secret_rotated_at, disabled_at=channel.disabled_at,
+        )
+
+
+class ChannelWithSecretOut(msgspec.Struct):
+    channel: ChannelOut
+    webhook_secret: str
+    """Shown once: configure it in the channel's webhook settings now."""

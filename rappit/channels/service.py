@@ -1,0 +1,109 @@
+"""Channels: create, list, rotate the webhook secret, disable. Secrets are encrypted at rest."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from rappit.channels.models import Channel
+from rappit.platform.crypto import SecretBox
+from rappit.platform.db import utcnow
+from rappit.platform.errors import is_unique_violation, BadRequest, Conflict, NotFound
+
+_SHOP_DOMAIN = re.compile(r"^[a-z0-9][a-z0-9-]*\.myshopify\.com$")
+
+
+@dataclass(frozen=True, slots=True)
+class WithSecret:
+    channel: Channel
+    webhook_secret: str
+    """Plaintext, returned once (creation, rotation) and never stored unencrypted."""
+
+
+def normalize_address(channel_type: str, address: str) -> str:
+    address = address.strip().lower()
+    if channel_type == "shopify":
+        address = address.removeprefix("https://").removeprefix("http://").rstrip("/")
+        if not _SHOP_DOMAIN.match(address):
+            raise BadRequest("a Shopify channel needs its shop domain, like acme.myshopify.com", code="INVALID_ADDRESS")
+        return address
+    parts = urlsplit(address)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise BadRequest("a WooCommerce channel needs its store URL, like https://shop.example.com", code="INVALID_ADDRESS")
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+async def create_channel(
+    session: AsyncSession,
+    box: SecretBox,
+    *,
+    channel_type: str,
+    name: str,
+    address: str,
+    webhook_secret: str | None = None,
+    api_access_token: str | None = None,
+) -> WithSecret:
+    """`webhook_secret` may be given (Shopify signs with the app's secret); otherwise one is made."""
+    secret = webhook_secret or secrets.token_urlsafe(32)
+    channel = Channel(
+        type=channel_type,
+        name=name.strip(),
+        address=normalize_address(channel_type, address),
+        webhook_secret=box.encrypt(secret),
+        api_credentials=box.encrypt(api_access_token) if api_access_token else None,
+    )
+    session.add(channel)
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError as exc:
+        if not is_unique_violation(exc):
+            raise
+        raise Conflict(f"a {channel_type} channel for {channel.address} already exists", code="CHANNEL_EXISTS") from exc
+    return WithSecret(channel, secret)
+
+
+async def get_channel(session: AsyncSession, channel_id: uuid.UUID) -> Channel:
+    channel = (await session.execute(select(Channel).where(Channel.id == channel_id))).scalar_one_or_none()
+    if channel is None:
+        raise NotFound("no such channel", details={"channel_id": str(channel_id)})
+    return channel
+
+
+async def list_channels(session: AsyncSession, *, limit: int, offset: int) -> list[Channel]:
+    rows = await session.execute(select(Channel).order_by(Channel.created_at, Channel.id).limit(limit).offset(offset))
+    return list(rows.scalars())
+
+
+async def rotate_secret(session: AsyncSession, box: SecretBox, channel_id: uuid.UUID) -> WithSecret:
+    channel = await get_channel(session, channel_id)
+    secret = secrets.token_urlsafe(32)
+    channel.webhook_secret = box.encrypt(secret)
+    channel.secret_rotated_at = utcnow()
+    return WithSecret(channel, secret)
+
+
+async def disable(session: AsyncSession, channel_id: uuid.UUID) -> Channel:
+    channel = await get_channel(session, channel_id)
+    if channel.status != "disabled":
+        channel.status = "disabled"
+        channel.disabled_at = utcnow()
+    return channel
+
+
+async def reencrypt_all(session: AsyncSession, box: SecretBox) -> int:
+    """After putting a new key first in ENCRYPTION_KEY: re-encrypt this org's secrets with it."""
+    count = 0
+    for channel in (await session.execute(select(Channel))).scalars():
+        channel.webhook_secret = box.rotate(channel.webhook_secret)
+        if channel.api_credentials:
+            channel.api_credentials = box.rotate(channel.api_credentials)
+        count += 1
+    return count
