@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, DateTime, LargeBinary, String, UniqueConstraint
+from sqlalchemy import CheckConstraint, DateTime, Index, Integer, LargeBinary, String, Text, UniqueConstraint, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from rappit.platform.db import Base, IdMixin, TimestampMixin
-from rappit.tenancy.models import TenantMixin
+from rappit.platform.db import Base, IdMixin, TimestampMixin, utcnow
+from rappit.tenancy.models import TenantMixin, org_fk
 
 CHANNEL_TYPES = ("shopify", "woocommerce")
 
@@ -19,6 +20,7 @@ class Channel(IdMixin, TimestampMixin, TenantMixin, Base):
         UniqueConstraint("org_id", "type", "address"),
         CheckConstraint("type in ('shopify','woocommerce')", name="type_known"),
         CheckConstraint("status in ('active','disabled')", name="status_known"),
+        org_fk("warehouse_id", "warehouses"),
     )
 
     type: Mapped[str] = mapped_column(String(20))
@@ -32,3 +34,38 @@ class Channel(IdMixin, TimestampMixin, TenantMixin, Base):
     """Fernet ciphertext of the channel's API access token (Shopify Admin API), if given."""
     secret_rotated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    warehouse_id: Mapped[uuid.UUID | None] = mapped_column()
+    """Where this channel's orders reserve stock (default: the org's first warehouse by code)."""
+    reconciled_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """Reconciliation watermark: orders updated up to here have been checked against the channel."""
+
+
+class WebhookEvent(IdMixin, TenantMixin, Base):
+    """The durable inbox: a verified delivery, stored before it is acknowledged, processed exactly once."""
+
+    __tablename__ = "webhook_events"
+    __org_fk__ = False  # implied by the FK to channels
+    __extra_table_args__ = (
+        org_fk("channel_id", "channels"),
+        UniqueConstraint("org_id", "channel_id", "delivery_id"),
+        UniqueConstraint("org_id", "channel_id", "dedup_key"),
+        CheckConstraint("status in ('pending','processed','ignored','failed','dead')", name="status_known"),
+        Index("ix_webhook_events_pending", "received_at", postgresql_where=text("status in ('pending','failed')")),
+        Index("ix_webhook_events_channel", "org_id", "channel_id", "received_at"),
+    )
+
+    channel_id: Mapped[uuid.UUID] = mapped_column()
+    topic: Mapped[str] = mapped_column(String(100))
+    delivery_id: Mapped[str] = mapped_column(String(200))
+    dedup_key: Mapped[str | None] = mapped_column(String(300))
+    """A second key for platforms whose delivery ids repeat (WooCommerce: resource id + date_modified_gmt)."""
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    """The raw body exactly as signed."""
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), default=utcnow)
+    triggered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(20), default="pending", server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    order_id: Mapped[uuid.UUID | None] = mapped_column()

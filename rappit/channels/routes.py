@@ -10,7 +10,7 @@ from litestar.datastructures import State
 from litestar.params import JSONBody
 
 from rappit.channels import service
-from rappit.channels.schemas import ChannelIn, ChannelOut, ChannelWithSecretOut
+from rappit.channels.schemas import ChannelIn, ChannelOut, ChannelSettingsIn, ChannelWithSecretOut
 from rappit.platform.http import DbSession, Id, Limit, Offset
 from rappit.platform.idempotency import idempotent
 from rappit.tenancy.auth import requires
@@ -47,6 +47,22 @@ class ChannelController(Controller):
     async def rotate_secret(self, state: State, db_session: DbSession, channel_id: Id) -> ChannelWithSecretOut:
         made = await service.rotate_secret(db_session, state.secret_box, channel_id)
         return ChannelWithSecretOut(channel=ChannelOut.of(made.channel, _base(state)), webhook_secret=made.webhook_secret)
+
+    @post("/{channel_id:uuid}/settings", guards=MANAGE)
+    async def update_settings(
+        self, request: Request[Any, Any, Any], state: State, db_session: DbSession, channel_id: Id,
+        data: JSONBody[ChannelSettingsIn],
+    ) -> Response[Any]:
+        """Set the Admin API token (stored encrypted, never shown) and/or the warehouse its orders use."""
+
+        async def op() -> ChannelOut:
+            channel = await service.update_settings(
+                db_session, state.secret_box, channel_id, api_access_token=data.api_access_token,
+                warehouse_code=data.warehouse_code,
+            )
+            return ChannelOut.of(channel, _base(state))
+
+        return await idempotent(request, db_session, op, status_code=200)
 
     @post("/{channel_id:uuid}/disable", guards=MANAGE)
     async def disable(self, request: Request[Any, Any, Any], state: State, db_session: DbSession, channel_id: Id) -> Response[Any]:

@@ -42,6 +42,11 @@ class ChannelOut(msgspec.Struct):
         )
 
 
+class ChannelSettingsIn(msgspec.Struct, forbid_unknown_fields=True):
+    api_access_token: Annotated[str, msgspec.Meta(min_length=8, max_length=500)] | None = None
+    warehouse_code: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,49}$")] | None = None
+
+
 class ChannelWithSecretOut(msgspec.Struct):
     channel: ChannelOut
     webhook_secret: str

@@ -90,6 +90,23 @@ async def rotate_secret(session: AsyncSession, box: SecretBox, channel_id: uuid.
     return WithSecret(channel, secret)
 
 
+async def update_settings(
+    session: AsyncSession, box: SecretBox, channel_id: uuid.UUID, *, api_access_token: str | None,
+    warehouse_code: str | None,
+) -> Channel:
+    from rappit.inventory.service import warehouse_ids
+
+    channel = await get_channel(session, channel_id)
+    if api_access_token is not None:
+        channel.api_credentials = box.encrypt(api_access_token)
+    if warehouse_code is not None:
+        found = await warehouse_ids(session, [warehouse_code])
+        if warehouse_code not in found:
+            raise BadRequest(f"no warehouse {warehouse_code!r}", code="UNKNOWN_WAREHOUSE")
+        channel.warehouse_id = found[warehouse_code]
+    return channel
+
+
 async def disable(session: AsyncSession, channel_id: uuid.UUID) -> Channel:
     channel = await get_channel(session, channel_id)
     if channel.status != "disabled":

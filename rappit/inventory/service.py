@@ -465,12 +465,34 @@ async def release(session: AsyncSession, reservation_ids: Sequence[uuid.UUID]) -
     )
 
 
-async def release_reference(session: AsyncSession, reference_type: str, reference_id: str) -> list[uuid.UUID]:
-    """Release everything still reserved for one reference (an order being cancelled)."""
-    return await _close(
-        session, "r.reference_type = :rt AND r.reference_id = :ri", {"rt": reference_type, "ri": reference_id},
-        status="released", reason="release", ledger_reason="release",
+async def release_reference(
+    session: AsyncSession, reference_type: str, reference_id: str, *, level_ids: Sequence[uuid.UUID] | None = None
+) -> list[uuid.UUID]:
+    """Release what is still reserved for one reference (an order being cancelled), or only its
+    reservations on `level_ids` (an order line going down)."""
+    where = "r.reference_type = :rt AND r.reference_id = :ri"
+    params: dict[str, Any] = {"rt": reference_type, "ri": reference_id}
+    if level_ids is not None:
+        where += " AND r.level_id = ANY(CAST(:levels AS uuid[]))"
+        params["levels"] = list(level_ids)
+    return await _close(session, where, params, status="released", reason="release", ledger_reason="release")
+
+
+async def reserved_for_reference(session: AsyncSession, reference_type: str, reference_id: str) -> dict[str, tuple[uuid.UUID, int]]:
+    """SKU code -> (level id, quantity) still actively reserved for a reference."""
+    rows = await session.execute(
+        select(Sku.code, InventoryLevel.id, func.sum(Reservation.quantity))
+        .join(InventoryLevel, InventoryLevel.id == Reservation.level_id)
+        .join(Sku, Sku.id == InventoryLevel.sku_id)
+        .where(Reservation.reference_type == reference_type, Reservation.reference_id == reference_id,
+               Reservation.status == "active")
+        .group_by(Sku.code, InventoryLevel.id)
     )
+    out: dict[str, tuple[uuid.UUID, int]] = {}
+    for code, level_id, qty in rows.all():
+        prev = out.get(code)
+        out[code] = (level_id, int(qty) + (prev[1] if prev else 0))
+    return out
 
 
 async def commit(session: AsyncSession, reservation_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:

@@ -16,6 +16,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.plugins import CLIPluginProtocol, InitPluginProtocol
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.stores.redis import RedisStore
+from arq.connections import ArqRedis
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,9 +26,11 @@ from rappit.platform.crypto import SecretBox
 from rappit.platform.db import assert_rls_binds, make_engine, make_sessionmaker
 from rappit.platform.errors import EXCEPTION_HANDLERS
 from rappit.platform.logging import RequestIdMiddleware, configure_logging
-from rappit.platform.ratelimit import Policy, RateLimitMiddleware, client_ip
+from rappit.platform.ratelimit import Policy, RateLimitMiddleware, channel_of_path, client_ip
 from rappit.platform.settings import Settings
 from rappit.channels import routes as channel_routes
+from rappit.channels import webhooks
+from rappit.orders import routes as order_routes
 from rappit.inventory import routes as inventory_routes
 from rappit.tenancy import routes as tenancy_routes
 from rappit.tenancy.auth import AUTH_EXCLUDE, AuthMiddleware, Principal
@@ -59,7 +62,10 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
         if not settings.database_url or not settings.redis_url:
             raise RuntimeError("DATABASE_URL and REDIS_URL are not set: start with `rappit up`, or set both")
         redis = Redis.from_url(settings.redis_url)
-        app_config.state.update({"settings": settings, "redis": redis, "secret_box": SecretBox(settings.encryption_keys)})
+        # Enqueueing shares nothing with request handling: a Redis outage only delays jobs.
+        arq_redis = ArqRedis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=2)
+        app_config.state.update({"settings": settings, "redis": redis, "secret_box": SecretBox(settings.encryption_keys),
+                                "arq": arq_redis})
 
         async def start(app: Litestar) -> None:
             engine = make_engine(settings)
@@ -71,10 +77,12 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
         async def stop(app: Litestar) -> None:
             await app.state.engine.dispose()
             await redis.aclose()
+            await arq_redis.aclose()
 
         app_config.on_startup.append(start)
         app_config.on_shutdown.append(stop)
-        app_config.route_handlers.extend([*health.ROUTES, *tenancy_routes.ROUTES, *inventory_routes.ROUTES, *channel_routes.ROUTES, PrometheusController])
+        app_config.route_handlers.extend([*health.ROUTES, *tenancy_routes.ROUTES, *inventory_routes.ROUTES, *channel_routes.ROUTES, *order_routes.ROUTES,
+             *webhooks.ROUTES, PrometheusController])
         app_config.dependencies.update(
             {
                 "db_session": Provide(provide_db_session),
@@ -96,6 +104,7 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
         policies = [
             Policy("auth", "/auth/", settings.rate_limit_auth_per_minute, minute, client_ip),
             Policy("webhooks", "/webhooks/", settings.rate_limit_webhooks_per_minute, minute, client_ip),
+            Policy("channel", "/webhooks/", settings.rate_limit_channel_per_minute, minute, channel_of_path),
             # By client IP: keying on the (caller-chosen) Authorization header would let made-up tokens
             # each get a fresh bucket, every one costing a database look-up.
             Policy("api", "/api/", settings.rate_limit_api_per_minute, minute, client_ip),

@@ -44,6 +44,11 @@ def client_ip(request: Request[Any, Any, Any]) -> str:
     return request.client.host if request.client else "unknown"
 
 
+def channel_of_path(request: Request[Any, Any, Any]) -> str:
+    """/webhooks/{type}/{channel_id}: one bucket per channel, whoever sends."""
+    return request.url.path.rstrip("/").rsplit("/", 1)[-1][:64]
+
+
 class RateLimitMiddleware(ASGIMiddleware):
     scopes = (ScopeType.HTTP,)
 

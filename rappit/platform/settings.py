@@ -64,6 +64,12 @@ class Settings:
     """Per API token on /api/v1/*."""
     max_body_bytes: int = 10 * 1024 * 1024
     """Largest request body accepted anywhere (413 beyond)."""
+    max_webhook_bytes: int = 1024 * 1024
+    """Largest webhook body accepted (413 beyond)."""
+    rate_limit_channel_per_minute: int = 600
+    """Per channel on /webhooks/{type}/{channel_id}."""
+    shopify_admin_url: str = "https://{shop}"
+    """Base URL of a shop's Admin API ({shop} = the shop domain); the sandbox points it at loopback."""
     db_pool_size: int = 10
     db_max_overflow: int = 10
     data_dir: Path = field(default_factory=lambda: REPO_ROOT / ".data")
@@ -172,6 +178,9 @@ class Settings:
             rate_limit_webhooks_per_minute=integer("RATE_LIMIT_WEBHOOKS_PER_MINUTE", 60),
             rate_limit_api_per_minute=integer("RATE_LIMIT_API_PER_MINUTE", 1200),
             max_body_bytes=integer("MAX_BODY_BYTES", 10 * 1024 * 1024),
+            max_webhook_bytes=integer("MAX_WEBHOOK_BYTES", 1024 * 1024),
+            rate_limit_channel_per_minute=integer("RATE_LIMIT_CHANNEL_PER_MINUTE", 600),
+            shopify_admin_url=get("SHOPIFY_ADMIN_URL") or "https://{shop}",
             db_pool_size=integer("DB_POOL_SIZE", 10),
             db_max_overflow=integer("DB_MAX_OVERFLOW", 10, minimum=0),
             data_dir=data_dir,

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from arq import cron
+from arq import cron, func
 from arq.connections import RedisSettings
 
 from rappit.inventory.jobs import release_expired_reservations
+from rappit.orders.jobs import process_webhook_event, reconcile_shopify, sweep_pending_webhooks
 from rappit.platform.db import make_engine, make_sessionmaker, provide_session
 from rappit.platform.logging import configure_logging
 from rappit.platform.settings import Settings
@@ -26,7 +27,13 @@ async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or Settings.from_env()
     configure_logging(settings.log_level, json=settings.log_json)
     engine = make_engine(settings, pool_size=5, max_overflow=5)
-    ctx.update(settings=settings, engine=engine, sessionmaker=make_sessionmaker(engine))
+    from rappit.orders.jobs import shopify_fetch_order
+    from rappit.platform.crypto import SecretBox
+
+    ctx.update(
+        settings=settings, engine=engine, sessionmaker=make_sessionmaker(engine),
+        secret_box=SecretBox(settings.encryption_keys), shopify_fetch_order=shopify_fetch_order,
+    )
     log.info("worker.started")
 
 
@@ -53,15 +60,26 @@ async def purge_idempotency_keys(ctx: dict[str, Any]) -> int:
 
 
 class WorkerSettings:
-    functions = [ping, release_expired_reservations, purge_idempotency_keys]
+    functions = [
+        ping,
+        release_expired_reservations,
+        purge_idempotency_keys,
+        # keep_result=0: the job id (the event id) is free again as soon as a run ends, so the
+        # sweeper can re-enqueue an event whose run failed; the inbox row, not arq, is the record.
+        func(process_webhook_event, keep_result=0, max_tries=10, timeout=30),
+        sweep_pending_webhooks,
+        reconcile_shopify,
+    ]
     cron_jobs = [
+        cron(sweep_pending_webhooks, second={5, 35}, run_at_startup=True, timeout=25),
+        cron(reconcile_shopify, minute=set(range(2, 60, 5)), second={0}, timeout=25),
         cron(release_expired_reservations, second={0}, run_at_startup=True, timeout=50),
         cron(purge_idempotency_keys, minute={17}, second={30}, timeout=50),
     ]
     on_startup = startup
     on_shutdown = shutdown
     # Short timeouts: a killed worker's job is re-run only after the largest timeout + 10 s.
-    job_timeout = 60
+    job_timeout = 30
     max_tries = 3
     keep_result = 3600
     health_check_interval = 30

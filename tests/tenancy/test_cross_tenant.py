@@ -18,10 +18,12 @@ from rappit.platform.db import Base
 from rappit.tenancy.models import TenantMixin
 
 # Body for routes that take one, keyed by (method, path template). A new route with a body needs an entry.
-BODIES: dict[tuple[str, str], Any] = {}
+BODIES: dict[tuple[str, str], Any] = {
+    ("POST", "/api/v1/channels/{channel_id:uuid}/settings"): {"warehouse_code": "W-NONE"},
+}
 
 
-async def seed_org_a(client, org) -> dict[str, str]:
+async def seed_org_a(client, org, admin_engine) -> dict[str, str]:
     """One of each resource in org A, by the path-parameter name that addresses it."""
     user = await client.post(
         "/api/v1/users", json={"email": "victim@a.test", "role": "staff"}, headers=org.headers
@@ -46,7 +48,23 @@ async def seed_org_a(client, org) -> dict[str, str]:
         headers=org.headers,
     )
     assert channel.status_code == 201, channel.text
+    order = await client.post(
+        "/api/v1/orders", json={"currency": "USD", "lines": [{"sku": sku, "quantity": 1}]}, headers=org.headers
+    )
+    assert order.status_code == 201, order.text
+    dead_id = uuid.uuid4()
+    async with admin_engine.begin() as conn:  # a dead letter as the worker would leave it
+        event_id = (await conn.execute(text(
+            "insert into webhook_events (id, org_id, channel_id, topic, delivery_id, payload, status, attempts, received_at)"
+            " values (gen_random_uuid(), :o, :c, 'orders/create', :d, '{}', 'dead', 3, now()) returning id"),
+            {"o": org.id, "c": channel.json()["channel"]["id"], "d": str(uuid.uuid4())})).scalar_one()
+        await conn.execute(text(
+            "insert into dead_letters (id, org_id, kind, ref_id, job_name, payload, error, attempts, status,"
+            " first_failed_at, last_failed_at) values (:i, :o, 'webhook_event', :e, 'process_webhook_event', '{}',"
+            " 'boom', 3, 'dead', now(), now())"), {"i": dead_id, "o": org.id, "e": event_id})
     return {
+        "order_id": order.json()["order"]["id"],
+        "dead_letter_id": str(dead_id),
         "channel_id": channel.json()["channel"]["id"],
         "user_id": user.json()["id"],
         "token_id": token.json()["details"]["id"],
@@ -81,7 +99,7 @@ async def snapshot(admin_engine, org_id) -> dict[str, list]:
 
 async def test_org_b_cannot_see_or_change_org_a_through_any_route(app, client, make_org, admin_engine) -> None:
     a, b = await make_org("Org A"), await make_org("Org B")
-    seeds = await seed_org_a(client, a)
+    seeds = await seed_org_a(client, a, admin_engine)
     before = await snapshot(admin_engine, a.id)
     routes = api_routes(app)
     assert routes, "no routes found"
@@ -103,5 +121,5 @@ async def test_org_b_cannot_see_or_change_org_a_through_any_route(app, client, m
             assert resp.status_code == 200, f"{method} {path}: {resp.status_code}"
             for value in [*seeds.values(), str(a.id), a.code]:
                 assert value not in resp.text, f"{method} {path} leaked org A's {value}"
-    assert with_params >= 5  # grows as routes are added; guards against an empty walk
+    assert with_params >= 10  # grows as routes are added; guards against an empty walk
     assert await snapshot(admin_engine, a.id) == before, "org A's rows changed"

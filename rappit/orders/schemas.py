@@ -1,0 +1,104 @@
+"""Shapes at the HTTP edge for orders."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+
+from rappit.inventory.schemas import SkuCode
+
+
+class OrderLineOut(msgspec.Struct):
+    position: int
+    sku: str | None
+    title: str
+    quantity: int
+    unit_price_minor: int
+    currency: str
+    external_line_id: str | None
+
+
+class ReservationRef(msgspec.Struct):
+    id: uuid.UUID
+    sku: str
+    warehouse_code: str
+    quantity: int
+    status: str
+
+
+class OrderEventOut(msgspec.Struct):
+    kind: str
+    detail: dict[str, Any]
+    created_at: datetime
+    webhook_event_id: uuid.UUID | None
+
+
+class OrderOut(msgspec.Struct):
+    id: uuid.UUID
+    number: str
+    source: str
+    channel_id: uuid.UUID | None
+    external_id: str | None
+    external_name: str | None
+    status: str
+    hold_reason: dict[str, Any] | None
+    currency: str
+    created_at: datetime
+    updated_at: datetime
+    cancelled_at: datetime | None
+
+
+class OrderDetailOut(msgspec.Struct):
+    order: OrderOut
+    lines: list[OrderLineOut]
+    reservations: list[ReservationRef]
+    timeline: list[OrderEventOut]
+
+
+class OrderPage(msgspec.Struct):
+    items: list[OrderOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class ManualLineIn(msgspec.Struct, forbid_unknown_fields=True):
+    sku: SkuCode
+    quantity: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+    title: Annotated[str, msgspec.Meta(max_length=500)] = ""
+    unit_price_minor: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+
+class ManualOrderIn(msgspec.Struct, forbid_unknown_fields=True):
+    currency: Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")]
+    lines: Annotated[list[ManualLineIn], msgspec.Meta(min_length=1, max_length=500)]
+    reference: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
+
+
+class WebhookEventOut(msgspec.Struct):
+    id: uuid.UUID
+    topic: str
+    delivery_id: str
+    status: str
+    attempts: int
+    last_error: str | None
+    received_at: datetime
+    processed_at: datetime | None
+    order_id: uuid.UUID | None
+
+
+class DeadLetterOut(msgspec.Struct):
+    id: uuid.UUID
+    kind: str
+    ref_id: uuid.UUID
+    job_name: str
+    error: str
+    attempts: int
+    status: str
+    first_failed_at: datetime
+    last_failed_at: datetime
+    retried_at: datetime | None
+    payload: dict[str, Any]

@@ -1,0 +1,303 @@
+"""Orders: turning channel payloads (and manual requests) into canonical orders with reserved stock.
+
+Each call runs in the caller's one transaction. Processing of one channel order is serialized by a
+transaction-scoped advisory lock on (channel, external id), and the UNIQUE (org, channel, external
+id) constraint makes a second create a no-op whatever happens, so deliveries that repeat, race or
+arrive out of order produce exactly one order with exactly one set of reservations.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from rappit.integrations.channels.canonical import CanonicalLine, CanonicalOrder
+from rappit.inventory import service as inventory
+from rappit.inventory.models import Warehouse
+from rappit.orders.models import SOURCES, Order, OrderEvent, OrderLine
+from rappit.platform.db import utcnow
+from rappit.platform.errors import BusinessRuleViolation, NotFound
+from rappit.tenancy.context import require_org_id
+
+RESERVATION_REF = "order"
+
+
+def format_number(org_code: str, source: str, value: int) -> str:
+    """The one definition of an order number: ORGCODE-S-000001 (S Shopify, W WooCommerce, M manual)."""
+    return f"{org_code}-{SOURCES[source]}-{value:06d}"
+
+
+async def next_number(session: AsyncSession, org_code: str, source: str) -> str:
+    """Atomic per-org, per-source counter; its row lock is held to the end of the order's transaction."""
+    value = (
+        await session.execute(
+            text(
+                """INSERT INTO order_counters (id, org_id, source, last_value) VALUES (gen_random_uuid(), :org, :s, 1)
+                   ON CONFLICT (org_id, source) DO UPDATE SET last_value = order_counters.last_value + 1
+                   RETURNING last_value"""
+            ),
+            {"org": require_org_id(), "s": SOURCES[source]},
+        )
+    ).scalar_one()
+    return format_number(org_code, source, value)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRef:
+    id: uuid.UUID | None
+    source: str  # shopify | woocommerce | manual
+    org_code: str
+    warehouse_id: uuid.UUID | None
+
+
+def _desired(lines: list[CanonicalLine]) -> dict[str, int]:
+    """Units to reserve per SKU: repeated SKUs add up; lines without a SKU reserve nothing."""
+    wanted: dict[str, int] = defaultdict(int)
+    for line in lines:
+        if line.sku and line.quantity > 0:
+            wanted[line.sku] += line.quantity
+    return dict(wanted)
+
+
+async def _event(session: AsyncSession, order: Order, kind: str, detail: dict[str, Any], webhook_event_id: uuid.UUID | None) -> None:
+    session.add(OrderEvent(order_id=order.id, kind=kind, detail=detail, webhook_event_id=webhook_event_id))
+
+
+async def _warehouse(session: AsyncSession, channel: ChannelRef) -> Warehouse | None:
+    query = select(Warehouse)
+    query = query.where(Warehouse.id == channel.warehouse_id) if channel.warehouse_id else query.order_by(Warehouse.code).limit(1)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def _reserve_or_hold(
+    session: AsyncSession, order: Order, channel: ChannelRef, wanted: dict[str, int], webhook_event_id: uuid.UUID | None
+) -> bool:
+    """Reserve `wanted` for the order, all or nothing (in a savepoint). On failure the order goes
+    on hold with the reason; the customer has paid, so the order itself is never dropped."""
+    if not wanted:
+        return True
+    warehouse = await _warehouse(session, channel)
+    reason: dict[str, Any]
+    if warehouse is None:
+        reason = {"code": "NO_WAREHOUSE", "message": "the organization has no warehouse to reserve from"}
+    else:
+        try:
+            async with session.begin_nested():
+                await inventory.reserve_by_codes(
+                    session, [(sku, warehouse.code, qty) for sku, qty in sorted(wanted.items())],
+                    reference_type=RESERVATION_REF, reference_id=str(order.id),
+                )
+            await _event(session, order, "reserved", {"warehouse": warehouse.code, "skus": wanted}, webhook_event_id)
+            return True
+        except BusinessRuleViolation as exc:
+            reason = {"code": exc.code, "message": exc.message, **exc.details}
+    order.status = "on_hold"
+    order.hold_reason = reason
+    await _event(session, order, "on_hold", reason, webhook_event_id)
+    return False
+
+
+async def _write_lines(session: AsyncSession, order: Order, lines: list[CanonicalLine], currency: str) -> int:
+    version = (
+        await session.execute(select(func.coalesce(func.max(OrderLine.version), 0)).where(OrderLine.order_id == order.id))
+    ).scalar_one() + 1
+    for position, line in enumerate(lines, start=1):
+        session.add(
+            OrderLine(
+                order_id=order.id, version=version, position=position, external_line_id=line.external_line_id,
+                sku=line.sku, title=line.title, quantity=line.quantity, unit_price_minor=line.unit_price_minor,
+                currency=currency,
+            )
+        )
+    return version
+
+
+async def apply_channel_order(
+    session: AsyncSession, channel: ChannelRef, payload: CanonicalOrder, *, webhook_event_id: uuid.UUID | None = None
+) -> tuple[Order, str]:
+    """Create or update the order a channel payload describes. Returns (order, what happened)."""
+    org_id = require_org_id()
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+        {"k": f"order:{org_id}:{channel.id}:{payload.external_id}"},
+    )
+    order = (
+        await session.execute(
+            select(Order).where(Order.channel_id == channel.id, Order.external_id == payload.external_id)
+        )
+    ).scalar_one_or_none()
+    if order is None:
+        return await _create(session, channel, payload, webhook_event_id), "created"
+    if order.status == "cancelled":
+        await _event(session, order, "ignored_after_cancel", {"external_updated_at": str(payload.updated_at)}, webhook_event_id)
+        return order, "ignored"
+    if payload.updated_at is not None and order.external_updated_at is not None and payload.updated_at <= order.external_updated_at:
+        await _event(
+            session, order, "ignored_stale",
+            {"payload_updated_at": payload.updated_at.isoformat(), "order_updated_at": order.external_updated_at.isoformat()},
+            webhook_event_id,
+        )
+        return order, "ignored"
+    if payload.cancelled:
+        await cancel(session, order, webhook_event_id=webhook_event_id, external_updated_at=payload.updated_at)
+        return order, "cancelled"
+    await _update(session, channel, order, payload, webhook_event_id)
+    return order, "updated"
+
+
+async def _create(
+    session: AsyncSession, channel: ChannelRef, payload: CanonicalOrder, webhook_event_id: uuid.UUID | None
+) -> Order:
+    order = Order(
+        id=uuid.uuid4(),
+        number=await next_number(session, channel.org_code, channel.source),
+        source=channel.source,
+        channel_id=channel.id,
+        external_id=payload.external_id or None,
+        external_name=payload.name or None,
+        status="cancelled" if payload.cancelled else "open",
+        currency=payload.currency,
+        external_updated_at=payload.updated_at,
+        cancelled_at=utcnow() if payload.cancelled else None,
+    )
+    session.add(order)
+    await session.flush()
+    await _write_lines(session, order, payload.lines, payload.currency)
+    await _event(session, order, "created", {"number": order.number, "external_name": payload.name}, webhook_event_id)
+    if not payload.cancelled:
+        await _reserve_or_hold(session, order, channel, _desired(payload.lines), webhook_event_id)
+    return order
+
+
+async def _update(
+    session: AsyncSession, channel: ChannelRef, order: Order, payload: CanonicalOrder, webhook_event_id: uuid.UUID | None
+) -> None:
+    version = await _write_lines(session, order, payload.lines, payload.currency)
+    order.external_updated_at = payload.updated_at or order.external_updated_at
+    order.external_name = payload.name
+    order.updated_at = utcnow()
+    wanted = _desired(payload.lines)
+    current = await inventory.reserved_for_reference(session, RESERVATION_REF, str(order.id))
+    changes = {
+        sku: wanted.get(sku, 0) - current.get(sku, (None, 0))[1]
+        for sku in set(wanted) | set(current)
+        if wanted.get(sku, 0) != current.get(sku, (None, 0))[1]
+    }
+    await _event(session, order, "updated", {"version": version, "changes": changes}, webhook_event_id)
+    if order.status == "on_hold":
+        # Nothing partial to keep: try the whole order again.
+        await inventory.release_reference(session, RESERVATION_REF, str(order.id))
+        if await _reserve_or_hold(session, order, channel, wanted, webhook_event_id):
+            order.status, order.hold_reason = "open", None
+        return
+    if not changes:
+        return
+    try:
+        async with session.begin_nested():
+            # Decreases and removals: release that SKU's hold and reserve the new, smaller quantity;
+            # increases: reserve the difference. The row locks taken here stay until commit.
+            down = [current[sku][0] for sku, delta in changes.items() if delta < 0]
+            if down:
+                await inventory.release_reference(session, RESERVATION_REF, str(order.id), level_ids=down)
+            again = {sku: (wanted.get(sku, 0) if delta < 0 else delta) for sku, delta in changes.items()}
+            again = {sku: qty for sku, qty in again.items() if qty > 0}
+            if again:
+                warehouse = await _warehouse(session, channel)
+                if warehouse is None:
+                    raise BusinessRuleViolation("the organization has no warehouse to reserve from", code="NO_WAREHOUSE")
+                await inventory.reserve_by_codes(
+                    session, [(sku, warehouse.code, qty) for sku, qty in sorted(again.items())],
+                    reference_type=RESERVATION_REF, reference_id=str(order.id),
+                )
+        await _event(session, order, "reservations_adjusted", {"changes": changes}, webhook_event_id)
+    except BusinessRuleViolation as exc:
+        # The savepoint restored the previous reservations; the order waits for stock.
+        order.status = "on_hold"
+        order.hold_reason = {"code": exc.code, "message": exc.message, **exc.details}
+        await _event(session, order, "on_hold", order.hold_reason, webhook_event_id)
+
+
+async def cancel(
+    session: AsyncSession, order: Order, *, webhook_event_id: uuid.UUID | None = None,
+    external_updated_at: datetime | None = None,
+) -> Order:
+    """Release every active reservation and mark the order cancelled (cancelling twice changes nothing)."""
+    if order.status == "cancelled":
+        return order
+    released = await inventory.release_reference(session, RESERVATION_REF, str(order.id))
+    order.status = "cancelled"
+    order.hold_reason = None
+    order.cancelled_at = utcnow()
+    order.updated_at = utcnow()
+    if external_updated_at:
+        order.external_updated_at = external_updated_at
+    await _event(session, order, "cancelled", {"released_reservations": len(released)}, webhook_event_id)
+    return order
+
+
+async def retry_hold(session: AsyncSession, order_id: uuid.UUID, channel: ChannelRef) -> Order:
+    order = await get_order(session, order_id, for_update=True)
+    if order.status != "on_hold":
+        raise BusinessRuleViolation(f"order {order.number} is {order.status}, not on hold", code="NOT_ON_HOLD")
+    lines = await current_lines(session, order.id)
+    await inventory.release_reference(session, RESERVATION_REF, str(order.id))
+    wanted = _desired([CanonicalLine(ln.external_line_id, ln.sku, ln.title, ln.quantity, ln.unit_price_minor) for ln in lines])
+    if await _reserve_or_hold(session, order, channel, wanted, None):
+        order.status, order.hold_reason = "open", None
+    return order
+
+
+async def create_manual(
+    session: AsyncSession, *, org_code: str, currency: str, lines: list[CanonicalLine], reference: str | None
+) -> Order:
+    channel = ChannelRef(id=None, source="manual", org_code=org_code, warehouse_id=None)
+    payload = CanonicalOrder(external_id=reference or "", name=reference or "", currency=currency,
+                             updated_at=None, cancelled=False, lines=lines)
+    return await _create(session, channel, payload, None)
+
+
+async def get_order(session: AsyncSession, order_id: uuid.UUID, *, for_update: bool = False) -> Order:
+    query = select(Order).where(Order.id == order_id)
+    if for_update:
+        query = query.with_for_update()
+    order = (await session.execute(query)).scalar_one_or_none()
+    if order is None:
+        raise NotFound("no such order", details={"order_id": str(order_id)})
+    return order
+
+
+async def current_lines(session: AsyncSession, order_id: uuid.UUID) -> list[OrderLine]:
+    latest = select(func.max(OrderLine.version)).where(OrderLine.order_id == order_id).scalar_subquery()
+    rows = await session.execute(
+        select(OrderLine).where(OrderLine.order_id == order_id, OrderLine.version == latest).order_by(OrderLine.position)
+    )
+    return list(rows.scalars())
+
+
+async def timeline(session: AsyncSession, order_id: uuid.UUID) -> list[OrderEvent]:
+    rows = await session.execute(select(OrderEvent).where(OrderEvent.order_id == order_id).order_by(OrderEvent.id))
+    return list(rows.scalars())
+
+
+async def list_orders(
+    session: AsyncSession, *, status: str | None, channel_id: uuid.UUID | None, created_from: datetime | None,
+    created_to: datetime | None, limit: int, offset: int,
+) -> tuple[list[Order], int]:
+    query = select(Order)
+    if status:
+        query = query.where(Order.status == status)
+    if channel_id:
+        query = query.where(Order.channel_id == channel_id)
+    if created_from:
+        query = query.where(Order.created_at >= created_from)
+    if created_to:
+        query = query.where(Order.created_at < created_to)
+    total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
+    rows = await session.execute(query.order_by(Order.created_at.desc(), Order.id).limit(limit).offset(offset))
+    return list(rows.scalars()), total
