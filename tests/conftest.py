@@ -84,7 +84,13 @@ def stack() -> Iterator[Stack]:
 
 @pytest.fixture(scope="session")
 def settings(stack: Stack) -> Settings:
-    return Settings(env="test", log_json=True).with_stack(
+    # Every test calls from 127.0.0.1 within the same minutes: the shared app gets limits no test
+    # reaches; the rate-limit tests build their own apps with small ones.
+    generous = 1_000_000
+    return Settings(
+        env="test", log_json=True, rate_limit_api_per_minute=generous, rate_limit_webhooks_per_minute=generous,
+        rate_limit_channel_per_minute=generous,
+    ).with_stack(
         database_url=stack.app_url, migration_database_url=stack.admin_url, redis_url=stack.redis_url
     )
 

@@ -238,13 +238,15 @@ def worker() -> None:
     """Run an arq worker (jobs, cron, dead letters)."""
     from arq.worker import run_worker
 
-    from rappit.workers.settings import WorkerSettings, redis_settings
+    from rappit.workers.settings import WorkerSettings, redis_settings, worker_options
 
     settings = load_settings()
     if settings.embedded:
         click.echo("rappit: worker needs DATABASE_URL and REDIS_URL (use `rappit up` for the local stack)", err=True)
         sys.exit(2)
-    run_worker(WorkerSettings, redis_settings=redis_settings(settings), ctx={"settings": settings})  # type: ignore[arg-type]
+    run_worker(  # type: ignore[arg-type]
+        WorkerSettings, redis_settings=redis_settings(settings), ctx={"settings": settings}, **worker_options(settings)
+    )
 
 
 @rappit.group()

@@ -68,6 +68,8 @@ class Settings:
     """Largest webhook body accepted (413 beyond)."""
     rate_limit_channel_per_minute: int = 600
     """Per channel on /webhooks/{type}/{channel_id}."""
+    job_timeout_seconds: int = 30
+    """arq job timeout; a killed worker's job is picked up again after this + 10 s."""
     shopify_admin_url: str = "https://{shop}"
     """Base URL of a shop's Admin API ({shop} = the shop domain); the sandbox points it at loopback."""
     db_pool_size: int = 10
@@ -181,6 +183,7 @@ class Settings:
             max_webhook_bytes=integer("MAX_WEBHOOK_BYTES", 1024 * 1024),
             rate_limit_channel_per_minute=integer("RATE_LIMIT_CHANNEL_PER_MINUTE", 600),
             shopify_admin_url=get("SHOPIFY_ADMIN_URL") or "https://{shop}",
+            job_timeout_seconds=integer("JOB_TIMEOUT_SECONDS", 30),
             db_pool_size=integer("DB_POOL_SIZE", 10),
             db_max_overflow=integer("DB_MAX_OVERFLOW", 10, minimum=0),
             data_dir=data_dir,

@@ -59,27 +59,40 @@ async def purge_idempotency_keys(ctx: dict[str, Any]) -> int:
             return await purge_expired(session)
 
 
+def worker_options(settings: Settings) -> dict[str, Any]:
+    """Functions, crons and timeouts. A killed worker's job runs again only after its in-progress key
+    expires (the largest timeout + 10 s), so every timeout is the one short JOB_TIMEOUT_SECONDS."""
+    t = settings.job_timeout_seconds
+    return {
+        "functions": [
+            ping,
+            release_expired_reservations,
+            purge_idempotency_keys,
+            # keep_result=0: the job id (the event id) is free again as soon as a run ends, so the
+            # sweeper can re-enqueue an event whose run failed; the inbox row, not arq, is the record.
+            func(process_webhook_event, keep_result=0, max_tries=10, timeout=t),
+            sweep_pending_webhooks,
+            reconcile_shopify,
+        ],
+        "cron_jobs": [
+            cron(sweep_pending_webhooks, second={5, 35}, run_at_startup=True, timeout=t),
+            cron(reconcile_shopify, minute=set(range(2, 60, 5)), second={0}, timeout=t),
+            cron(release_expired_reservations, second={0}, run_at_startup=True, timeout=t),
+            cron(purge_idempotency_keys, minute={17}, second={30}, timeout=t),
+        ],
+        "job_timeout": t,
+    }
+
+
 class WorkerSettings:
-    functions = [
-        ping,
-        release_expired_reservations,
-        purge_idempotency_keys,
-        # keep_result=0: the job id (the event id) is free again as soon as a run ends, so the
-        # sweeper can re-enqueue an event whose run failed; the inbox row, not arq, is the record.
-        func(process_webhook_event, keep_result=0, max_tries=10, timeout=30),
-        sweep_pending_webhooks,
-        reconcile_shopify,
-    ]
-    cron_jobs = [
-        cron(sweep_pending_webhooks, second={5, 35}, run_at_startup=True, timeout=25),
-        cron(reconcile_shopify, minute=set(range(2, 60, 5)), second={0}, timeout=25),
-        cron(release_expired_reservations, second={0}, run_at_startup=True, timeout=50),
-        cron(purge_idempotency_keys, minute={17}, second={30}, timeout=50),
-    ]
+    """For `arq rappit.workers.settings.WorkerSettings`; `rappit worker` applies the settings' timeouts."""
+
+    _defaults = worker_options(Settings())
+    functions = _defaults["functions"]
+    cron_jobs = _defaults["cron_jobs"]
+    job_timeout = _defaults["job_timeout"]
     on_startup = startup
     on_shutdown = shutdown
-    # Short timeouts: a killed worker's job is re-run only after the largest timeout + 10 s.
-    job_timeout = 30
     max_tries = 3
     keep_result = 3600
     health_check_interval = 30

@@ -219,3 +219,25 @@ async def test_woocommerce_ping_signature_and_dedup(client, make_org, settings, 
     await client.post(f"/webhooks/woocommerce/{cid}", content=raw, headers=headers)
     await run_worker(settings)
     assert (await orders_of(client, org))[0]["status"] == "cancelled" and await reserved(client, org, "MUG") == 0
+
+
+async def test_each_channel_has_its_own_ingress_rate_limit(client, make_org, settings) -> None:
+    import dataclasses
+
+    from rappit.platform.app import create_app
+    from tests.conftest import client_for, start_app, stop_app
+
+    org = await make_org()
+    busy, quiet = await shopify_channel(client, org), await shopify_channel(client, org)
+    app = create_app(dataclasses.replace(settings, rate_limit_channel_per_minute=3))
+    await start_app(app)
+    try:
+        async with client_for(app, ip="10.77.0.1") as c:
+            statuses = [(await send_shopify(c, busy, shopify_order(1, [("A", 1)]))).status_code for _ in range(4)]
+            other = await send_shopify(c, quiet, shopify_order(2, [("A", 1)]))
+            limited = await send_shopify(c, busy, shopify_order(3, [("A", 1)]))
+    finally:
+        await stop_app(app)
+    assert statuses == [200, 200, 200, 429] and other.status_code == 200
+    assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+    assert limited.json()["error"]["details"]["policy"] == "channel"

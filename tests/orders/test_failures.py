@@ -1,0 +1,140 @@
+"""Nothing is lost: Redis down at ingress, a worker killed with SIGKILL mid-batch, a webhook that
+never came (reconciliation)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from arq.connections import ArqRedis
+
+from rappit.orders.jobs import reconcile_shopify, sweep_pending_webhooks
+from rappit.platform.app import create_app
+from rappit.platform.crypto import SecretBox
+from rappit.platform.db import make_engine, make_sessionmaker
+from rappit.platform.localstack import EmbeddedRedis
+from tests.conftest import admin_scalar, client_for, start_app, stop_app
+from tests.inventory.helpers import assert_inventory_consistent, setup_stock
+from tests.orders.helpers import run_worker, send_shopify, shopify_channel, shopify_order
+
+
+async def count(admin_engine, sql: str, org) -> int:
+    return await admin_scalar(admin_engine, sql, o=org.id)
+
+
+async def test_webhooks_are_accepted_while_redis_is_down_and_processed_when_it_returns(
+    client, make_org, settings, admin_engine
+) -> None:
+    org = await make_org()
+    await setup_stock(client, org, {("A", "W1"): 100})
+    channel = await shopify_channel(client, org)
+    own = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="rappit-redis-")))  # this test's Redis, to stop and start
+    own.start()
+    isolated = dataclasses.replace(settings, redis_url=own.url)
+    app = create_app(isolated)
+    await start_app(app)
+    try:
+        own.stop()  # Redis goes away
+        async with client_for(app) as c:
+            responses = [await send_shopify(c, channel, shopify_order(3000 + i, [("A", 1)])) for i in range(10)]
+        assert [r.status_code for r in responses] == [200] * 10
+        assert await count(admin_engine, "select count(*) from webhook_events where org_id = :o and status = 'pending'", org) == 10
+        own.start()  # Redis is back (empty: nothing was ever queued)
+        engine = make_engine(isolated, pool_size=2, max_overflow=0)
+        arq = ArqRedis.from_url(own.url)
+        try:
+            queued = await sweep_pending_webhooks(
+                {"sessionmaker": make_sessionmaker(engine), "redis": arq, "sweep_grace_seconds": 0}
+            )
+        finally:
+            await arq.aclose()
+            await engine.dispose()
+        assert queued >= 10
+        await run_worker(isolated)
+    finally:
+        await stop_app(app)
+        own.stop()
+    assert await count(admin_engine, "select count(*) from webhook_events where org_id = :o and status = 'processed'", org) == 10
+    assert await count(admin_engine, "select count(*) from orders where org_id = :o", org) == 10
+    await assert_inventory_consistent(admin_engine, org.id)
+
+
+async def test_a_worker_killed_mid_batch_loses_nothing_and_applies_nothing_twice(
+    client, make_org, settings, admin_engine
+) -> None:
+    org = await make_org()
+    n = 300
+    await setup_stock(client, org, {("A", "W1"): n})
+    channel = await shopify_channel(client, org)
+    for i in range(n):  # enqueued by the app as they arrive
+        assert (await send_shopify(client, channel, shopify_order(5000 + i, [("A", 1)]))).status_code == 200
+    env = dict(os.environ)
+    env.update(
+        RAPPIT_ENV="development", DATABASE_URL=settings.database_url, REDIS_URL=settings.redis_url,
+        MIGRATION_DATABASE_URL=settings.migration_database_url, JOB_TIMEOUT_SECONDS="2", LOG_LEVEL="WARNING",
+    )
+    worker = subprocess.Popen([sys.executable, "-m", "rappit.platform.cli", "worker"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    processed = 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        processed = await count(admin_engine, "select count(*) from webhook_events where org_id = :o and status = 'processed'", org)
+        if processed >= n // 10:
+            break
+        await asyncio.sleep(0.02)
+    worker.send_signal(signal.SIGKILL)  # no goodbye: its in-flight jobs are simply abandoned
+    worker.wait(10)
+    assert n // 10 <= processed < n, f"kill came too late or too early ({processed} of {n} processed)"
+    # Another worker (job timeout 2 s, as the killed one: abandoned jobs run again after 2 + 10 s).
+    await run_worker(dataclasses.replace(settings, job_timeout_seconds=2), max_seconds=120)
+    assert await count(admin_engine, "select count(*) from webhook_events where org_id = :o and status = 'processed'", org) == n
+    assert await count(admin_engine, "select count(*) from orders where org_id = :o", org) == n
+    assert await count(admin_engine, "select count(*) from order_events where org_id = :o and kind = 'created'", org) == n
+    assert await count(admin_engine, "select count(*) from reservations where org_id = :o and status = 'active'", org) == n
+    await assert_inventory_consistent(admin_engine, org.id)
+
+
+async def test_reconciliation_recovers_an_order_whose_webhook_never_arrived(
+    client, make_org, settings, admin_engine
+) -> None:
+    from rappit.integrations.sandboxes.shopify import FakeShopify
+
+    org = await make_org()
+    await setup_stock(client, org, {("A", "W1"): 10})
+    channel = await shopify_channel(client, org, api_token="shpat_reconcile_token")
+    fake = FakeShopify("shpat_reconcile_token").start()
+    try:
+        from datetime import UTC, datetime, timedelta
+
+        recent = datetime.now(UTC) - timedelta(minutes=30)  # inside the first run's look-back window
+        delivered = {**shopify_order(7001, [("A", 1)]), "updated_at": recent.isoformat()}
+        lost = {**shopify_order(7002, [("A", 2)]), "updated_at": (recent + timedelta(minutes=1)).isoformat()}
+        await send_shopify(client, channel, delivered)
+        await run_worker(settings)
+        fake.put_order(delivered)
+        fake.put_order(lost)  # paid, but its webhook never arrived
+        sandboxed = dataclasses.replace(settings, shopify_admin_url=fake.url)
+        engine = make_engine(sandboxed, pool_size=2, max_overflow=0)
+        ctx = {"sessionmaker": make_sessionmaker(engine), "settings": sandboxed,
+               "secret_box": SecretBox(settings.encryption_keys)}
+        try:
+            assert await reconcile_shopify(ctx) >= 1
+            await reconcile_shopify(ctx)  # again: nothing new, nothing doubled
+        finally:
+            await engine.dispose()
+    finally:
+        fake.stop()
+    assert any("orders.json" in p and "updated_at_min" in p for p in fake.requests)
+    orders = (await client.get("/api/v1/orders", headers=org.headers)).json()["items"]
+    assert sorted(o["external_id"] for o in orders) == ["7001", "7002"]
+    levels = await assert_inventory_consistent(admin_engine, org.id)
+    assert list(levels.values()) == [(10, 3)]
+    watermark = await admin_scalar(admin_engine, "select reconciled_until from channels where id = :c", c=channel["id"])
+    assert watermark is not None
