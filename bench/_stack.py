@@ -44,6 +44,9 @@ def bench_stack(name: str) -> Iterator[BenchStack]:
         redis = EmbeddedRedis(DATA / "redis").start()
         started.append(redis)
         redis_url = redis.url
+    import redis as redis_client
+
+    redis_client.Redis.from_url(redis_url).flushdb()  # no jobs left over from an earlier, interrupted run
     database = f"rappit_bench_{name}"
     drop_database(server_admin, database)
     ensure_database(server_admin, database)
@@ -83,7 +86,7 @@ def api_server(settings: Settings, port: int) -> Iterator[str]:
     env.update(
         RAPPIT_ENV="development", DATABASE_URL=settings.database_url or "", REDIS_URL=settings.redis_url or "",
         MIGRATION_DATABASE_URL=settings.migration_database_url or "", LOG_LEVEL="WARNING",
-        RATE_LIMIT_API_PER_MINUTE="1000000", RATE_LIMIT_WEBHOOKS_PER_MINUTE="1000000", MAX_BODY_BYTES=str(50 * 2**20),
+        RATE_LIMIT_API_PER_MINUTE="1000000", RATE_LIMIT_WEBHOOKS_PER_MINUTE="1000000", RATE_LIMIT_CHANNEL_PER_MINUTE="1000000", MAX_BODY_BYTES=str(50 * 2**20),
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "rappit.platform.app:create_app", "--host", "127.0.0.1",

@@ -75,13 +75,14 @@ async def _warehouse(session: AsyncSession, channel: ChannelRef) -> Warehouse | 
     return (await session.execute(query)).scalar_one_or_none()
 
 
-async def _reserve_or_hold(
-    session: AsyncSession, order: Order, channel: ChannelRef, wanted: dict[str, int], webhook_event_id: uuid.UUID | None
-) -> bool:
+async def _try_reserve(
+    session: AsyncSession, order: Order, channel: ChannelRef, wanted: dict[str, int]
+) -> tuple[bool, str, dict[str, Any]]:
     """Reserve `wanted` for the order, all or nothing (in a savepoint). On failure the order goes
-    on hold with the reason; the customer has paid, so the order itself is never dropped."""
+    on hold with the reason; the customer has paid, so the order itself is never dropped.
+    Returns (reserved, timeline event kind, detail) for the caller to record."""
     if not wanted:
-        return True
+        return True, "reserved", {"skus": {}}
     warehouse = await _warehouse(session, channel)
     reason: dict[str, Any]
     if warehouse is None:
@@ -93,14 +94,21 @@ async def _reserve_or_hold(
                     session, [(sku, warehouse.code, qty) for sku, qty in sorted(wanted.items())],
                     reference_type=RESERVATION_REF, reference_id=str(order.id),
                 )
-            await _event(session, order, "reserved", {"warehouse": warehouse.code, "skus": wanted}, webhook_event_id)
-            return True
+            return True, "reserved", {"warehouse": warehouse.code, "skus": wanted}
         except BusinessRuleViolation as exc:
             reason = {"code": exc.code, "message": exc.message, **exc.details}
     order.status = "on_hold"
     order.hold_reason = reason
-    await _event(session, order, "on_hold", reason, webhook_event_id)
-    return False
+    return False, "on_hold", reason
+
+
+async def _reserve_or_hold(
+    session: AsyncSession, order: Order, channel: ChannelRef, wanted: dict[str, int], webhook_event_id: uuid.UUID | None
+) -> bool:
+    ok, kind, detail = await _try_reserve(session, order, channel, wanted)
+    if wanted:
+        await _event(session, order, kind, detail, webhook_event_id)
+    return ok
 
 
 async def _write_lines(session: AsyncSession, order: Order, lines: list[CanonicalLine], currency: str) -> int:
@@ -156,7 +164,6 @@ async def _create(
 ) -> Order:
     order = Order(
         id=uuid.uuid4(),
-        number=await next_number(session, channel.org_code, channel.source),
         source=channel.source,
         channel_id=channel.id,
         external_id=payload.external_id or None,
@@ -166,12 +173,21 @@ async def _create(
         external_updated_at=payload.updated_at,
         cancelled_at=utcnow() if payload.cancelled else None,
     )
+    # The number first: the per-org counter's row lock then orders every creation of this org the
+    # same way (counter, then stock rows). Taking it after the reservation was tried and deadlocked
+    # under concurrent creations (bench/webhooks.py showed it), so creations of one org and source
+    # are serialized from here to commit; other orgs are unaffected.
+    order.number = await next_number(session, channel.org_code, channel.source)
+    wanted = _desired(payload.lines)
+    outcome = None
+    if not payload.cancelled and wanted:
+        outcome = await _try_reserve(session, order, channel, wanted)  # reservations name the order's id
     session.add(order)
     await session.flush()
     await _write_lines(session, order, payload.lines, payload.currency)
     await _event(session, order, "created", {"number": order.number, "external_name": payload.name}, webhook_event_id)
-    if not payload.cancelled:
-        await _reserve_or_hold(session, order, channel, _desired(payload.lines), webhook_event_id)
+    if outcome is not None:
+        await _event(session, order, outcome[1], outcome[2], webhook_event_id)
     return order
 
 
