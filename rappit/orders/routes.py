@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -77,24 +78,14 @@ class OrderController(Controller):
         self,
         db_session: DbSession,
         status: Annotated[Literal["open", "on_hold", "cancelled"] | None, QueryParameter()] = None,
-        channel_id: Annotated[Any, QueryParameter(description="channel uuid")] = None,
+        channel_id: Annotated[uuid.UUID | None, QueryParameter()] = None,
         created_from: Annotated[datetime | None, QueryParameter()] = None,
         created_to: Annotated[datetime | None, QueryParameter()] = None,
         limit: Limit = 50,
         offset: Offset = 0,
     ) -> OrderPage:
-        import uuid as _uuid
-
-        channel = None
-        if channel_id:
-            try:
-                channel = _uuid.UUID(str(channel_id))
-            except ValueError:
-                from rappit.platform.errors import BadRequest
-
-                raise BadRequest("channel_id must be a UUID", code="VALIDATION_ERROR") from None
         orders, total = await service.list_orders(
-            db_session, status=status, channel_id=channel, created_from=created_from, created_to=created_to,
+            db_session, status=status, channel_id=channel_id, created_from=created_from, created_to=created_to,
             limit=limit, offset=offset,
         )
         return OrderPage(items=[order_out(o) for o in orders], total=total, limit=limit, offset=offset)

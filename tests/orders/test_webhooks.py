@@ -241,3 +241,18 @@ async def test_each_channel_has_its_own_ingress_rate_limit(client, make_org, set
     assert statuses == [200, 200, 200, 429] and other.status_code == 200
     assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
     assert limited.json()["error"]["details"]["policy"] == "channel"
+
+
+async def test_order_listing_filters_by_status_and_channel(client, make_org, settings) -> None:
+    org = await make_org()
+    await setup_stock(client, org, {("A", "W1"): 1})
+    first, second = await shopify_channel(client, org), await shopify_channel(client, org)
+    await send_shopify(client, first, shopify_order(1, [("A", 1)]))
+    await send_shopify(client, second, shopify_order(2, [("A", 1)]))  # no stock left: on hold
+    await run_worker(settings)
+    by_channel = (await client.get("/api/v1/orders", params={"channel_id": second["id"]}, headers=org.headers)).json()
+    assert by_channel["total"] == 1 and by_channel["items"][0]["status"] == "on_hold"
+    held = (await client.get("/api/v1/orders", params={"status": "on_hold"}, headers=org.headers)).json()
+    assert [o["external_id"] for o in held["items"]] == ["2"]
+    bad = await client.get("/api/v1/orders", params={"channel_id": "nope"}, headers=org.headers)
+    assert bad.status_code == 400
