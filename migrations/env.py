@@ -25,10 +25,20 @@ def _url() -> str:
     return _async_url(url)
 
 
+MIGRATION_LOCK = 7_243_001  # pg_advisory_lock key: one migrator at a time across containers
+
+
 def _run(connection) -> None:  # type: ignore[no-untyped-def]
-    context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
-    with context.begin_transaction():
-        context.run_migrations()
+    # Several containers running `rappit serve` at once: the others wait here, then find nothing to do.
+    connection.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")  # a session lock: outlives the commit
+    connection.commit()
+    try:
+        context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
+        with context.begin_transaction():
+            context.run_migrations()
+    finally:
+        connection.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
+        connection.commit()
 
 
 async def _run_async() -> None:

@@ -86,8 +86,8 @@ async def process_webhook_event(ctx: dict[str, Any], org_id: str, event_id: str,
                         event.status, outcome = "ignored", "ignored"
                     else:
                         order, outcome = await service.apply_channel_order(session, ref, payload, webhook_event_id=event.id)
-                        event.order_id = order.id
-                        event.status = "processed"
+                        event.order_id = order.id if order else None
+                        event.status = "processed" if order else "ignored"
                     event.processed_at = utcnow()
                     event.last_error = None
             except Exception as exc:  # this event failed: record it; others are unaffected

@@ -128,7 +128,7 @@ async def _write_lines(session: AsyncSession, order: Order, lines: list[Canonica
 
 async def apply_channel_order(
     session: AsyncSession, channel: ChannelRef, payload: CanonicalOrder, *, webhook_event_id: uuid.UUID | None = None
-) -> tuple[Order, str]:
+) -> tuple[Order | None, str]:
     """Create or update the order a channel payload describes. Returns (order, what happened)."""
     org_id = require_org_id()
     await session.execute(
@@ -141,6 +141,9 @@ async def apply_channel_order(
         )
     ).scalar_one_or_none()
     if order is None:
+        if payload.cancelled and not payload.lines:
+            # A deletion/cancel of an order Rappit never saw carries no lines: nothing to create or release.
+            return None, "ignored"
         return await _create(session, channel, payload, webhook_event_id), "created"
     if order.status == "cancelled":
         await _event(session, order, "ignored_after_cancel", {"external_updated_at": str(payload.updated_at)}, webhook_event_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
@@ -81,7 +82,7 @@ class TokenController(Controller):
     @post("/{token_id:uuid}/revoke", guards=[requires("tokens:manage")], status_code=HTTP_200_OK)
     async def revoke_token(self, request: Request[Any, Any, Any], db_session: DbSession, token_id: Id) -> Response[Any]:
         async def op() -> TokenOut:
-            return TokenOut.of(await service.revoke_token(db_session, token_id))
+            return TokenOut.of(await service.revoke_token(db_session, token_id, revoker_role=request.user.role))
 
         return await idempotent(request, db_session, op, status_code=HTTP_200_OK)
 
@@ -100,7 +101,10 @@ class AuthController(Controller):
                 {"o": data.org_code.upper(), "e": data.email.strip().lower()},
             )
         ).first()
-        ok = service.verify_password(row.password_hash if row else service.DUMMY_PASSWORD_HASH, data.password)
+        # argon2 is deliberately slow (tens of ms): off the event loop, so other requests keep flowing.
+        ok = await asyncio.to_thread(
+            service.verify_password, row.password_hash if row else service.DUMMY_PASSWORD_HASH, data.password
+        )
         if row is None or not ok or not row.is_active:
             raise Unauthorized("wrong organization, e-mail or password", code="INVALID_CREDENTIALS")
         await start_new_session(request, {"user_id": str(row.user_id)})

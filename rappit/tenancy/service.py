@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import secrets
@@ -136,7 +137,8 @@ async def add_user(
     if not can_grant(granter_role, role):
         raise Forbidden(f"a {granter_role} cannot create a {role}", code="ROLE_TOO_HIGH")
     # Without a password the account can only log in after a reset; store an unusable hash.
-    pw_hash = hash_password(_check_password(password)) if password else "!" + secrets.token_hex(16)
+    # argon2 is slow on purpose: hash in a thread so the event loop keeps serving.
+    pw_hash = await asyncio.to_thread(hash_password, _check_password(password)) if password else "!" + secrets.token_hex(16)
     user = User(email=email, role=role, password_hash=pw_hash)
     session.add(user)
     try:
@@ -177,10 +179,12 @@ async def create_token(
     return IssuedToken(token=token, plaintext=plaintext)
 
 
-async def revoke_token(session: AsyncSession, token_id: uuid.UUID) -> ApiToken:
+async def revoke_token(session: AsyncSession, token_id: uuid.UUID, *, revoker_role: str = "owner") -> ApiToken:
     token = await session.get(ApiToken, token_id)
     if token is None:
         raise NotFound("no such token", details={"token_id": str(token_id)})
+    if not can_grant(revoker_role, token.role):
+        raise Forbidden(f"a {revoker_role} cannot revoke a {token.role} token", code="ROLE_TOO_HIGH")
     if token.revoked_at is None:
         token.revoked_at = utcnow()
     return token

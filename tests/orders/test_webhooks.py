@@ -256,3 +256,18 @@ async def test_order_listing_filters_by_status_and_channel(client, make_org, set
     assert [o["external_id"] for o in held["items"]] == ["2"]
     bad = await client.get("/api/v1/orders", params={"channel_id": "nope"}, headers=org.headers)
     assert bad.status_code == 400
+
+
+async def test_woocommerce_delete_of_an_unknown_order_is_ignored(client, make_org, settings) -> None:
+    from rappit.integrations.channels.signatures import sign
+
+    org = await make_org()
+    made = (await client.post("/api/v1/channels", json={"type": "woocommerce", "name": "Woo", "address": "https://gone.example.test"},
+                              headers=org.headers)).json()
+    raw = json.dumps({"id": 999}).encode()
+    headers = {"X-WC-Webhook-Signature": sign(made["webhook_secret"], raw), "X-WC-Webhook-Topic": "order.deleted",
+               "X-WC-Webhook-Delivery-ID": "900", "content-type": "application/json"}
+    assert (await client.post(f"/webhooks/woocommerce/{made['channel']['id']}", content=raw, headers=headers)).status_code == 200
+    await run_worker(settings)
+    events = (await client.get(f"/api/v1/channels/{made['channel']['id']}/events", headers=org.headers)).json()
+    assert [e["status"] for e in events] == ["ignored"] and await orders_of(client, org) == []

@@ -106,3 +106,13 @@ async def test_dashboard_login_sets_a_session_cookie_that_authenticates(client, 
     await client.post("/auth/logout", headers={"Cookie": f"rappit_session={cookie}"})
     client.cookies.clear()
     assert (await client.get("/api/v1/me", headers={"Cookie": f"rappit_session={cookie}"})).status_code == 401
+
+
+async def test_an_admin_cannot_revoke_an_owner_token(client, make_org) -> None:
+    org = await make_org()
+    admin = (await client.post("/api/v1/tokens", json={"name": "a", "role": "admin"}, headers=org.headers)).json()
+    owner_tokens = (await client.get("/api/v1/tokens", headers=org.headers)).json()
+    bootstrap = next(t for t in owner_tokens if t["role"] == "owner")
+    resp = await client.post(f"/api/v1/tokens/{bootstrap['id']}/revoke", headers={"Authorization": f"Bearer {admin['token']}"})
+    assert resp.status_code == 403 and resp.json()["error"]["code"] == "ROLE_TOO_HIGH"
+    assert (await client.get("/api/v1/me", headers=org.headers)).status_code == 200
