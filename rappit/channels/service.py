@@ -9,13 +9,12 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rappit.channels.models import Channel
 from rappit.platform.crypto import SecretBox
-from rappit.platform.db import utcnow
-from rappit.platform.errors import is_unique_violation, BadRequest, Conflict, NotFound
+from rappit.platform.db import add_unique, get_or_404, utcnow
+from rappit.platform.errors import BadRequest, Conflict
 
 _SHOP_DOMAIN = re.compile(r"^[a-z0-9][a-z0-9-]*\.myshopify\.com$")
 
@@ -59,22 +58,14 @@ async def create_channel(
         webhook_secret=box.encrypt(secret),
         api_credentials=box.encrypt(api_access_token) if api_access_token else None,
     )
-    session.add(channel)
-    try:
-        async with session.begin_nested():
-            await session.flush()
-    except IntegrityError as exc:
-        if not is_unique_violation(exc):
-            raise
-        raise Conflict(f"a {channel_type} channel for {channel.address} already exists", code="CHANNEL_EXISTS") from exc
+    await add_unique(
+        session, channel, Conflict(f"a {channel_type} channel for {channel.address} already exists", code="CHANNEL_EXISTS")
+    )
     return WithSecret(channel, secret)
 
 
 async def get_channel(session: AsyncSession, channel_id: uuid.UUID) -> Channel:
-    channel = (await session.execute(select(Channel).where(Channel.id == channel_id))).scalar_one_or_none()
-    if channel is None:
-        raise NotFound("no such channel", details={"channel_id": str(channel_id)})
-    return channel
+    return await get_or_404(session, Channel, channel_id, "channel")
 
 
 async def list_channels(session: AsyncSession, *, limit: int, offset: int) -> list[Channel]:

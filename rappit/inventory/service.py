@@ -18,11 +18,12 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import ARRAY, String, and_, any_, bindparam, func, select, text
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rappit.inventory.models import InventoryLevel, LedgerEntry, Reservation, Sku, Warehouse
-from rappit.platform.errors import is_unique_violation, sqlstate_of, BusinessRuleViolation, Conflict, NotFound
+from rappit.platform.db import add_unique, get_or_404
+from rappit.platform.errors import sqlstate_of, BusinessRuleViolation, Conflict, NotFound
 from rappit.platform.logging import current_request_id
 from rappit.tenancy.context import current_actor, require_org_id
 
@@ -57,29 +58,16 @@ async def with_retries(session: AsyncSession, fn: Callable[[], Awaitable[T]], *,
 
 async def create_sku(session: AsyncSession, *, code: str, name: str = "", reorder_point: int = 0) -> Sku:
     sku = Sku(code=code.strip(), name=name, reorder_point=reorder_point)
-    session.add(sku)
-    try:
-        async with session.begin_nested():
-            await session.flush()
-    except IntegrityError as exc:
-        if not is_unique_violation(exc):
-            raise
-        raise Conflict(f"SKU {code!r} already exists", code="SKU_EXISTS", details={"sku": code}) from exc
+    await add_unique(session, sku, Conflict(f"SKU {code!r} already exists", code="SKU_EXISTS", details={"sku": code}))
     return sku
 
 
 async def create_warehouse(session: AsyncSession, *, code: str, name: str = "") -> Warehouse:
     warehouse = Warehouse(code=code.strip(), name=name)
-    session.add(warehouse)
-    try:
-        async with session.begin_nested():
-            await session.flush()
-    except IntegrityError as exc:
-        if not is_unique_violation(exc):
-            raise
-        raise Conflict(
-            f"warehouse {code!r} already exists", code="WAREHOUSE_EXISTS", details={"warehouse": code}
-        ) from exc
+    await add_unique(
+        session, warehouse,
+        Conflict(f"warehouse {code!r} already exists", code="WAREHOUSE_EXISTS", details={"warehouse": code}),
+    )
     return warehouse
 
 
@@ -512,10 +500,7 @@ async def release_expired(session: AsyncSession, *, now: datetime | None = None)
 
 
 async def get_reservation(session: AsyncSession, reservation_id: uuid.UUID) -> Reservation:
-    reservation = await session.get(Reservation, reservation_id)
-    if reservation is None:
-        raise NotFound("no such reservation", details={"reservation_id": str(reservation_id)})
-    return reservation
+    return await get_or_404(session, Reservation, reservation_id, "reservation")
 
 
 async def reservations_view(session: AsyncSession, ids: Sequence[uuid.UUID]) -> list[Any]:

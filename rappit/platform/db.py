@@ -10,12 +10,15 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from sqlalchemy import DateTime, MetaData, func
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from rappit.platform.settings import Settings
+
+T = TypeVar("T")
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -101,3 +104,32 @@ async def provide_session(sessionmaker: async_sessionmaker[AsyncSession]) -> Asy
     """
     async with sessionmaker() as session, session.begin():
         yield session
+
+
+async def add_unique(session: AsyncSession, obj: object, conflict: Exception) -> None:
+    """Add and flush `obj` in a savepoint; a UNIQUE violation raises `conflict` (the database decides,
+    the message is ours) and leaves the caller's transaction usable. Other integrity errors propagate."""
+    from sqlalchemy.exc import IntegrityError
+
+    from rappit.platform.errors import is_unique_violation
+
+    session.add(obj)
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError as exc:
+        if not is_unique_violation(exc):
+            raise
+        raise conflict from exc
+
+
+async def get_or_404(session: AsyncSession, model: type[T], obj_id: uuid.UUID, what: str) -> T:
+    """One row of the current org by id (the scoping hook adds the org), or NotFound."""
+    from sqlalchemy import select
+
+    from rappit.platform.errors import NotFound
+
+    found = (await session.execute(select(model).where(model.id == obj_id))).scalar_one_or_none()  # type: ignore[attr-defined]
+    if found is None:
+        raise NotFound(f"no such {what}", details={f"{what.replace(' ', '_')}_id": str(obj_id)})
+    return found

@@ -16,8 +16,8 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from rappit.platform.db import utcnow
-from rappit.platform.errors import is_unique_violation, BadRequest, Conflict, Forbidden, NotFound
+from rappit.platform.db import add_unique, get_or_404, utcnow
+from rappit.platform.errors import BadRequest, Conflict, Forbidden, NotFound, is_unique_violation
 from rappit.tenancy.context import Actor, org_context
 from rappit.tenancy.models import ROLES, ApiToken, Organization, User
 from rappit.tenancy.permissions import can_grant
@@ -140,14 +140,7 @@ async def add_user(
     # argon2 is slow on purpose: hash in a thread so the event loop keeps serving.
     pw_hash = await asyncio.to_thread(hash_password, _check_password(password)) if password else "!" + secrets.token_hex(16)
     user = User(email=email, role=role, password_hash=pw_hash)
-    session.add(user)
-    try:
-        async with session.begin_nested():
-            await session.flush()
-    except IntegrityError as exc:
-        if not is_unique_violation(exc):
-            raise
-        raise Conflict(f"{email} is already a user of this organization", code="USER_EXISTS") from exc
+    await add_unique(session, user, Conflict(f"{email} is already a user of this organization", code="USER_EXISTS"))
     return user
 
 
@@ -180,9 +173,7 @@ async def create_token(
 
 
 async def revoke_token(session: AsyncSession, token_id: uuid.UUID, *, revoker_role: str = "owner") -> ApiToken:
-    token = await session.get(ApiToken, token_id)
-    if token is None:
-        raise NotFound("no such token", details={"token_id": str(token_id)})
+    token = await get_or_404(session, ApiToken, token_id, "token")
     if not can_grant(revoker_role, token.role):
         raise Forbidden(f"a {revoker_role} cannot revoke a {token.role} token", code="ROLE_TOO_HIGH")
     if token.revoked_at is None:
@@ -191,10 +182,7 @@ async def revoke_token(session: AsyncSession, token_id: uuid.UUID, *, revoker_ro
 
 
 async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:
-    user = (await session.execute(select(User).where(User.id == user_id))).scalar_one_or_none()
-    if user is None:
-        raise NotFound("no such user", details={"user_id": str(user_id)})
-    return user
+    return await get_or_404(session, User, user_id, "user")
 
 
 async def list_users(session: AsyncSession, *, limit: int, offset: int) -> list[User]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 
-from sqlalchemy import text
 
 from tests.conftest import admin_scalar
 from tests.inventory.helpers import assert_inventory_consistent, setup_stock
