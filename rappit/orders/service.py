@@ -75,26 +75,47 @@ async def _warehouse(session: AsyncSession, channel: ChannelRef) -> Warehouse | 
     return (await session.execute(query)).scalar_one_or_none()
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What reserving needs, looked up before any lock is taken (plain reads)."""
+
+    warehouse: Warehouse | None
+    skus: dict[str, uuid.UUID]
+
+
+async def _plan(session: AsyncSession, channel: ChannelRef, wanted: dict[str, int]) -> _Plan:
+    if not wanted:
+        return _Plan(None, {})
+    return _Plan(await _warehouse(session, channel), await inventory.sku_ids(session, list(wanted)))
+
+
 async def _try_reserve(
-    session: AsyncSession, order: Order, channel: ChannelRef, wanted: dict[str, int]
+    session: AsyncSession, order: Order, channel: ChannelRef, wanted: dict[str, int], plan: _Plan | None = None
 ) -> tuple[bool, str, dict[str, Any]]:
     """Reserve `wanted` for the order, all or nothing (in a savepoint). On failure the order goes
     on hold with the reason; the customer has paid, so the order itself is never dropped.
     Returns (reserved, timeline event kind, detail) for the caller to record."""
     if not wanted:
         return True, "reserved", {"skus": {}}
-    warehouse = await _warehouse(session, channel)
+    plan = plan or await _plan(session, channel, wanted)
     reason: dict[str, Any]
-    if warehouse is None:
+    unknown = sorted(set(wanted) - plan.skus.keys())
+    if plan.warehouse is None:
         reason = {"code": "NO_WAREHOUSE", "message": "the organization has no warehouse to reserve from"}
+    elif unknown:
+        reason = {"code": "UNKNOWN_CODES", "message": "unknown SKU codes", "skus": unknown, "warehouses": []}
     else:
+        wh = plan.warehouse
         try:
             async with session.begin_nested():
-                await inventory.reserve_by_codes(
-                    session, [(sku, warehouse.code, qty) for sku, qty in sorted(wanted.items())],
-                    reference_type=RESERVATION_REF, reference_id=str(order.id),
+                await inventory.reserve(
+                    session,
+                    [inventory.ReserveLine(plan.skus[sku], wh.id, qty) for sku, qty in sorted(wanted.items())],
+                    reference_type=RESERVATION_REF,
+                    reference_id=str(order.id),
+                    labels={(plan.skus[sku], wh.id): (sku, wh.code) for sku in wanted},
                 )
-            return True, "reserved", {"warehouse": warehouse.code, "skus": wanted}
+            return True, "reserved", {"warehouse": wh.code, "skus": wanted}
         except BusinessRuleViolation as exc:
             reason = {"code": exc.code, "message": exc.message, **exc.details}
     order.status = "on_hold"
@@ -111,10 +132,15 @@ async def _reserve_or_hold(
     return ok
 
 
-async def _write_lines(session: AsyncSession, order: Order, lines: list[CanonicalLine], currency: str) -> int:
-    version = (
-        await session.execute(select(func.coalesce(func.max(OrderLine.version), 0)).where(OrderLine.order_id == order.id))
-    ).scalar_one() + 1
+async def _write_lines(
+    session: AsyncSession, order: Order, lines: list[CanonicalLine], currency: str, *, version: int | None = None
+) -> int:
+    if version is None:
+        version = (
+            await session.execute(
+                select(func.coalesce(func.max(OrderLine.version), 0)).where(OrderLine.order_id == order.id)
+            )
+        ).scalar_one() + 1
     for position, line in enumerate(lines, start=1):
         session.add(
             OrderLine(
@@ -176,18 +202,19 @@ async def _create(
         external_updated_at=payload.updated_at,
         cancelled_at=utcnow() if payload.cancelled else None,
     )
-    # The number first: the per-org counter's row lock then orders every creation of this org the
+    wanted = {} if payload.cancelled else _desired(payload.lines)
+    plan = await _plan(session, channel, wanted)  # reads first, outside the counter's lock
+    # The number next: the per-org counter's row lock then orders every creation of this org the
     # same way (counter, then stock rows). Taking it after the reservation was tried and deadlocked
     # under concurrent creations (bench/webhooks.py showed it), so creations of one org and source
-    # are serialized from here to commit; other orgs are unaffected.
+    # are serialized from here to commit (kept short); other orgs are unaffected.
     order.number = await next_number(session, channel.org_code, channel.source)
-    wanted = _desired(payload.lines)
     outcome = None
-    if not payload.cancelled and wanted:
-        outcome = await _try_reserve(session, order, channel, wanted)  # reservations name the order's id
+    if wanted:
+        outcome = await _try_reserve(session, order, channel, wanted, plan)  # reservations name the order's id
     session.add(order)
     await session.flush()
-    await _write_lines(session, order, payload.lines, payload.currency)
+    await _write_lines(session, order, payload.lines, payload.currency, version=1)
     await _event(session, order, "created", {"number": order.number, "external_name": payload.name}, webhook_event_id)
     if outcome is not None:
         await _event(session, order, outcome[1], outcome[2], webhook_event_id)
