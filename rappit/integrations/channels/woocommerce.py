@@ -27,7 +27,7 @@ CANCELLED_STATUSES = {"cancelled", "refunded", "trash", "failed"}
 def map_order(payload: dict[str, Any], *, deleted: bool = False) -> CanonicalOrder:
     if not isinstance(payload, dict) or "id" not in payload:
         raise PayloadError("not a WooCommerce order: no id")
-    if deleted:  # order.deleted sends only {"id": ...}
+    if deleted:  # order.deleted sends only {"id": ...}: it can only cancel (currency and lines unused)
         return CanonicalOrder(external_id=str(payload["id"]), name=str(payload["id"]), currency="XXX",
                               updated_at=None, cancelled=True)
     currency = str(payload.get("currency") or "").upper()
