@@ -247,6 +247,7 @@ async def test_order_listing_filters_by_status_and_channel(client, make_org, set
     await setup_stock(client, org, {("A", "W1"): 1})
     first, second = await shopify_channel(client, org), await shopify_channel(client, org)
     await send_shopify(client, first, shopify_order(1, [("A", 1)]))
+    await run_worker(settings)  # the worker runs jobs concurrently: process the first before sending the second
     await send_shopify(client, second, shopify_order(2, [("A", 1)]))  # no stock left: on hold
     await run_worker(settings)
     by_channel = (await client.get("/api/v1/orders", params={"channel_id": second["id"]}, headers=org.headers)).json()
