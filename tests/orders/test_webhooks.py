@@ -228,8 +228,11 @@ async def test_each_channel_has_its_own_ingress_rate_limit(client, make_org, set
 
     org = await make_org()
     busy, quiet = await shopify_channel(client, org), await shopify_channel(client, org)
+    from tests.platform.test_ratelimit import clear_of_window_edge
+
     app = create_app(dataclasses.replace(settings, rate_limit_channel_per_minute=3))
     await start_app(app)
+    await clear_of_window_edge()
     try:
         async with client_for(app, ip="10.77.0.1") as c:
             statuses = [(await send_shopify(c, busy, shopify_order(1, [("A", 1)]))).status_code for _ in range(4)]
