@@ -20,6 +20,7 @@ class Channel(IdMixin, TimestampMixin, TenantMixin, Base):
         UniqueConstraint("org_id", "type", "address"),
         CheckConstraint("type in ('shopify','woocommerce')", name="type_known"),
         CheckConstraint("status in ('active','disabled')", name="status_known"),
+        CheckConstraint("(status = 'disabled') = (disabled_at is not null)", name="disabled_at_iff_disabled"),
         org_fk("warehouse_id", "warehouses"),
     )
 
@@ -50,6 +51,8 @@ class WebhookEvent(IdMixin, TenantMixin, Base):
         UniqueConstraint("org_id", "channel_id", "delivery_id"),
         UniqueConstraint("org_id", "channel_id", "dedup_key"),
         CheckConstraint("status in ('pending','processed','ignored','failed','dead')", name="status_known"),
+        CheckConstraint("(status in ('processed','ignored')) = (processed_at is not null)", name="processed_at_iff_done"),
+        CheckConstraint("attempts >= 0", name="attempts_nonnegative"),
         Index("ix_webhook_events_pending", "received_at", postgresql_where=text("status in ('pending','failed')")),
         Index("ix_webhook_events_channel", "org_id", "channel_id", "received_at"),
     )

@@ -52,6 +52,9 @@ class Order(IdMixin, TenantMixin, Base):
         CheckConstraint("status in ('open','on_hold','cancelled')", name="status_known"),
         CheckConstraint("source in ('shopify','woocommerce','manual')", name="source_known"),
         CheckConstraint("(source = 'manual') = (channel_id is null)", name="channel_iff_not_manual"),
+        # State that code sets together, kept together by the database.
+        CheckConstraint("(status = 'on_hold') = (hold_reason is not null)", name="hold_reason_iff_on_hold"),
+        CheckConstraint("(status = 'cancelled') = (cancelled_at is not null)", name="cancelled_at_iff_cancelled"),
         Index("ix_orders_org_status_created", "org_id", "status", "created_at"),
     )
 
@@ -62,7 +65,7 @@ class Order(IdMixin, TenantMixin, Base):
     external_name: Mapped[str | None] = mapped_column(String(100))
     """The channel's own order name or number (Shopify "#1001", WooCommerce "1001")."""
     status: Mapped[str] = mapped_column(String(20))
-    hold_reason: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    hold_reason: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))  # None is SQL NULL
     currency: Mapped[str] = mapped_column(String(3))
     external_updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     """The platform's updated timestamp of the newest payload applied: older payloads are ignored."""
@@ -80,6 +83,7 @@ class OrderLine(IdMixin, TenantMixin, Base):
         org_fk("order_id", "orders"),
         UniqueConstraint("org_id", "order_id", "version", "position"),
         CheckConstraint("quantity >= 0", name="quantity_nonnegative"),
+        CheckConstraint("version >= 1 and position >= 1", name="version_position_positive"),
         CheckConstraint("unit_price_minor >= 0", name="price_nonnegative"),
     )
 

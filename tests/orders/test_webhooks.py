@@ -274,3 +274,28 @@ async def test_woocommerce_delete_of_an_unknown_order_is_ignored(client, make_or
     await run_worker(settings)
     events = (await client.get(f"/api/v1/channels/{made['channel']['id']}/events", headers=org.headers)).json()
     assert [e["status"] for e in events] == ["ignored"] and await orders_of(client, org) == []
+
+
+async def test_the_database_keeps_order_and_event_state_consistent(client, make_org, settings, engine) -> None:
+    """States that code sets together cannot be written apart, even by raw SQL."""
+    import pytest
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    org = await make_org()
+    await setup_stock(client, org, {("A", "W1"): 5})
+    channel = await shopify_channel(client, org)
+    await send_shopify(client, channel, shopify_order(4242, [("A", 1)]))
+    await run_worker(settings)
+    for sql in (
+        "update orders set status = 'on_hold'",  # on hold without a reason
+        "update orders set status = 'cancelled'",  # cancelled without a time
+        "update orders set hold_reason = '{}'",  # a reason on an open order
+        "update webhook_events set status = 'pending'",  # not done, yet a processed_at
+        "update channels set status = 'disabled'",  # disabled without a time
+    ):
+        with pytest.raises(IntegrityError, match="check constraint"):
+            async with engine.begin() as conn:
+                await conn.execute(text("select set_config('app.org_id', :o, true)"), {"o": str(org.id)})
+                result = await conn.execute(text(sql))
+                assert result.rowcount  # the statement reached a row (RLS let it through)
