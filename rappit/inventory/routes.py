@@ -50,12 +50,8 @@ class CatalogueController(Controller):
 
     @get("/skus", guards=READ)
     async def list_skus(self, db_session: DbSession, limit: Limit = 50, offset: Offset = 0) -> list[SkuOut]:
-        from sqlalchemy import select
-
-        from rappit.inventory.models import Sku
-
-        rows = await db_session.execute(select(Sku).order_by(Sku.code).limit(limit).offset(offset))
-        return [SkuOut(id=s.id, code=s.code, name=s.name, reorder_point=s.reorder_point) for s in rows.scalars()]
+        skus = await service.list_skus(db_session, limit=limit, offset=offset)
+        return [SkuOut(id=s.id, code=s.code, name=s.name, reorder_point=s.reorder_point) for s in skus]
 
     @post("/warehouses", guards=WRITE)
     async def create_warehouse(
@@ -69,12 +65,8 @@ class CatalogueController(Controller):
 
     @get("/warehouses", guards=READ)
     async def list_warehouses(self, db_session: DbSession, limit: Limit = 50, offset: Offset = 0) -> list[WarehouseOut]:
-        from sqlalchemy import select
-
-        from rappit.inventory.models import Warehouse
-
-        rows = await db_session.execute(select(Warehouse).order_by(Warehouse.code).limit(limit).offset(offset))
-        return [WarehouseOut(id=w.id, code=w.code, name=w.name) for w in rows.scalars()]
+        warehouses = await service.list_warehouses(db_session, limit=limit, offset=offset)
+        return [WarehouseOut(id=w.id, code=w.code, name=w.name) for w in warehouses]
 
 
 class InventoryController(Controller):

@@ -503,17 +503,31 @@ async def get_reservation(session: AsyncSession, reservation_id: uuid.UUID) -> R
     return await get_or_404(session, Reservation, reservation_id, "reservation")
 
 
-async def reservations_view(session: AsyncSession, ids: Sequence[uuid.UUID]) -> list[Any]:
-    """Reservations with their SKU and warehouse codes (one query)."""
-    rows = await session.execute(
+async def reservations_view(
+    session: AsyncSession, ids: Sequence[uuid.UUID] | None = None, *, reference: tuple[str, str] | None = None
+) -> list[Any]:
+    """Reservations (by id, or by reference type and id) with their SKU and warehouse codes, one query."""
+    query = (
         select(Reservation, Sku.code, Warehouse.code)
         .join(InventoryLevel, InventoryLevel.id == Reservation.level_id)
         .join(Sku, Sku.id == InventoryLevel.sku_id)
         .join(Warehouse, Warehouse.id == InventoryLevel.warehouse_id)
-        .where(Reservation.id.in_(list(ids)))
         .order_by(Sku.code, Warehouse.code)
     )
-    return list(rows.all())
+    if ids is not None:
+        query = query.where(Reservation.id.in_(list(ids)))
+    if reference is not None:
+        query = query.where(Reservation.reference_type == reference[0], Reservation.reference_id == reference[1])
+    return list((await session.execute(query)).all())
+
+
+async def list_skus(session: AsyncSession, *, limit: int, offset: int) -> list[Sku]:
+    return list((await session.execute(select(Sku).order_by(Sku.code).limit(limit).offset(offset))).scalars())
+
+
+async def list_warehouses(session: AsyncSession, *, limit: int, offset: int) -> list[Warehouse]:
+    rows = await session.execute(select(Warehouse).order_by(Warehouse.code).limit(limit).offset(offset))
+    return list(rows.scalars())
 
 
 # ---------------------------------------------------------------- reads

@@ -45,18 +45,10 @@ def order_out(o: Order) -> OrderOut:
 
 
 async def detail(session: Any, order: Order) -> OrderDetailOut:
-    from rappit.inventory.models import Reservation
-
     lines = await service.current_lines(session, order.id)
-    res_ids = (
-        await session.execute(
-            select(Reservation.id).where(Reservation.reference_type == service.RESERVATION_REF,
-                                         Reservation.reference_id == str(order.id))
-        )
-    ).scalars().all()
     reservations = [
         ReservationRef(id=r.id, sku=sku, warehouse_code=wh, quantity=r.quantity, status=r.status)
-        for r, sku, wh in await inventory.reservations_view(session, list(res_ids))
+        for r, sku, wh in await inventory.reservations_view(session, reference=(service.RESERVATION_REF, str(order.id)))
     ]
     return OrderDetailOut(
         order=order_out(order),

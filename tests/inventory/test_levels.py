@@ -104,3 +104,12 @@ async def test_duplicate_sku_and_warehouse_codes_conflict(client, make_org) -> N
     assert (await client.post("/api/v1/skus", json={"code": "a/b"}, headers=org.headers)).status_code == 400
     other = await make_org()
     assert (await client.post("/api/v1/skus", json={"code": "X"}, headers=other.headers)).status_code == 201
+
+
+async def test_catalogue_listings_are_sorted_and_paginated(client, make_org) -> None:
+    org = await make_org()
+    await setup_stock(client, org, {("B", "W2"): 0, ("A", "W1"): 0, ("C", "W1"): 0})
+    skus = (await client.get("/api/v1/skus", params={"limit": 2, "offset": 1}, headers=org.headers)).json()
+    assert [s["code"] for s in skus] == ["B", "C"]
+    warehouses = (await client.get("/api/v1/warehouses", headers=org.headers)).json()
+    assert [w["code"] for w in warehouses] == ["W1", "W2"]
