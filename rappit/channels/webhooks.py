@@ -22,6 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from rappit.channels import inbox
 from rappit.channels.models import WebhookEvent
 from rappit.integrations.channels import shopify, woocommerce
 from rappit.integrations.channels.canonical import PayloadError, parse_time
@@ -35,7 +36,6 @@ from rappit.tenancy.context import Actor, require_org_id, set_org_context
 log = structlog.get_logger("rappit.webhooks")
 ACCEPTED = Counter("rappit_webhooks_accepted_total", "Verified webhook deliveries", ["channel_type", "duplicate"])
 REJECTED = Counter("rappit_webhooks_rejected_total", "Refused webhook deliveries", ["channel_type", "reason"])
-JOB = "process_webhook_event"
 _WOO_PING = re.compile(rb"^webhook_id=\d+$")
 _LOOKUP = text("SELECT org_id, org_code, type, status, address, webhook_secret FROM rappit_webhook_channel(:c)")
 
@@ -92,7 +92,7 @@ async def record(
 async def enqueue(state: State, org_id: uuid.UUID, event_id: uuid.UUID, request_id: str | None) -> None:
     """Best effort: if Redis is down the sweeper enqueues the pending row later."""
     try:
-        await state.arq.enqueue_job(JOB, str(org_id), str(event_id), request_id, _job_id=f"webhook:{event_id}")
+        await inbox.enqueue(state.arq, org_id, event_id, request_id)
     except Exception as exc:  # Redis down, or anything else: the inbox row is the source of truth
         log.warning("webhook.enqueue_failed", event_id=str(event_id), error=type(exc).__name__)
 

@@ -19,6 +19,7 @@ from arq import Retry
 from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
 
+from rappit.channels import inbox
 from rappit.channels.models import Channel, WebhookEvent
 from rappit.integrations.channels import shopify, woocommerce
 from rappit.integrations.channels.canonical import CanonicalOrder, PayloadError
@@ -32,11 +33,18 @@ from rappit.workers.models import DeadLetter
 log = structlog.get_logger("rappit.orders.jobs")
 MAX_ATTEMPTS = 3
 BACKOFF_SECONDS = (2, 10, 30)
-JOB = "process_webhook_event"
 
 
 class ChannelActionNeeded(Exception):
     """The event cannot be applied until someone fixes the channel (e.g. adds API credentials)."""
+
+
+async def _channel_ref(session: Any, channel: Channel) -> service.ChannelRef:
+    """What order creation needs to know about the channel (the org code prefixes order numbers)."""
+    org_code = (
+        await session.execute(text("SELECT code FROM organizations WHERE id = :o"), {"o": channel.org_id})
+    ).scalar_one()
+    return service.ChannelRef(id=channel.id, source=channel.type, org_code=org_code, warehouse_id=channel.warehouse_id)
 
 
 async def _canonical(ctx: dict[str, Any], channel: Channel, event: WebhookEvent) -> CanonicalOrder | None:
@@ -76,8 +84,7 @@ async def process_webhook_event(ctx: dict[str, Any], org_id: str, event_id: str,
             if event.status in ("processed", "ignored", "dead"):
                 return event.status  # a re-run: already applied, nothing to do
             channel = (await session.execute(select(Channel).where(Channel.id == event.channel_id))).scalar_one()
-            org_code = (await session.execute(text("SELECT code FROM organizations WHERE id = :o"), {"o": org_id})).scalar_one()
-            ref = service.ChannelRef(id=channel.id, source=channel.type, org_code=org_code, warehouse_id=channel.warehouse_id)
+            ref = await _channel_ref(session, channel)
             event.attempts += 1
             try:
                 async with session.begin_nested():
@@ -113,7 +120,7 @@ async def process_webhook_event(ctx: dict[str, Any], org_id: str, event_id: str,
 async def _dead_letter(session: Any, event: WebhookEvent, error: str) -> None:
     now = utcnow()
     stmt = insert(DeadLetter).values(
-        id=uuid.uuid4(), org_id=event.org_id, kind="webhook_event", ref_id=event.id, job_name=JOB,
+        id=uuid.uuid4(), org_id=event.org_id, kind="webhook_event", ref_id=event.id, job_name=inbox.JOB,
         payload={"channel_id": str(event.channel_id), "topic": event.topic, "delivery_id": event.delivery_id,
                  "body": event.payload.decode("utf-8", "replace")[:100_000]},
         error=error[:4000], attempts=event.attempts, status="dead", first_failed_at=now, last_failed_at=now,
@@ -145,7 +152,7 @@ async def sweep_pending_webhooks(ctx: dict[str, Any]) -> int:
             ).all()
     queued = 0
     for org_id, event_id, request_id in rows:
-        if await ctx["redis"].enqueue_job(JOB, str(org_id), str(event_id), request_id, _job_id=f"webhook:{event_id}"):
+        if await inbox.enqueue(ctx["redis"], org_id, event_id, request_id):
             queued += 1
     if rows:
         log.info("webhook.sweep", pending=len(rows), enqueued=queued)
@@ -211,11 +218,7 @@ async def reconcile_shopify(ctx: dict[str, Any]) -> int:
                     found = await shopify_api.orders_updated_since(
                         shopify_api.site(ctx["settings"].shopify_admin_url, channel.address), token, since
                     )
-                    org_code = (
-                        await session.execute(text("SELECT code FROM organizations WHERE id = :o"), {"o": org_id})
-                    ).scalar_one()
-                    ref = service.ChannelRef(id=channel.id, source="shopify", org_code=org_code,
-                                             warehouse_id=channel.warehouse_id)
+                    ref = await _channel_ref(session, channel)
                     watermark = since
                     for data in found:
                         payload = shopify.map_order(data)
