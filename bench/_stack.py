@@ -20,9 +20,11 @@ from rappit.platform import migrate
 from rappit.platform.localstack import DEV_TUNING, EmbeddedPostgres, EmbeddedRedis, drop_database, ensure_database
 from rappit.platform.settings import REPO_ROOT, Settings
 from rappit.tenancy.rls import APP_ROLE
+from rappit.tenancy.scoping import install_scoping
 
 DATA = REPO_ROOT / ".data" / "bench"
 RESULTS = REPO_ROOT / "bench" / "results"
+install_scoping()
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ def api_server(settings: Settings, port: int) -> Iterator[str]:
         RATE_LIMIT_API_PER_MINUTE="1000000", RATE_LIMIT_WEBHOOKS_PER_MINUTE="1000000", RATE_LIMIT_CHANNEL_PER_MINUTE="1000000", MAX_BODY_BYTES=str(50 * 2**20),
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "rappit.platform.app:create_app", "--host", "127.0.0.1",
+        [sys.executable, "-m", "uvicorn", "--factory", "rappit.app.factory:create_app", "--host", "127.0.0.1",
          "--port", str(port), "--no-access-log", "--log-level", "warning"],
         env=env,
     )

@@ -135,7 +135,7 @@ async def main() -> None:
             env = dict(os.environ)
             env.update(RAPPIT_ENV="development", DATABASE_URL=settings.database_url or "", REDIS_URL=settings.redis_url or "",
                        MIGRATION_DATABASE_URL=settings.migration_database_url or "", LOG_LEVEL="WARNING")
-            worker = subprocess.Popen([sys.executable, "-m", "rappit.platform.cli", "worker"], env=env)
+            worker = subprocess.Popen([sys.executable, "-m", "rappit.app.cli", "worker"], env=env)
             try:
                 async def processed() -> int:
                     async with engine.connect() as conn:

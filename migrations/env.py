@@ -8,7 +8,7 @@ from alembic import context
 from sqlalchemy import pool
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from rappit.platform.models_registry import metadata
+from rappit.app.models_registry import metadata
 from rappit.platform.settings import Settings, _async_url
 
 config = context.config

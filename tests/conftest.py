@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import NullPool
 
 from rappit.platform import migrate
-from rappit.platform.app import create_app
+from rappit.app.factory import create_app
 from rappit.platform.db import make_engine, make_sessionmaker, provide_session
 from rappit.platform.localstack import (
     TEST_TUNING,
@@ -33,9 +33,11 @@ from rappit.platform.localstack import (
 )
 from rappit.platform.settings import REPO_ROOT, Settings
 from rappit.tenancy.rls import APP_ROLE
+from rappit.tenancy.scoping import install_scoping
 from rappit.tenancy.service import create_organization
 
 TEST_DATA = REPO_ROOT / ".data" / "test"
+install_scoping()  # as the app, the worker and the CLI do at start-up
 
 
 @dataclass(frozen=True)

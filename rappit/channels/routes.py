@@ -12,7 +12,7 @@ from litestar.params import JSONBody
 from rappit.channels import service
 from rappit.channels.schemas import ChannelIn, ChannelOut, ChannelSettingsIn, ChannelWithSecretOut
 from rappit.platform.http import DbSession, Id, Limit, Offset
-from rappit.platform.idempotency import idempotent
+from rappit.tenancy.idempotency import idempotent
 from rappit.tenancy.auth import requires
 
 READ = [requires("channels:read")]

@@ -29,7 +29,7 @@ from rappit.inventory.schemas import (
 from rappit.platform.db import utcnow
 from rappit.platform.errors import BadRequest
 from rappit.platform.http import DbSession, Id, Limit, Offset
-from rappit.platform.idempotency import idempotent
+from rappit.tenancy.idempotency import idempotent
 from rappit.tenancy.auth import requires
 
 READ = [requires("inventory:read")]

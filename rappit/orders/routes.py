@@ -30,7 +30,7 @@ from rappit.orders.schemas import (
     WebhookEventOut,
 )
 from rappit.platform.http import DbSession, Id, Limit, Offset
-from rappit.platform.idempotency import idempotent
+from rappit.tenancy.idempotency import idempotent
 from rappit.platform.logging import current_request_id
 from rappit.tenancy.auth import Principal, requires
 from rappit.workers.models import DeadLetter

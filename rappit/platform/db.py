@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 from sqlalchemy import DateTime, MetaData, func
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -48,7 +48,10 @@ class TimestampMixin:
 
 
 class RappitSession(Session):
-    """The sync session class behind every AsyncSession; carries the tenancy hooks."""
+    """The sync session class behind every AsyncSession; tenancy attaches its org-scoping hooks here
+    (`rappit.tenancy.scoping.install_scoping`, called at start-up) and sets `scoped`."""
+
+    scoped: ClassVar[bool] = False
 
 
 def make_engine(settings: Settings, *, url: str | None = None, **kwargs: object) -> AsyncEngine:
@@ -67,9 +70,8 @@ def make_engine(settings: Settings, *, url: str | None = None, **kwargs: object)
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    # Importing tenancy.scoping registers its hooks on RappitSession.
-    import rappit.tenancy.scoping  # noqa: F401
-
+    if not RappitSession.scoped:
+        raise RuntimeError("the org-scoping hooks are not installed: call install_scoping() at start-up")
     return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=RappitSession)
 
 

@@ -7,6 +7,7 @@ import re
 import sys
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from typing import IO, Any
 
@@ -71,9 +72,16 @@ def accept_request_id(incoming: str | None) -> str:
 
 
 class RequestIdMiddleware(ASGIMiddleware):
-    """Accept a sane X-Request-ID or make one; echo it; bind it to every log line; log the access."""
+    """Accept a sane X-Request-ID or make one; echo it; bind it to every log line; log the access.
+
+    `on_request` callables run first on every request: context variables outlive a request on a
+    keep-alive connection (one task serves them all), so whatever is request-scoped is reset there.
+    """
 
     scopes = (ScopeType.HTTP,)
+
+    def __init__(self, on_request: Sequence[Callable[[], None]] = ()) -> None:
+        self.on_request = tuple(on_request)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         incoming = None
@@ -85,9 +93,8 @@ class RequestIdMiddleware(ASGIMiddleware):
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.clear_contextvars()
         bind_request_id(request_id)
-        from rappit.tenancy.context import set_org_context
-
-        set_org_context(None)  # nobody's org until the auth middleware says whose
+        for reset in self.on_request:
+            reset()
         started = time.perf_counter()
         status_holder = {"status": 500}
 

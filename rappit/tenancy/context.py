@@ -61,6 +61,11 @@ def set_org_context(org_id: uuid.UUID | None, actor: Actor | None = None) -> Non
     _actor.set(actor or SYSTEM)
 
 
+def clear_org_context() -> None:
+    """Nobody's org and the system actor: run at the start of every request."""
+    set_org_context(None)
+
+
 @contextmanager
 def org_context(org_id: uuid.UUID, actor: Actor | None = None) -> Iterator[None]:
     """Act as `org_id` inside the block (jobs, CLI, tests)."""

@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from rappit.platform.errors import Unauthorized
 from rappit.platform.http import DbSession, Id, Limit, Offset
-from rappit.platform.idempotency import idempotent
+from rappit.tenancy.idempotency import idempotent
 from rappit.tenancy import service
 from rappit.tenancy.auth import Principal, requires
 from rappit.tenancy.sessions import start_new_session

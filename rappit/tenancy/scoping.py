@@ -42,7 +42,6 @@ def _touches_tenant(state: ORMExecuteState) -> bool:
     return any(issubclass(m.class_, TenantMixin) for m in state.all_mappers)
 
 
-@event.listens_for(RappitSession, "do_orm_execute")
 def _scope_to_org(state: ORMExecuteState) -> None:
     if not (state.is_select or state.is_update or state.is_delete):
         return
@@ -62,7 +61,6 @@ def _scope_to_org(state: ORMExecuteState) -> None:
     )
 
 
-@event.listens_for(RappitSession, "before_flush")
 def _stamp_org(session: Session, flush_context: UOWTransaction, instances: Any) -> None:
     org_id = current_org_id()
     for obj in session.new:
@@ -76,13 +74,24 @@ def _stamp_org(session: Session, flush_context: UOWTransaction, instances: Any) 
             raise CrossTenantWrite(f"{type(obj).__name__} belongs to another organization")
 
 
-@event.listens_for(RappitSession, "after_begin")
 def _set_local_org(session: Session, transaction: Any, connection: Any) -> None:
     org_id = current_org_id()
     connection.execute(
         _SET_CONTEXT,
         {"org": str(org_id) if org_id else "", "bypass": "on" if bypass_reason() is not None else "off"},
     )
+
+
+_HOOKS = (("do_orm_execute", _scope_to_org), ("before_flush", _stamp_org), ("after_begin", _set_local_org))
+
+
+def install_scoping() -> None:
+    """Attach the hooks to every `RappitSession` (idempotent). Called once at start-up by the app, the
+    worker, the CLI and the tests; `make_sessionmaker` refuses to build sessions until it has run."""
+    for name, hook in _HOOKS:
+        if not event.contains(RappitSession, name, hook):
+            event.listen(RappitSession, name, hook)
+    RappitSession.scoped = True
 
 
 @asynccontextmanager

@@ -13,6 +13,7 @@ from rappit.orders.jobs import process_webhook_event, reconcile_shopify, sweep_p
 from rappit.platform.db import make_engine, make_sessionmaker, provide_session
 from rappit.platform.logging import configure_logging
 from rappit.platform.settings import Settings
+from rappit.tenancy.scoping import install_scoping
 
 log = structlog.get_logger("rappit.worker")
 
@@ -26,6 +27,7 @@ def redis_settings(settings: Settings) -> RedisSettings:
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or Settings.from_env()
     configure_logging(settings.log_level, json=settings.log_json)
+    install_scoping()
     engine = make_engine(settings, pool_size=10, max_overflow=12)  # max_jobs concurrent jobs + crons
     from rappit.orders.jobs import shopify_fetch_order
     from rappit.platform.crypto import SecretBox
@@ -51,7 +53,7 @@ async def ping(ctx: dict[str, Any], value: str) -> str:
 
 async def purge_idempotency_keys(ctx: dict[str, Any]) -> int:
     """Hourly: forget Idempotency-Keys older than 24 hours, across orgs (logged bypass)."""
-    from rappit.platform.idempotency import purge_expired
+    from rappit.tenancy.idempotency import purge_expired
     from rappit.tenancy.scoping import unscoped
 
     async with provide_session(ctx["sessionmaker"]) as session:

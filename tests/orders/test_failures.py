@@ -16,7 +16,7 @@ from pathlib import Path
 from arq.connections import ArqRedis
 
 from rappit.orders.jobs import reconcile_shopify, sweep_pending_webhooks
-from rappit.platform.app import create_app
+from rappit.app.factory import create_app
 from rappit.platform.crypto import SecretBox
 from rappit.platform.db import make_engine, make_sessionmaker
 from rappit.platform.localstack import EmbeddedRedis
@@ -80,7 +80,7 @@ async def test_a_worker_killed_mid_batch_loses_nothing_and_applies_nothing_twice
         RAPPIT_ENV="development", DATABASE_URL=settings.database_url, REDIS_URL=settings.redis_url,
         MIGRATION_DATABASE_URL=settings.migration_database_url, JOB_TIMEOUT_SECONDS="2", LOG_LEVEL="WARNING",
     )
-    worker = subprocess.Popen([sys.executable, "-m", "rappit.platform.cli", "worker"], env=env,
+    worker = subprocess.Popen([sys.executable, "-m", "rappit.app.cli", "worker"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     processed = 0
     deadline = time.monotonic() + 60

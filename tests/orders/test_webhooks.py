@@ -223,7 +223,7 @@ async def test_woocommerce_ping_signature_and_dedup(client, make_org, settings, 
 async def test_each_channel_has_its_own_ingress_rate_limit(client, make_org, settings) -> None:
     import dataclasses
 
-    from rappit.platform.app import create_app
+    from rappit.app.factory import create_app
     from tests.conftest import client_for, start_app, stop_app
 
     org = await make_org()

@@ -20,7 +20,7 @@ def run_cli(settings, *args: str) -> subprocess.CompletedProcess[str]:
         REDIS_URL=settings.redis_url,
     )
     return subprocess.run(
-        [sys.executable, "-m", "rappit.platform.cli", *args], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "rappit.app.cli", *args], env=env, capture_output=True, text=True, timeout=120
     )
 
 

@@ -7,7 +7,7 @@ import json
 
 from litestar import get
 
-from rappit.platform.app import create_app
+from rappit.app.factory import create_app
 from rappit.platform.errors import BusinessRuleViolation
 from rappit.platform.logging import configure_logging
 from tests.conftest import client_for, start_app, stop_app

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from rappit.platform.app import create_app
+from rappit.app.factory import create_app
 from tests.conftest import client_for
 
 

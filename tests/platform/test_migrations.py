@@ -4,7 +4,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 
-from rappit.platform.models_registry import metadata
+from rappit.app.models_registry import metadata
 from rappit.tenancy.models import TenantMixin
 from rappit.tenancy.rls import APP_ROLE
 

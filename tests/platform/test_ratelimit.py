@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from dataclasses import replace
 
-from rappit.platform.app import create_app
+from rappit.app.factory import create_app
 from tests.conftest import client_for, start_app, stop_app
 
 

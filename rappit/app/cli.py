@@ -81,7 +81,9 @@ def child_env(settings: Settings) -> dict[str, str]:
 
 async def _with_session(settings: Settings, fn: Any) -> Any:
     from rappit.platform.db import make_engine, make_sessionmaker, provide_session
+    from rappit.tenancy.scoping import install_scoping
 
+    install_scoping()
     engine = make_engine(settings, pool_size=1, max_overflow=0)
     try:
         async with provide_session(make_sessionmaker(engine)) as session:
@@ -145,7 +147,7 @@ def up(demo: bool, worker: bool) -> None:
         env = child_env(live)
         procs = [
             subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "--factory", "rappit.platform.app:create_app",
+                [sys.executable, "-m", "uvicorn", "--factory", "rappit.app.factory:create_app",
                  "--host", live.host, "--port", str(live.port), "--no-access-log"],
                 env=env,
                 start_new_session=True,  # we signal them ourselves, once
@@ -154,7 +156,7 @@ def up(demo: bool, worker: bool) -> None:
         if worker:
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "rappit.platform.cli", "worker"], env=env, start_new_session=True
+                    [sys.executable, "-m", "rappit.app.cli", "worker"], env=env, start_new_session=True
                 )
             )
         click.echo(f"\n  Rappit is running at {live.base_url()} (API docs: {live.base_url()}/schema). Ctrl-C stops everything.\n")
@@ -222,7 +224,7 @@ def serve(host: str | None, port: int | None, run_migrations: bool, workers: int
         sys.exit(2)
     with stack(settings, migrate=run_migrations):
         uvicorn.run(
-            "rappit.platform.app:create_app",
+            "rappit.app.factory:create_app",
             factory=True,
             host=host or settings.host,
             port=port or settings.port,

@@ -33,6 +33,8 @@ from rappit.orders import routes as order_routes
 from rappit.inventory import routes as inventory_routes
 from rappit.tenancy import routes as tenancy_routes
 from rappit.tenancy.auth import AUTH_EXCLUDE, AuthMiddleware, Principal
+from rappit.tenancy.context import clear_org_context
+from rappit.tenancy.scoping import install_scoping
 from rappit.tenancy.sessions import SESSION_COOKIE, RotatingSessionConfig
 
 
@@ -52,7 +54,7 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
         self.settings = settings
 
     def on_cli_init(self, cli: click.Group) -> None:
-        from rappit.platform.cli import rappit
+        from rappit.app.cli import rappit
 
         cli.add_command(rappit)
 
@@ -110,7 +112,7 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
         ]
         prometheus = PrometheusConfig(app_name="rappit", prefix="rappit", group_path=True, exclude=["^/metrics"])
         app_config.middleware[:0] = [
-            RequestIdMiddleware(),
+            RequestIdMiddleware(on_request=[clear_org_context]),  # nobody's org until auth says whose
             prometheus.middleware,
             RateLimitMiddleware(lambda: redis, policies),
             session_config.middleware,
@@ -133,5 +135,6 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the API. Reads settings from the environment unless given (fails fast in production)."""
     settings = settings or Settings.from_env()
+    install_scoping()
     configure_logging(settings.log_level, json=settings.log_json)
     return Litestar(plugins=[RappitPlugin(settings)])
