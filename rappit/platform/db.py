@@ -6,6 +6,7 @@ class, so no code path can get an unscoped ORM session by accident.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +20,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from rappit.platform.settings import Settings
 
 T = TypeVar("T")
+
+APP_ROLE = os.environ.get("RAPPIT_DB_APP_ROLE", "rappit_app")
+"""The role the app connects as: it owns no table, so row-level security binds it. Read here, once,
+because migrations and the local stack run outside the app's settings object."""
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from rappit.tenancy.rls import APP_ROLE  # the role the app connects as; it owns nothing, so RLS binds it
+from rappit.platform.db import APP_ROLE
 
 # Settings for a throwaway test cluster: durability traded for speed (the data is dropped anyway).
 TEST_TUNING = {

@@ -7,10 +7,9 @@ logged `unscoped()` bypass set `app.bypass_rls` for that transaction. With no or
 
 from __future__ import annotations
 
-import os
+from rappit.platform.db import APP_ROLE
 
-APP_ROLE = os.environ.get("RAPPIT_DB_APP_ROLE", "rappit_app")
-"""Read here, once, because migrations run outside the app's settings object."""
+__all__ = ["APP_ROLE", "definer_function_sql", "grants_sql", "policy_sql"]
 
 _ORG = "nullif(current_setting('app.org_id', true), '')::uuid"
 _BYPASS = "current_setting('app.bypass_rls', true) = 'on'"
