@@ -32,6 +32,8 @@ from rappit.channels import webhooks
 from rappit.orders import routes as order_routes
 from rappit.inventory import routes as inventory_routes
 from rappit.tenancy import routes as tenancy_routes
+from rappit.workers import routes as worker_routes
+from rappit.integrations.channels.registry import ChannelRegistry
 from rappit.tenancy.auth import AUTH_EXCLUDE, AuthMiddleware, Principal
 from rappit.tenancy.context import clear_org_context
 from rappit.tenancy.scoping import install_scoping
@@ -65,8 +67,12 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
         redis = Redis.from_url(settings.redis_url)
         # Enqueueing shares nothing with request handling: a Redis outage only delays jobs.
         arq_redis = ArqRedis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=2)
-        app_config.state.update({"settings": settings, "redis": redis, "secret_box": SecretBox(settings.encryption_keys),
-                                "arq": arq_redis})
+        app_config.state.update(
+            {
+                "settings": settings, "redis": redis, "secret_box": SecretBox(settings.encryption_keys),
+                "arq": arq_redis, "channels": ChannelRegistry.from_settings(settings),
+            }
+        )
 
         async def start(app: Litestar) -> None:
             engine = make_engine(settings)
@@ -82,8 +88,12 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
 
         app_config.on_startup.append(start)
         app_config.on_shutdown.append(stop)
-        app_config.route_handlers.extend([*health.ROUTES, *tenancy_routes.ROUTES, *inventory_routes.ROUTES, *channel_routes.ROUTES, *order_routes.ROUTES,
-             *webhooks.ROUTES, PrometheusController])
+        app_config.route_handlers.extend(
+            [
+                *health.ROUTES, *tenancy_routes.ROUTES, *inventory_routes.ROUTES, *channel_routes.ROUTES,
+                *order_routes.ROUTES, *webhooks.ROUTES, *worker_routes.ROUTES, PrometheusController,
+            ]
+        )
         app_config.dependencies.update(
             {
                 "db_session": Provide(provide_db_session),

@@ -1,14 +1,102 @@
-"""The one way an inbox row is handed to arq: job name, job id (the event id) and arguments."""
+"""The durable inbox of verified channel deliveries: store, hand to arq, list, sweep, re-open.
+
+arq is only the trigger; the inbox row is the truth. Ingress stores a row before it answers;
+the worker's job (`JOB`, run by `rappit.workers`) applies it exactly once; the sweeper re-enqueues
+rows that Redis lost.
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
+import structlog
+from arq.connections import ArqRedis
+from sqlalchemy import Row, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from rappit.channels.models import WebhookEvent
+from rappit.integrations.channels.base import Delivery
+from rappit.platform.db import utcnow
+from rappit.platform.logging import current_request_id
+from rappit.tenancy.context import require_org_id
+from rappit.tenancy.scoping import unscoped
+
+log = structlog.get_logger("rappit.inbox")
 JOB = "process_webhook_event"
+"""The arq job that applies one inbox row: (org id, event id, request id), job id `webhook:{event id}`."""
+DONE = ("processed", "ignored", "dead")
 
 
-async def enqueue(redis: Any, org_id: uuid.UUID, event_id: uuid.UUID, request_id: str | None) -> bool:
+async def record(session: AsyncSession, channel_id: uuid.UUID, delivery: Delivery, payload: bytes) -> uuid.UUID | None:
+    """Insert the delivery for the current org; None when it is a duplicate (same delivery id, or same dedup key)."""
+    stmt = (
+        insert(WebhookEvent)
+        .values(
+            id=uuid.uuid4(), org_id=require_org_id(), channel_id=channel_id, topic=delivery.topic[:100],
+            delivery_id=delivery.delivery_id[:200], dedup_key=delivery.dedup_key[:300] if delivery.dedup_key else None,
+            payload=payload, triggered_at=delivery.triggered_at, request_id=current_request_id(), status="pending",
+            attempts=0,
+        )
+        .on_conflict_do_nothing()
+        .returning(WebhookEvent.id)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def enqueue(redis: ArqRedis, org_id: uuid.UUID, event_id: uuid.UUID, request_id: str | None) -> bool:
     """Queue the event's job; False if a job with its id is already queued or running (arq dedup)."""
     job = await redis.enqueue_job(JOB, str(org_id), str(event_id), request_id, _job_id=f"webhook:{event_id}")
     return job is not None
+
+
+async def try_enqueue(redis: ArqRedis, org_id: uuid.UUID, event_id: uuid.UUID, request_id: str | None) -> None:
+    """Best effort, after the row is committed: if Redis is down the sweeper enqueues the row later."""
+    try:
+        await enqueue(redis, org_id, event_id, request_id)
+    except Exception as exc:  # Redis down, or anything else: the inbox row is the source of truth
+        log.warning("webhook.enqueue_failed", event_id=str(event_id), error=type(exc).__name__)
+
+
+async def lock(session: AsyncSession, event_id: uuid.UUID) -> WebhookEvent | None:
+    """The current org's event, row-locked until the transaction ends."""
+    query = select(WebhookEvent).where(WebhookEvent.id == event_id).with_for_update()
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def reopen(session: AsyncSession, event_id: uuid.UUID) -> WebhookEvent:
+    """Operator retry of a dead event: pending again, with a fresh attempt budget."""
+    event = await lock(session, event_id)
+    if event is None:
+        raise LookupError(f"webhook event {event_id} is gone")
+    event.status, event.attempts, event.last_error = "pending", 0, None
+    return event
+
+
+async def list_events(
+    session: AsyncSession, channel_id: uuid.UUID, *, limit: int, offset: int
+) -> Sequence[WebhookEvent]:
+    rows = await session.execute(
+        select(WebhookEvent)
+        .where(WebhookEvent.channel_id == channel_id)
+        .order_by(WebhookEvent.received_at.desc(), WebhookEvent.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return rows.scalars().all()
+
+
+async def stale(session: AsyncSession, *, older_than: timedelta, limit: int = 1000) -> Sequence[Row[Any]]:
+    """(org_id, id, request_id) of every org's events still pending or failed after `older_than`."""
+    cutoff: datetime = utcnow() - older_than
+    async with unscoped(session, reason="webhook sweeper: pending events of every org"):
+        rows = await session.execute(
+            select(WebhookEvent.org_id, WebhookEvent.id, WebhookEvent.request_id)
+            .where(WebhookEvent.status.in_(("pending", "failed")), WebhookEvent.received_at < cutoff)
+            .order_by(WebhookEvent.received_at)
+            .limit(limit)
+        )
+        return rows.all()

@@ -8,17 +8,17 @@ from datetime import datetime
 from sqlalchemy import CheckConstraint, DateTime, Index, Integer, LargeBinary, String, Text, UniqueConstraint, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from rappit.integrations.channels.registry import CHANNEL_TYPES
 from rappit.platform.db import Base, IdMixin, TimestampMixin, utcnow
 from rappit.tenancy.models import TenantMixin, org_fk
 
-CHANNEL_TYPES = ("shopify", "woocommerce")
 
 
 class Channel(IdMixin, TimestampMixin, TenantMixin, Base):
     __tablename__ = "channels"
     __extra_table_args__ = (
         UniqueConstraint("org_id", "type", "address"),
-        CheckConstraint("type in ('shopify','woocommerce')", name="type_known"),
+        CheckConstraint(f"type in ({','.join(repr(t) for t in CHANNEL_TYPES)})", name="type_known"),
         CheckConstraint("status in ('active','disabled')", name="status_known"),
         CheckConstraint("(status = 'disabled') = (disabled_at is not null)", name="disabled_at_iff_disabled"),
         org_fk("warehouse_id", "warehouses"),

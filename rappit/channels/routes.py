@@ -9,8 +9,8 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import JSONBody
 
-from rappit.channels import service
-from rappit.channels.schemas import ChannelIn, ChannelOut, ChannelSettingsIn, ChannelWithSecretOut
+from rappit.channels import inbox, service
+from rappit.channels.schemas import ChannelIn, ChannelOut, ChannelSettingsIn, ChannelWithSecretOut, WebhookEventOut
 from rappit.platform.http import DbSession, Id, Limit, Offset
 from rappit.tenancy.idempotency import idempotent
 from rappit.tenancy.auth import requires
@@ -30,7 +30,7 @@ class ChannelController(Controller):
     @post("/", guards=MANAGE)
     async def create(self, state: State, db_session: DbSession, data: JSONBody[ChannelIn]) -> ChannelWithSecretOut:
         made = await service.create_channel(
-            db_session, state.secret_box, channel_type=data.type, name=data.name, address=data.address,
+            db_session, state.secret_box, state.channels[data.type], name=data.name, address=data.address,
             webhook_secret=data.webhook_secret, api_access_token=data.api_access_token,
         )
         return ChannelWithSecretOut(channel=ChannelOut.of(made.channel, _base(state)), webhook_secret=made.webhook_secret)
@@ -70,6 +70,12 @@ class ChannelController(Controller):
             return ChannelOut.of(await service.disable(db_session, channel_id), _base(state))
 
         return await idempotent(request, db_session, op, status_code=200)
+
+    @get("/{channel_id:uuid}/events", guards=READ)
+    async def events(self, db_session: DbSession, channel_id: Id, limit: Limit = 50, offset: Offset = 0) -> list[WebhookEventOut]:
+        """The channel's inbox, newest first: what arrived, and what became of it."""
+        await service.get_channel(db_session, channel_id)
+        return [WebhookEventOut.of(e) for e in await inbox.list_events(db_session, channel_id, limit=limit, offset=offset)]
 
 
 ROUTES = [ChannelController]

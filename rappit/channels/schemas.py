@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 import msgspec
 
-from rappit.channels.models import Channel
+from rappit.channels.models import Channel, WebhookEvent
+from rappit.integrations.channels.registry import CHANNEL_TYPES
 
 
 class ChannelIn(msgspec.Struct, forbid_unknown_fields=True):
-    type: Literal["shopify", "woocommerce"]
+    type: Annotated[str, msgspec.Meta(pattern=f"^({'|'.join(CHANNEL_TYPES)})$", description=" | ".join(CHANNEL_TYPES))]
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
     address: Annotated[str, msgspec.Meta(min_length=3, max_length=255)]
     """Shopify shop domain or WooCommerce store URL."""
@@ -51,3 +52,22 @@ class ChannelWithSecretOut(msgspec.Struct):
     channel: ChannelOut
     webhook_secret: str
     """Shown once: configure it in the channel's webhook settings now."""
+
+
+class WebhookEventOut(msgspec.Struct):
+    id: uuid.UUID
+    topic: str
+    delivery_id: str
+    status: str
+    attempts: int
+    last_error: str | None
+    received_at: datetime
+    processed_at: datetime | None
+    order_id: uuid.UUID | None
+
+    @classmethod
+    def of(cls, e: WebhookEvent) -> WebhookEventOut:
+        return cls(
+            id=e.id, topic=e.topic, delivery_id=e.delivery_id, status=e.status, attempts=e.attempts,
+            last_error=e.last_error, received_at=e.received_at, processed_at=e.processed_at, order_id=e.order_id,
+        )

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import re
 import secrets
 import uuid
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rappit.channels.models import Channel
+from rappit.integrations.channels.base import ChannelAccess, ChannelAdapter
 from rappit.platform.crypto import SecretBox
 from rappit.platform.db import add_unique, get_or_404, utcnow
+from rappit.inventory.service import warehouse_ids
 from rappit.platform.errors import BadRequest, Conflict
 
-_SHOP_DOMAIN = re.compile(r"^[a-z0-9][a-z0-9-]*\.myshopify\.com$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,40 +25,31 @@ class WithSecret:
     """Plaintext, returned once (creation, rotation) and never stored unencrypted."""
 
 
-def normalize_address(channel_type: str, address: str) -> str:
-    address = address.strip().lower()
-    if channel_type == "shopify":
-        address = address.removeprefix("https://").removeprefix("http://").rstrip("/")
-        if not _SHOP_DOMAIN.match(address):
-            raise BadRequest("a Shopify channel needs its shop domain, like acme.myshopify.com", code="INVALID_ADDRESS")
-        return address
-    parts = urlsplit(address)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise BadRequest("a WooCommerce channel needs its store URL, like https://shop.example.com", code="INVALID_ADDRESS")
-    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
-
-
 async def create_channel(
     session: AsyncSession,
     box: SecretBox,
+    adapter: ChannelAdapter,
     *,
-    channel_type: str,
     name: str,
     address: str,
     webhook_secret: str | None = None,
     api_access_token: str | None = None,
 ) -> WithSecret:
     """`webhook_secret` may be given (Shopify signs with the app's secret); otherwise one is made."""
+    try:
+        address = adapter.normalize_address(address)
+    except ValueError as exc:
+        raise BadRequest(str(exc), code="INVALID_ADDRESS") from None
     secret = webhook_secret or secrets.token_urlsafe(32)
     channel = Channel(
-        type=channel_type,
+        type=adapter.type,
         name=name.strip(),
-        address=normalize_address(channel_type, address),
+        address=address,
         webhook_secret=box.encrypt(secret),
         api_credentials=box.encrypt(api_access_token) if api_access_token else None,
     )
     await add_unique(
-        session, channel, Conflict(f"a {channel_type} channel for {channel.address} already exists", code="CHANNEL_EXISTS")
+        session, channel, Conflict(f"a {adapter.type} channel for {channel.address} already exists", code="CHANNEL_EXISTS")
     )
     return WithSecret(channel, secret)
 
@@ -85,8 +75,6 @@ async def update_settings(
     session: AsyncSession, box: SecretBox, channel_id: uuid.UUID, *, api_access_token: str | None,
     warehouse_code: str | None,
 ) -> Channel:
-    from rappit.inventory.service import warehouse_ids
-
     channel = await get_channel(session, channel_id)
     if api_access_token is not None:
         channel.api_credentials = box.encrypt(api_access_token)
@@ -115,3 +103,9 @@ async def reencrypt_all(session: AsyncSession, box: SecretBox) -> int:
             channel.api_credentials = box.rotate(channel.api_credentials)
         count += 1
     return count
+
+
+def access(box: SecretBox, channel: Channel) -> ChannelAccess:
+    """What an adapter needs to call the channel's API (its token decrypted for this call)."""
+    token = box.decrypt(channel.api_credentials) if channel.api_credentials else None
+    return ChannelAccess(address=channel.address, token=token)

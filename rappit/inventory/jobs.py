@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import structlog
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from rappit.inventory import service
 from rappit.inventory.models import Reservation
@@ -17,10 +16,9 @@ log = structlog.get_logger("rappit.inventory.jobs")
 EXPIRY = Actor(kind="system", id="reservation-expiry", label="reservation expiry sweep")
 
 
-async def release_expired_reservations(ctx: dict[str, Any]) -> int:
+async def release_expired_reservations(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
     """Find the orgs with expired active holds (one logged cross-org read), then release each org's
     holds in its own transaction, as that org, through the same service as a manual release."""
-    sessionmaker = ctx["sessionmaker"]
     now = utcnow()
     async with provide_session(sessionmaker) as session:
         async with unscoped(session, reason="expiry sweep: which orgs have expired reservations"):

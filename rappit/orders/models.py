@@ -20,11 +20,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
+from rappit.integrations.channels.registry import ORDER_SOURCES
 from rappit.platform.db import Base, IdMixin, utcnow
 from rappit.tenancy.models import TenantMixin, org_fk
 
 ORDER_STATUSES = ("open", "on_hold", "cancelled")
-SOURCES = {"shopify": "S", "woocommerce": "W", "manual": "M"}
 
 
 class OrderCounter(IdMixin, TenantMixin, Base):
@@ -50,7 +50,7 @@ class Order(IdMixin, TenantMixin, Base):
         UniqueConstraint("org_id", "channel_id", "external_id"),
         org_fk("channel_id", "channels"),
         CheckConstraint("status in ('open','on_hold','cancelled')", name="status_known"),
-        CheckConstraint("source in ('shopify','woocommerce','manual')", name="source_known"),
+        CheckConstraint(f"source in ({','.join(repr(s) for s in ORDER_SOURCES)})", name="source_known"),
         CheckConstraint("(source = 'manual') = (channel_id is null)", name="channel_iff_not_manual"),
         # State that code sets together, kept together by the database.
         CheckConstraint("(status = 'on_hold') = (hold_reason is not null)", name="hold_reason_iff_on_hold"),

@@ -1,4 +1,4 @@
-"""Orders API, channel event listing, dead letters."""
+"""Orders API."""
 
 from __future__ import annotations
 
@@ -7,19 +7,13 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import State
 from litestar.params import JSONBody, QueryParameter
-from sqlalchemy import select
 
-from rappit.channels import service as channels
-from rappit.channels.models import WebhookEvent
-from rappit.channels.webhooks import enqueue
 from rappit.integrations.channels.canonical import CanonicalLine
 from rappit.inventory import service as inventory
-from rappit.orders import jobs, service
+from rappit.orders import service
 from rappit.orders.models import Order
 from rappit.orders.schemas import (
-    DeadLetterOut,
     ManualOrderIn,
     OrderDetailOut,
     OrderEventOut,
@@ -27,13 +21,10 @@ from rappit.orders.schemas import (
     OrderOut,
     OrderPage,
     ReservationRef,
-    WebhookEventOut,
 )
 from rappit.platform.http import DbSession, Id, Limit, Offset
 from rappit.tenancy.idempotency import idempotent
-from rappit.platform.logging import current_request_id
 from rappit.tenancy.auth import Principal, requires
-from rappit.workers.models import DeadLetter
 
 
 def order_out(o: Order) -> OrderOut:
@@ -114,72 +105,10 @@ class OrderController(Controller):
 
         async def op() -> OrderDetailOut:
             order = await service.get_order(db_session, order_id)
-            warehouse = None
-            if order.channel_id:
-                warehouse = (await channels.get_channel(db_session, order.channel_id)).warehouse_id
-            ref = service.ChannelRef(id=order.channel_id, source=order.source, org_code=request.user.org_code,
-                                     warehouse_id=warehouse)
+            ref = await service.ref_of(db_session, order)
             return await detail(db_session, await service.retry_hold(db_session, order_id, ref))
 
         return await idempotent(request, db_session, op, status_code=200)
 
 
-class ChannelEventsController(Controller):
-    path = "/api/v1/channels"
-    tags = ["channels"]
-
-    @get("/{channel_id:uuid}/events", guards=[requires("channels:read")])
-    async def events(self, db_session: DbSession, channel_id: Id, limit: Limit = 50, offset: Offset = 0) -> list[WebhookEventOut]:
-        await channels.get_channel(db_session, channel_id)
-        rows = await db_session.execute(
-            select(WebhookEvent).where(WebhookEvent.channel_id == channel_id)
-            .order_by(WebhookEvent.received_at.desc(), WebhookEvent.id).limit(limit).offset(offset)
-        )
-        return [
-            WebhookEventOut(id=e.id, topic=e.topic, delivery_id=e.delivery_id, status=e.status, attempts=e.attempts,
-                            last_error=e.last_error, received_at=e.received_at, processed_at=e.processed_at,
-                            order_id=e.order_id)
-            for e in rows.scalars()
-        ]
-
-
-def dead_out(d: DeadLetter) -> DeadLetterOut:
-    return DeadLetterOut(id=d.id, kind=d.kind, ref_id=d.ref_id, job_name=d.job_name, error=d.error, attempts=d.attempts,
-                         status=d.status, first_failed_at=d.first_failed_at, last_failed_at=d.last_failed_at,
-                         retried_at=d.retried_at, payload=d.payload)
-
-
-class DeadLetterController(Controller):
-    path = "/api/v1/jobs/dead"
-    tags = ["jobs"]
-
-    @get("/", guards=[requires("jobs:read")])
-    async def list_dead(
-        self, db_session: DbSession,
-        status: Annotated[Literal["dead", "retried"] | None, QueryParameter()] = "dead",
-        limit: Limit = 50, offset: Offset = 0,
-    ) -> list[DeadLetterOut]:
-        query = select(DeadLetter).order_by(DeadLetter.last_failed_at.desc(), DeadLetter.id).limit(limit).offset(offset)
-        if status:
-            query = query.where(DeadLetter.status == status)
-        return [dead_out(d) for d in (await db_session.execute(query)).scalars()]
-
-    @post("/{dead_letter_id:uuid}/retry", guards=[requires("jobs:retry")])
-    async def retry(
-        self, request: Request[Principal, Any, Any], state: State, db_session: DbSession, dead_letter_id: Id
-    ) -> Response[Any]:
-        async def op() -> DeadLetterOut:
-            letter = await jobs.retry_dead_letter(db_session, dead_letter_id, request.user.actor.describe())
-            return dead_out(letter)
-
-        response = await idempotent(request, db_session, op, status_code=200)
-        if response.headers.get("idempotent-replayed") != "true":
-            from litestar.background_tasks import BackgroundTask
-
-            letter = await db_session.get(DeadLetter, dead_letter_id)
-            assert letter is not None
-            response.background = BackgroundTask(enqueue, state, letter.org_id, letter.ref_id, current_request_id())
-        return response
-
-
-ROUTES = [OrderController, ChannelEventsController, DeadLetterController]
+ROUTES = [OrderController]

@@ -76,29 +76,3 @@ class ManualOrderIn(msgspec.Struct, forbid_unknown_fields=True):
     currency: Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")]
     lines: Annotated[list[ManualLineIn], msgspec.Meta(min_length=1, max_length=500)]
     reference: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
-
-
-class WebhookEventOut(msgspec.Struct):
-    id: uuid.UUID
-    topic: str
-    delivery_id: str
-    status: str
-    attempts: int
-    last_error: str | None
-    received_at: datetime
-    processed_at: datetime | None
-    order_id: uuid.UUID | None
-
-
-class DeadLetterOut(msgspec.Struct):
-    id: uuid.UUID
-    kind: str
-    ref_id: uuid.UUID
-    job_name: str
-    error: str
-    attempts: int
-    status: str
-    first_failed_at: datetime
-    last_failed_at: datetime
-    retried_at: datetime | None
-    payload: dict[str, Any]

@@ -17,20 +17,24 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from rappit.channels.models import Channel
+from rappit.channels.service import get_channel
 from rappit.integrations.channels.canonical import CanonicalLine, CanonicalOrder
 from rappit.inventory import service as inventory
 from rappit.inventory.models import Warehouse
-from rappit.orders.models import SOURCES, Order, OrderEvent, OrderLine
+from rappit.integrations.channels.registry import ORDER_SOURCES
+from rappit.orders.models import Order, OrderEvent, OrderLine
 from rappit.platform.db import utcnow
 from rappit.platform.errors import BusinessRuleViolation, NotFound
 from rappit.tenancy.context import require_org_id
+from rappit.tenancy import service as tenancy
 
 RESERVATION_REF = "order"
 
 
 def format_number(org_code: str, source: str, value: int) -> str:
     """The one definition of an order number: ORGCODE-S-000001 (S Shopify, W WooCommerce, M manual)."""
-    return f"{org_code}-{SOURCES[source]}-{value:06d}"
+    return f"{org_code}-{ORDER_SOURCES[source]}-{value:06d}"
 
 
 async def next_number(session: AsyncSession, org_code: str, source: str) -> str:
@@ -42,7 +46,7 @@ async def next_number(session: AsyncSession, org_code: str, source: str) -> str:
                    ON CONFLICT (org_id, source) DO UPDATE SET last_value = order_counters.last_value + 1
                    RETURNING last_value"""
             ),
-            {"org": require_org_id(), "s": SOURCES[source]},
+            {"org": require_org_id(), "s": ORDER_SOURCES[source]},
         )
     ).scalar_one()
     return format_number(org_code, source, value)
@@ -54,6 +58,21 @@ class ChannelRef:
     source: str  # shopify | woocommerce | manual
     org_code: str
     warehouse_id: uuid.UUID | None
+
+
+async def channel_ref(session: AsyncSession, channel: Channel) -> ChannelRef:
+    """What order creation needs to know about a channel (the org code prefixes order numbers)."""
+    return ChannelRef(
+        id=channel.id, source=channel.type, org_code=await tenancy.org_code(session, channel.org_id),
+        warehouse_id=channel.warehouse_id,
+    )
+
+
+async def ref_of(session: AsyncSession, order: Order) -> ChannelRef:
+    """The channel reference of an existing order (manual orders have none)."""
+    if order.channel_id:
+        return await channel_ref(session, await get_channel(session, order.channel_id))
+    return ChannelRef(id=None, source=order.source, org_code=await tenancy.org_code(session, order.org_id), warehouse_id=None)
 
 
 def _desired(lines: list[CanonicalLine]) -> dict[str, int]:

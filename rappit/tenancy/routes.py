@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
-from sqlalchemy import text
 
-from rappit.platform.errors import Unauthorized
 from rappit.platform.http import DbSession, Id, Limit, Offset
 from rappit.tenancy.idempotency import idempotent
 from rappit.tenancy import service
 from rappit.tenancy.auth import Principal, requires
+from rappit.tenancy.permissions import permissions_for
 from rappit.tenancy.sessions import start_new_session
 from rappit.tenancy.schemas import IssuedTokenOut, LoginIn, MeOut, TokenIn, TokenOut, UserIn, UserOut
 
@@ -95,27 +93,14 @@ class AuthController(Controller):
 
     @post("/login", status_code=HTTP_200_OK)
     async def login(self, request: Request[Any, Any, Any], db_session: DbSession, data: JSONBody[LoginIn]) -> MeOut:
-        row = (
-            await db_session.execute(
-                text("select user_id, org_id, org_code, role, password_hash, is_active from rappit_auth_login(:o, :e)"),
-                {"o": data.org_code.upper(), "e": data.email.strip().lower()},
-            )
-        ).first()
-        # argon2 is deliberately slow (tens of ms): off the event loop, so other requests keep flowing.
-        ok = await asyncio.to_thread(
-            service.verify_password, row.password_hash if row else service.DUMMY_PASSWORD_HASH, data.password
-        )
-        if row is None or not ok or not row.is_active:
-            raise Unauthorized("wrong organization, e-mail or password", code="INVALID_CREDENTIALS")
-        await start_new_session(request, {"user_id": str(row.user_id)})
-        from rappit.tenancy.permissions import permissions_for
-
+        who = await service.authenticate(db_session, org_code=data.org_code, email=data.email, password=data.password)
+        await start_new_session(request, {"user_id": str(who.user_id)})
         return MeOut(
-            org_id=row.org_id,
-            org_code=row.org_code,
-            role=row.role,
-            permissions=sorted(permissions_for(row.role)),
-            actor=f"user:{row.user_id}",
+            org_id=who.org_id,
+            org_code=who.org_code,
+            role=who.role,
+            permissions=sorted(permissions_for(who.role)),
+            actor=f"user:{who.user_id}",
         )
 
     @post("/logout", status_code=HTTP_200_OK)

@@ -4,6 +4,7 @@ from cryptography.fernet import Fernet
 from sqlalchemy import text
 
 from rappit.channels import service
+from rappit.integrations.channels.shopify import ShopifyAdapter
 from rappit.integrations.channels.signatures import sign, verify
 from rappit.platform.crypto import SecretBox
 from rappit.platform.db import provide_session
@@ -64,7 +65,7 @@ async def test_key_rotation_keeps_old_secrets_readable_and_reencrypts(sessionmak
     with org_context(org.id):
         async with provide_session(sessionmaker) as session:
             made = await service.create_channel(
-                session, old_box, channel_type="shopify", name="s", address="rot.myshopify.com", webhook_secret="x" * 32
+                session, old_box, ShopifyAdapter("https://{shop}"), name="s", address="rot.myshopify.com", webhook_secret="x" * 32
             )
         rotated_box = SecretBox((new_key, old_key))  # new key first, old still listed
         async with provide_session(sessionmaker) as session:

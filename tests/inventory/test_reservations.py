@@ -10,11 +10,11 @@ from datetime import timedelta
 from sqlalchemy import text
 
 from rappit.inventory import service
-from rappit.inventory.jobs import release_expired_reservations
+from rappit.workers.settings import release_expired_reservations
 from rappit.platform.db import provide_session, utcnow
 from rappit.platform.errors import BusinessRuleViolation
 from rappit.tenancy.context import Actor, org_context
-from rappit.workers.settings import WorkerSettings
+from rappit.workers.settings import WorkerSettings  # noqa: E402
 from tests.inventory.helpers import assert_inventory_consistent, setup_stock
 
 ONE = [{"sku": "HOT", "warehouse_code": "W1", "quantity": 1}]

@@ -15,7 +15,9 @@ from pathlib import Path
 
 from arq.connections import ArqRedis
 
-from rappit.orders.jobs import reconcile_shopify, sweep_pending_webhooks
+from rappit.integrations.channels.registry import ChannelRegistry
+from rappit.workers.inbox import sweep_pending_webhooks
+from rappit.workers.settings import reconcile_channels
 from rappit.app.factory import create_app
 from rappit.platform.crypto import SecretBox
 from rappit.platform.db import make_engine, make_sessionmaker
@@ -122,11 +124,11 @@ async def test_reconciliation_recovers_an_order_whose_webhook_never_arrived(
         fake.put_order(lost)  # paid, but its webhook never arrived
         sandboxed = dataclasses.replace(settings, shopify_admin_url=fake.url)
         engine = make_engine(sandboxed, pool_size=2, max_overflow=0)
-        ctx = {"sessionmaker": make_sessionmaker(engine), "settings": sandboxed,
+        ctx = {"sessionmaker": make_sessionmaker(engine), "channels": ChannelRegistry.from_settings(sandboxed),
                "secret_box": SecretBox(settings.encryption_keys)}
         try:
-            assert await reconcile_shopify(ctx) >= 1
-            await reconcile_shopify(ctx)  # again: nothing new, nothing doubled
+            assert await reconcile_channels(ctx) >= 1
+            await reconcile_channels(ctx)  # again: nothing new, nothing doubled
         finally:
             await engine.dispose()
     finally:

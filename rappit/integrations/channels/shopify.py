@@ -1,8 +1,20 @@
-"""Shopify: webhook headers, payload mapping (REST Admin API order shape) and the Admin API client."""
+"""Shopify: webhook headers, payload mapping (REST Admin API order shape) and the Admin API calls."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
+
+from rappit.integrations.channels import shopify_api
+from rappit.integrations.channels.base import (
+    ChannelAccess,
+    ChannelActionNeeded,
+    Delivery,
+    DeliveryRefused,
+    TopicKind,
+)
 
 from rappit.integrations.channels.canonical import (
     CanonicalLine,
@@ -13,6 +25,8 @@ from rappit.integrations.channels.canonical import (
     sku_of,
     to_minor,
 )
+from rappit.integrations.channels.signatures import verify
+from rappit.platform.settings import Settings
 
 SIGNATURE_HEADER = "x-shopify-hmac-sha256"
 TOPIC_HEADER = "x-shopify-topic"
@@ -23,6 +37,7 @@ TRIGGERED_AT_HEADER = "x-shopify-triggered-at"
 
 ORDER_TOPICS = {"orders/create", "orders/updated", "orders/cancelled"}
 EDIT_TOPIC = "orders/edited"
+_SHOP_DOMAIN = re.compile(r"^[a-z0-9][a-z0-9-]*\.myshopify\.com$")
 
 
 def map_order(payload: dict[str, Any]) -> CanonicalOrder:
@@ -62,3 +77,68 @@ def edited_order_id(payload: dict[str, Any]) -> str:
     if not isinstance(edit, dict) or edit.get("order_id") is None:
         raise PayloadError("orders/edited payload has no order_edit.order_id")
     return str(edit["order_id"])
+
+
+class ShopifyAdapter:
+    type = "shopify"
+    number_letter = "S"
+
+    def __init__(self, admin_url_template: str) -> None:
+        self.admin_url_template = admin_url_template
+        """Where a shop's Admin API lives; "https://{shop}" in production, a sandbox in tests."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ShopifyAdapter:
+        return cls(settings.shopify_admin_url)
+
+    def normalize_address(self, address: str) -> str:
+        address = address.strip().lower().removeprefix("https://").removeprefix("http://").rstrip("/")
+        if not _SHOP_DOMAIN.match(address):
+            raise ValueError("a Shopify channel needs its shop domain, like acme.myshopify.com")
+        return address
+
+    def is_ping(self, headers: Mapping[str, str], body: bytes) -> bool:
+        return False
+
+    def signature_present(self, headers: Mapping[str, str]) -> bool:
+        return bool(headers.get(SIGNATURE_HEADER))
+
+    def verify(self, headers: Mapping[str, str], body: bytes, secret: str) -> bool:
+        return verify(secret, body, headers.get(SIGNATURE_HEADER))
+
+    def delivery(self, headers: Mapping[str, str], body: bytes, address: str) -> Delivery:
+        if (headers.get(SHOP_HEADER) or "").strip().lower() != address:
+            raise DeliveryRefused(401, "SHOP_MISMATCH", "X-Shopify-Shop-Domain does not match this channel")
+        topic = headers.get(TOPIC_HEADER)
+        delivery = headers.get(EVENT_ID_HEADER) or headers.get(WEBHOOK_ID_HEADER)
+        if not topic or not delivery:
+            raise DeliveryRefused(
+                400, "MISSING_HEADER", "X-Shopify-Topic and X-Shopify-Event-Id (or X-Shopify-Webhook-Id) are required"
+            )
+        try:
+            triggered = parse_time(headers.get(TRIGGERED_AT_HEADER))
+        except PayloadError:
+            triggered = None
+        return Delivery(topic=topic, delivery_id=delivery, dedup_key=None, triggered_at=triggered)
+
+    def classify(self, topic: str) -> TopicKind:
+        if topic in ORDER_TOPICS:
+            return TopicKind.ORDER
+        return TopicKind.EDIT if topic == EDIT_TOPIC else TopicKind.IGNORED
+
+    def map_order(self, data: Any, kind: TopicKind) -> CanonicalOrder:
+        return map_order(data)
+
+    def edited_order_id(self, data: Any) -> str:
+        return edited_order_id(data)
+
+    def _site(self, access: ChannelAccess) -> tuple[str, str]:
+        if not access.token:
+            raise ChannelActionNeeded("this needs the channel's Admin API credentials (an access token)")
+        return shopify_api.site(self.admin_url_template, access.address), access.token
+
+    async def fetch_order(self, access: ChannelAccess, order_id: str) -> dict[str, Any]:
+        return await shopify_api.fetch_order(*self._site(access), order_id)
+
+    async def orders_updated_since(self, access: ChannelAccess, since: datetime) -> list[dict[str, Any]]:
+        return await shopify_api.orders_updated_since(*self._site(access), since)

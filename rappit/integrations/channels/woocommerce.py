@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+
+from rappit.integrations.channels.base import (
+    ChannelAccess,
+    Delivery,
+    DeliveryRefused,
+    OperationNotSupported,
+    TopicKind,
+)
 
 from rappit.integrations.channels.canonical import (
     CanonicalLine,
@@ -13,6 +27,8 @@ from rappit.integrations.channels.canonical import (
     sku_of,
     to_minor,
 )
+from rappit.integrations.channels.signatures import verify
+from rappit.platform.settings import Settings
 
 SIGNATURE_HEADER = "x-wc-webhook-signature"
 TOPIC_HEADER = "x-wc-webhook-topic"
@@ -22,6 +38,7 @@ SOURCE_HEADER = "x-wc-webhook-source"
 ORDER_TOPICS = {"order.created", "order.updated"}
 DELETE_TOPIC = "order.deleted"
 CANCELLED_STATUSES = {"cancelled", "refunded", "trash", "failed"}
+_PING = re.compile(rb"^webhook_id=\d+$")
 
 
 def map_order(payload: dict[str, Any], *, deleted: bool = False) -> CanonicalOrder:
@@ -51,3 +68,60 @@ def map_order(payload: dict[str, Any], *, deleted: bool = False) -> CanonicalOrd
         cancelled=str(payload.get("status") or "") in CANCELLED_STATUSES,
         lines=lines,
     )
+
+
+class WooCommerceAdapter:
+    type = "woocommerce"
+    number_letter = "W"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WooCommerceAdapter:
+        return cls()
+
+    def normalize_address(self, address: str) -> str:
+        parts = urlsplit(address.strip().lower())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("a WooCommerce channel needs its store URL, like https://shop.example.com")
+        return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+    def is_ping(self, headers: Mapping[str, str], body: bytes) -> bool:
+        """WooCommerce's unsigned ping when a webhook is created (a form body `webhook_id=N`)."""
+        return headers.get(SIGNATURE_HEADER) is None and bool(_PING.match(body.strip()))
+
+    def signature_present(self, headers: Mapping[str, str]) -> bool:
+        return bool(headers.get(SIGNATURE_HEADER))
+
+    def verify(self, headers: Mapping[str, str], body: bytes, secret: str) -> bool:
+        return verify(secret, body, headers.get(SIGNATURE_HEADER))
+
+    def delivery(self, headers: Mapping[str, str], body: bytes, address: str) -> Delivery:
+        topic = headers.get(TOPIC_HEADER)
+        delivery = headers.get(DELIVERY_HEADER)
+        if not topic or not delivery:
+            raise DeliveryRefused(400, "MISSING_HEADER", "X-WC-Webhook-Topic and X-WC-Webhook-Delivery-ID are required")
+        # Delivery ids can repeat for two events in one second: also dedup on resource id + modification time.
+        dedup_key = None
+        try:
+            data = msgspec.json.decode(body)
+            if isinstance(data, dict) and data.get("id") is not None:
+                dedup_key = f"{topic}:{data['id']}:{data.get('date_modified_gmt') or 'deleted'}"
+        except msgspec.DecodeError:
+            pass  # stored as is; processing will fail it into a dead letter with the reason
+        return Delivery(topic=topic, delivery_id=delivery, dedup_key=dedup_key, triggered_at=None)
+
+    def classify(self, topic: str) -> TopicKind:
+        if topic in ORDER_TOPICS:
+            return TopicKind.ORDER
+        return TopicKind.CANCEL if topic == DELETE_TOPIC else TopicKind.IGNORED
+
+    def map_order(self, data: Any, kind: TopicKind) -> CanonicalOrder:
+        return map_order(data, deleted=kind is TopicKind.CANCEL)
+
+    def edited_order_id(self, data: Any) -> str:
+        raise OperationNotSupported("WooCommerce sends whole orders; it has no edit topic")
+
+    async def fetch_order(self, access: ChannelAccess, order_id: str) -> dict[str, Any]:
+        raise OperationNotSupported("fetching WooCommerce orders is not implemented")
+
+    async def orders_updated_since(self, access: ChannelAccess, since: datetime) -> list[dict[str, Any]]:
+        raise OperationNotSupported("WooCommerce reconciliation is not implemented")
