@@ -17,7 +17,13 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from rappit.platform import migrate
-from rappit.platform.localstack import DEV_TUNING, EmbeddedPostgres, EmbeddedRedis, drop_database, ensure_database
+from rappit.platform.localstack import (
+    DEV_TUNING,
+    EmbeddedPostgres,
+    EmbeddedRedis,
+    drop_database,
+    ensure_database,
+)
 from rappit.platform.settings import REPO_ROOT, Settings
 from rappit.tenancy.rls import APP_ROLE
 from rappit.tenancy.scoping import install_scoping
@@ -55,7 +61,9 @@ def bench_stack(name: str) -> Iterator[BenchStack]:
     admin = make_url(server_admin.replace("postgresql+asyncpg://", "postgresql://")).set(database=database)
     admin_url = admin.render_as_string(hide_password=False)
     migrate.upgrade(admin_url)
-    settings = Settings(env="development", log_json=True, log_level="WARNING", db_pool_size=70, db_max_overflow=10).with_stack(
+    settings = Settings(
+        env="development", log_json=True, log_level="WARNING", db_pool_size=70, db_max_overflow=10
+    ).with_stack(
         database_url=admin.set(username=APP_ROLE, password=None).render_as_string(hide_password=False),
         migration_database_url=admin_url,
         redis_url=redis_url,
@@ -75,8 +83,12 @@ def machine() -> dict[str, object]:
 def write_results(name: str, payload: dict[str, object]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    payload = {"benchmark": name, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-               "machine": machine(), **payload}
+    payload = {
+        "benchmark": name,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        **payload,
+    }
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
 
@@ -86,13 +98,31 @@ def api_server(settings: Settings, port: int) -> Iterator[str]:
     """The real API in its own process (uvicorn), as production runs it."""
     env = dict(os.environ)
     env.update(
-        RAPPIT_ENV="development", DATABASE_URL=settings.database_url or "", REDIS_URL=settings.redis_url or "",
-        MIGRATION_DATABASE_URL=settings.migration_database_url or "", LOG_LEVEL="WARNING",
-        RATE_LIMIT_API_PER_MINUTE="1000000", RATE_LIMIT_WEBHOOKS_PER_MINUTE="1000000", RATE_LIMIT_CHANNEL_PER_MINUTE="1000000", MAX_BODY_BYTES=str(50 * 2**20),
+        RAPPIT_ENV="development",
+        DATABASE_URL=settings.database_url or "",
+        REDIS_URL=settings.redis_url or "",
+        MIGRATION_DATABASE_URL=settings.migration_database_url or "",
+        LOG_LEVEL="WARNING",
+        RATE_LIMIT_API_PER_MINUTE="1000000",
+        RATE_LIMIT_WEBHOOKS_PER_MINUTE="1000000",
+        RATE_LIMIT_CHANNEL_PER_MINUTE="1000000",
+        MAX_BODY_BYTES=str(50 * 2**20),
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "rappit.app.factory:create_app", "--host", "127.0.0.1",
-         "--port", str(port), "--no-access-log", "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "rappit.app.factory:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
         env=env,
     )
     base = f"http://127.0.0.1:{port}"

@@ -19,10 +19,10 @@ import uuid
 from typing import Any
 
 import httpx
+from _stack import api_server, bench_stack, write_results
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from _stack import api_server, bench_stack, write_results
 from rappit.inventory import service
 from rappit.platform.db import make_engine, make_sessionmaker, provide_session
 from rappit.tenancy.context import Actor, org_context
@@ -36,12 +36,19 @@ LATENCY_SAMPLES = int(os.environ.get("BENCH_LATENCY_SAMPLES", "2000"))
 
 async def seed_org(sessionmaker: Any) -> tuple[uuid.UUID, str]:
     async with provide_session(sessionmaker) as session:
-        new = await create_organization(session, name="Bench", code="B" + uuid.uuid4().hex[:6].upper(),
-                                        admin_email="bench@bench.test", password="bench password 1234")
+        new = await create_organization(
+            session,
+            name="Bench",
+            code="B" + uuid.uuid4().hex[:6].upper(),
+            admin_email="bench@bench.test",
+            password="bench password 1234",
+        )
     return new.org.id, new.token.plaintext
 
 
-async def stock_one(sessionmaker: Any, org_id: uuid.UUID, sku: str, wh: str, qty: int) -> tuple[uuid.UUID, uuid.UUID]:
+async def stock_one(
+    sessionmaker: Any, org_id: uuid.UUID, sku: str, wh: str, qty: int
+) -> tuple[uuid.UUID, uuid.UUID]:
     with org_context(org_id):
         async with provide_session(sessionmaker) as session:
             s = await service.create_sku(session, code=sku)
@@ -74,9 +81,12 @@ async def hot_sku(sessionmaker: Any, engine: Any, org_id: uuid.UUID) -> dict[str
         elapsed = time.perf_counter() - started
         async with engine.connect() as conn:
             await conn.execute(text("select set_config('app.org_id', :o, false)"), {"o": str(org_id)})
-            reserved = (await conn.execute(
-                text("select reserved from inventory_levels where sku_id = :s and warehouse_id = :w"),
-                {"s": sku_id, "w": wh_id})).scalar_one()
+            reserved = (
+                await conn.execute(
+                    text("select reserved from inventory_levels where sku_id = :s and warehouse_id = :w"),
+                    {"s": sku_id, "w": wh_id},
+                )
+            ).scalar_one()
         results[name] = {
             "reservations_granted": granted,
             "stock": HOT_STOCK,
@@ -92,7 +102,9 @@ async def hot_sku(sessionmaker: Any, engine: Any, org_id: uuid.UUID) -> dict[str
         with org_context(org_id, Actor(kind="system", id="bench")):
             try:
                 async with provide_session(sessionmaker) as session:
-                    await service.reserve(session, [service.ReserveLine(sku_id, wh_id, 1)], reference_type="manual")
+                    await service.reserve(
+                        session, [service.ReserveLine(sku_id, wh_id, 1)], reference_type="manual"
+                    )
                 return True
             except service.InsufficientStock:
                 return False
@@ -100,30 +112,51 @@ async def hot_sku(sessionmaker: Any, engine: Any, org_id: uuid.UUID) -> dict[str
     async def naive(sku_id: uuid.UUID, wh_id: uuid.UUID) -> bool:
         async with engine.begin() as conn:
             await conn.execute(text("select set_config('app.org_id', :o, true)"), {"o": str(org_id)})
-            on_hand, reserved = (await conn.execute(
-                text("select on_hand, reserved from inventory_levels where sku_id = :s and warehouse_id = :w"),
-                {"s": sku_id, "w": wh_id})).one()
+            on_hand, reserved = (
+                await conn.execute(
+                    text(
+                        "select on_hand, reserved from inventory_levels where sku_id = :s and "
+                        "warehouse_id = :w"
+                    ),
+                    {"s": sku_id, "w": wh_id},
+                )
+            ).one()
             if on_hand - reserved < 1:
                 return False
             await conn.execute(
                 text("update inventory_levels set reserved = :r where sku_id = :s and warehouse_id = :w"),
-                {"r": reserved + 1, "s": sku_id, "w": wh_id})
+                {"r": reserved + 1, "s": sku_id, "w": wh_id},
+            )
         return True
 
     async def for_update(sku_id: uuid.UUID, wh_id: uuid.UUID) -> bool:
         async with engine.begin() as conn:
             await conn.execute(text("select set_config('app.org_id', :o, true)"), {"o": str(org_id)})
-            on_hand, reserved = (await conn.execute(
-                text("select on_hand, reserved from inventory_levels where sku_id = :s and warehouse_id = :w for update"),
-                {"s": sku_id, "w": wh_id})).one()
+            on_hand, reserved = (
+                await conn.execute(
+                    text(
+                        "select on_hand, reserved from inventory_levels where sku_id = :s and "
+                        "warehouse_id = :w for update"
+                    ),
+                    {"s": sku_id, "w": wh_id},
+                )
+            ).one()
             if on_hand - reserved < 1:
                 return False
             await conn.execute(
-                text("update inventory_levels set reserved = reserved + 1 where sku_id = :s and warehouse_id = :w"),
-                {"s": sku_id, "w": wh_id})
+                text(
+                    "update inventory_levels set reserved = reserved + 1 where sku_id = :s and "
+                    "warehouse_id = :w"
+                ),
+                {"s": sku_id, "w": wh_id},
+            )
         return True
 
-    for name, fn in (("naive_read_then_write", naive), ("select_for_update", for_update), ("rappit_reserve", rappit_reserve)):
+    for name, fn in (
+        ("naive_read_then_write", naive),
+        ("select_for_update", for_update),
+        ("rappit_reserve", rappit_reserve),
+    ):
         sku_id, wh_id = await stock_one(sessionmaker, org_id, f"HOT-{name}", f"W-{name[:20]}", HOT_STOCK)
         await run(name, fn, sku_id, wh_id)
     base = results["select_for_update"]["reservations_per_s"]
@@ -135,17 +168,33 @@ async def hot_sku(sessionmaker: Any, engine: Any, org_id: uuid.UUID) -> dict[str
 # ---------------------------------------------------------------- 2. bulk import
 
 
-async def bulk_import(settings: Any, engine: Any, admin_url: str, org_id: uuid.UUID, token: str) -> dict[str, Any]:
+async def bulk_import(
+    settings: Any, engine: Any, admin_url: str, org_id: uuid.UUID, token: str
+) -> dict[str, Any]:
     n_skus = IMPORT_ROWS // 2
     admin = create_async_engine(admin_url.replace("postgresql://", "postgresql+asyncpg://"))
     async with admin.begin() as conn:
-        await conn.execute(text(
-            "insert into skus (id, org_id, code, name, reorder_point, created_at) select gen_random_uuid(), :o, "
-            "'IMP' || lpad(g::text, 6, '0'), '', 0, now() from generate_series(1, CAST(:n AS int)) g"), {"o": org_id, "n": n_skus})
+        await conn.execute(
+            text(
+                "insert into skus (id, org_id, code, name, reorder_point, created_at) select "
+                "gen_random_uuid(), :o, "
+                "'IMP' || lpad(g::text, 6, '0'), '', 0, now() from generate_series(1, CAST(:n AS int)) g"
+            ),
+            {"o": org_id, "n": n_skus},
+        )
         for wh in ("IW1", "IW2"):
-            await conn.execute(text("insert into warehouses (id, org_id, code, name, created_at) "
-                                    "values (gen_random_uuid(), :o, :c, '', now())"), {"o": org_id, "c": wh})
-    rows = [(f"IMP{i:06d}", (i * 7 + w) % 1000 + 1, wh) for i in range(1, n_skus + 1) for w, wh in enumerate(("IW1", "IW2"))]
+            await conn.execute(
+                text(
+                    "insert into warehouses (id, org_id, code, name, created_at) "
+                    "values (gen_random_uuid(), :o, :c, '', now())"
+                ),
+                {"o": org_id, "c": wh},
+            )
+    rows = [
+        (f"IMP{i:06d}", (i * 7 + w) % 1000 + 1, wh)
+        for i in range(1, n_skus + 1)
+        for w, wh in enumerate(("IW1", "IW2"))
+    ]
     csv1 = ("sku,quantity,warehouse_code\n" + "".join(f"{s},{q},{w}\n" for s, q, w in rows)).encode()
     csv2 = ("sku,quantity,warehouse_code\n" + "".join(f"{s},{q + 5},{w}\n" for s, q, w in rows)).encode()
     out: dict[str, Any] = {"rows": len(rows), "csv_bytes": len(csv1)}
@@ -157,14 +206,19 @@ async def bulk_import(settings: Any, engine: Any, admin_url: str, org_id: uuid.U
                 resp = await client.post("/api/v1/inventory/bulk", content=body, headers=headers)
                 elapsed = time.perf_counter() - started
                 summary = resp.json()
-                assert resp.status_code == 200 and summary["applied"] == len(rows), (resp.status_code, str(summary)[:300])
+                assert resp.status_code == 200 and summary["applied"] == len(rows), (
+                    resp.status_code,
+                    str(summary)[:300],
+                )
                 out[label] = {"seconds": round(elapsed, 3), "rows_per_s": round(len(rows) / elapsed)}
     async with admin.connect() as conn:
         await conn.execute(text("create table copy_scratch (sku text, quantity int, warehouse_code text)"))
         await conn.commit()
         raw = (await conn.get_raw_connection()).driver_connection
         started = time.perf_counter()
-        await raw.copy_records_to_table("copy_scratch", records=rows, columns=["sku", "quantity", "warehouse_code"])
+        await raw.copy_records_to_table(
+            "copy_scratch", records=rows, columns=["sku", "quantity", "warehouse_code"]
+        )
         out["raw_copy"] = {"seconds": round(time.perf_counter() - started, 3)}
         await conn.execute(text("drop table copy_scratch"))
         await conn.commit()
@@ -180,24 +234,46 @@ async def bulk_import(settings: Any, engine: Any, admin_url: str, org_id: uuid.U
 async def latency(sessionmaker: Any, admin_url: str, org_id: uuid.UUID) -> dict[str, Any]:
     admin = create_async_engine(admin_url.replace("postgresql://", "postgresql+asyncpg://"))
     async with admin.begin() as conn:
-        wh = (await conn.execute(text("insert into warehouses (id, org_id, code, name, created_at) "
-                                      "values (gen_random_uuid(), :o, 'LAT', '', now()) returning id"), {"o": org_id})).scalar_one()
+        wh = (
+            await conn.execute(
+                text(
+                    "insert into warehouses (id, org_id, code, name, created_at) "
+                    "values (gen_random_uuid(), :o, 'LAT', '', now()) returning id"
+                ),
+                {"o": org_id},
+            )
+        ).scalar_one()
     out: dict[str, Any] = {}
     have = 0
     for target in (1_000, 1_000_000):
         async with admin.begin() as conn:
-            await conn.execute(text(
-                "with s as (insert into skus (id, org_id, code, name, reorder_point, created_at) "
-                " select gen_random_uuid(), :o, 'LAT' || lpad(g::text, 7, '0'), '', 0, now() "
-                " from generate_series(CAST(:a AS int), CAST(:b AS int)) g returning id) "
-                "insert into inventory_levels (id, org_id, sku_id, warehouse_id, on_hand, reserved, updated_at) "
-                "select gen_random_uuid(), :o, s.id, :w, 1000000, 0, now() from s"),
-                {"o": org_id, "a": have + 1, "b": target, "w": wh})
+            await conn.execute(
+                text(
+                    "with s as (insert into skus (id, org_id, code, name, reorder_point, created_at) "
+                    " select gen_random_uuid(), :o, 'LAT' || lpad(g::text, 7, '0'), '', 0, now() "
+                    " from generate_series(CAST(:a AS int), CAST(:b AS int)) g returning id) "
+                    "insert into inventory_levels (id, org_id, sku_id, warehouse_id, on_hand, "
+                    "reserved, updated_at) "
+                    "select gen_random_uuid(), :o, s.id, :w, 1000000, 0, now() from s"
+                ),
+                {"o": org_id, "a": have + 1, "b": target, "w": wh},
+            )
             await conn.execute(text("analyze skus"))
             await conn.execute(text("analyze inventory_levels"))
             total = (await conn.execute(text("select count(*) from inventory_levels"))).scalar_one()
-            ids = (await conn.execute(text(
-                "select sku_id from inventory_levels where warehouse_id = :w order by random() limit 500"), {"w": wh})).scalars().all()
+            ids = (
+                (
+                    await conn.execute(
+                        text(
+                            "select sku_id from inventory_levels where warehouse_id = :w order by "
+                            "random() limit 500"
+                        ),
+                        {"w": wh},
+                    )
+                )
+                .scalars()
+                .all()
+            )
         have = target
         async with admin.connect() as conn:  # settle: no checkpoint or autovacuum of the seed mid-measurement
             await conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -210,7 +286,9 @@ async def latency(sessionmaker: Any, admin_url: str, org_id: uuid.UUID) -> dict[
             started = time.perf_counter()
             with org_context(org_id):
                 async with provide_session(sessionmaker) as session:
-                    await service.reserve(session, [service.ReserveLine(sku_id, wh, 1)], reference_type="manual")
+                    await service.reserve(
+                        session, [service.ReserveLine(sku_id, wh, 1)], reference_type="manual"
+                    )
             if i >= 0:
                 samples.append((time.perf_counter() - started) * 1000)
         samples.sort()
@@ -255,13 +333,22 @@ async def main() -> None:
     if ONLY:
         print({"hot_sku": hot, "bulk_import": bulk, "reserve_latency": lat})
         return
-    path = write_results("inventory", {"hot_sku": hot, "bulk_import": bulk, "reserve_latency": lat,
-                                        "config": {"clients": CLIENTS, "hot_stock": HOT_STOCK}})
-    print("\n1. Hot SKU, %d clients, %d units" % (CLIENTS, HOT_STOCK))
+    path = write_results(
+        "inventory",
+        {
+            "hot_sku": hot,
+            "bulk_import": bulk,
+            "reserve_latency": lat,
+            "config": {"clients": CLIENTS, "hot_stock": HOT_STOCK},
+        },
+    )
+    print(f"\n1. Hot SKU, {CLIENTS} clients, {HOT_STOCK} units")
     print(f"   {'method':<24}{'res/s':>10}{'ratio':>8}{'granted':>9}{'oversold':>10}{'lost upd':>10}")
     for name, r in hot.items():
-        print(f"   {name:<24}{r['reservations_per_s']:>10}{r['ratio_vs_select_for_update']:>8}"
-              f"{r['reservations_granted']:>9}{r['oversold']:>10}{r['lost_updates']:>10}")
+        print(
+            f"   {name:<24}{r['reservations_per_s']:>10}{r['ratio_vs_select_for_update']:>8}"
+            f"{r['reservations_granted']:>9}{r['oversold']:>10}{r['lost_updates']:>10}"
+        )
     print("\n2. Bulk import, 100,000 rows")
     for label in ("http_import_new_levels", "http_import_existing_levels"):
         print(f"   {label:<32}{bulk[label]['seconds']:>8} s   {bulk[label]['ratio_vs_raw_copy']}x raw COPY")

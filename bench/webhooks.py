@@ -19,9 +19,9 @@ import uuid
 from typing import Any
 
 import httpx
+from _stack import api_server, bench_stack, write_results
 from sqlalchemy import text
 
-from _stack import api_server, bench_stack, write_results
 from rappit.integrations.channels.signatures import sign
 from rappit.inventory import service as inventory
 from rappit.platform.db import make_engine, make_sessionmaker, provide_session
@@ -46,11 +46,18 @@ app = Litestar([hook])
 
 
 def order(n: int) -> bytes:
-    return json.dumps({
-        "id": 10_000_000 + n, "name": f"#{n}", "currency": "USD", "updated_at": "2026-11-01T12:00:00+00:00",
-        "cancelled_at": None,
-        "line_items": [{"id": n * 10, "sku": "BENCH", "title": "Bench item", "quantity": 1, "price": "10.00"}],
-    }).encode()
+    return json.dumps(
+        {
+            "id": 10_000_000 + n,
+            "name": f"#{n}",
+            "currency": "USD",
+            "updated_at": "2026-11-01T12:00:00+00:00",
+            "cancelled_at": None,
+            "line_items": [
+                {"id": n * 10, "sku": "BENCH", "title": "Bench item", "quantity": 1, "price": "10.00"}
+            ],
+        }
+    ).encode()
 
 
 async def blast(url: str, bodies: list[bytes], headers_for: Any) -> dict[str, Any]:
@@ -61,6 +68,7 @@ async def blast(url: str, bodies: list[bytes], headers_for: Any) -> dict[str, An
         queue.put_nowait(body)
     limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+
         async def worker() -> None:
             while not queue.empty():
                 body = queue.get_nowait()
@@ -74,9 +82,12 @@ async def blast(url: str, bodies: list[bytes], headers_for: Any) -> dict[str, An
         elapsed = time.perf_counter() - started
     latencies.sort()
     return {
-        "requests": len(bodies), "statuses": statuses, "seconds": round(elapsed, 3),
+        "requests": len(bodies),
+        "statuses": statuses,
+        "seconds": round(elapsed, 3),
         "requests_per_s": round(len(bodies) / elapsed, 1),
-        "p50_ms": round(statistics.median(latencies), 2), "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 2),
+        "p50_ms": round(statistics.median(latencies), 2),
+        "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 2),
     }
 
 
@@ -86,33 +97,69 @@ async def main() -> None:
         engine = make_engine(settings, pool_size=4, max_overflow=0)
         sessionmaker = make_sessionmaker(engine)
         async with provide_session(sessionmaker) as session:
-            org = await create_organization(session, name="Bench", code="BW" + uuid.uuid4().hex[:4].upper(),
-                                            admin_email="bench@bench.test", password="bench password 1234")
+            org = await create_organization(
+                session,
+                name="Bench",
+                code="BW" + uuid.uuid4().hex[:4].upper(),
+                admin_email="bench@bench.test",
+                password="bench password 1234",
+            )
         with org_context(org.org.id):
             async with provide_session(sessionmaker) as session:
                 await inventory.create_sku(session, code="BENCH")
                 await inventory.create_warehouse(session, code="W1")
-                await inventory.adjust(session, sku="BENCH", warehouse="W1", quantity=10_000_000, reason="receive")
+                await inventory.adjust(
+                    session, sku="BENCH", warehouse="W1", quantity=10_000_000, reason="receive"
+                )
         token = org.token.plaintext
         results: dict[str, Any] = {}
         with api_server(settings, port=18741) as base:
             async with httpx.AsyncClient(base_url=base) as c:
-                made = (await c.post("/api/v1/channels", headers={"Authorization": f"Bearer {token}"}, json={
-                    "type": "shopify", "name": "Bench", "address": "bench.myshopify.com", "webhook_secret": SECRET})).json()
+                made = (
+                    await c.post(
+                        "/api/v1/channels",
+                        headers={"Authorization": f"Bearer {token}"},
+                        json={
+                            "type": "shopify",
+                            "name": "Bench",
+                            "address": "bench.myshopify.com",
+                            "webhook_secret": SECRET,
+                        },
+                    )
+                ).json()
             channel_id = made["channel"]["id"]
 
             def shopify_headers(body: bytes) -> dict[str, str]:
-                return {"Content-Type": "application/json", "X-Shopify-Hmac-Sha256": sign(SECRET, body),
-                        "X-Shopify-Topic": "orders/create", "X-Shopify-Shop-Domain": "bench.myshopify.com",
-                        "X-Shopify-Event-Id": str(uuid.uuid4())}
+                return {
+                    "Content-Type": "application/json",
+                    "X-Shopify-Hmac-Sha256": sign(SECRET, body),
+                    "X-Shopify-Topic": "orders/create",
+                    "X-Shopify-Shop-Domain": "bench.myshopify.com",
+                    "X-Shopify-Event-Id": str(uuid.uuid4()),
+                }
 
             # Baseline: a bare Litestar endpoint, same server, same client, same bodies.
             bare_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
             bare_file = os.path.join(bare_dir, "_bare_app.py")
             with open(bare_file, "w") as f:
                 f.write(BARE_APP)
-            bare = subprocess.Popen([sys.executable, "-m", "uvicorn", "_bare_app:app", "--app-dir", bare_dir,
-                                     "--host", "127.0.0.1", "--port", "18742", "--no-access-log", "--log-level", "warning"])
+            bare = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "_bare_app:app",
+                    "--app-dir",
+                    bare_dir,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "18742",
+                    "--no-access-log",
+                    "--log-level",
+                    "warning",
+                ]
+            )
             try:
                 for _ in range(50):
                     try:
@@ -123,23 +170,34 @@ async def main() -> None:
                 bodies = [order(i) for i in range(INGRESS_REQUESTS)]
                 print(f"1. ingress: {INGRESS_REQUESTS} requests at concurrency {CONCURRENCY}", flush=True)
                 results["bare_litestar"] = await blast("http://127.0.0.1:18742/hook", bodies, shopify_headers)
-                results["rappit_ingress"] = await blast(f"{base}/webhooks/shopify/{channel_id}", bodies, shopify_headers)
+                results["rappit_ingress"] = await blast(
+                    f"{base}/webhooks/shopify/{channel_id}", bodies, shopify_headers
+                )
             finally:
                 bare.terminate()
                 bare.wait(10)
                 os.unlink(bare_file)
             results["ingress_ratio_vs_bare"] = round(
-                results["rappit_ingress"]["requests_per_s"] / results["bare_litestar"]["requests_per_s"], 2)
+                results["rappit_ingress"]["requests_per_s"] / results["bare_litestar"]["requests_per_s"], 2
+            )
 
             # End to end with one worker: drain what ingress queued first, then time a fresh batch.
             env = dict(os.environ)
-            env.update(RAPPIT_ENV="development", DATABASE_URL=settings.database_url or "", REDIS_URL=settings.redis_url or "",
-                       MIGRATION_DATABASE_URL=settings.migration_database_url or "", LOG_LEVEL="WARNING")
+            env.update(
+                RAPPIT_ENV="development",
+                DATABASE_URL=settings.database_url or "",
+                REDIS_URL=settings.redis_url or "",
+                MIGRATION_DATABASE_URL=settings.migration_database_url or "",
+                LOG_LEVEL="WARNING",
+            )
             worker = subprocess.Popen([sys.executable, "-m", "rappit.app.cli", "worker"], env=env)
             try:
+
                 async def processed() -> int:
                     async with engine.connect() as conn:
-                        await conn.execute(text("select set_config('app.org_id', :o, false)"), {"o": str(org.org.id)})
+                        await conn.execute(
+                            text("select set_config('app.org_id', :o, false)"), {"o": str(org.org.id)}
+                        )
                         return (await conn.execute(text("select count(*) from orders"))).scalar_one()
 
                 accepted = results["rappit_ingress"]["statuses"].get(200, 0)
@@ -149,25 +207,35 @@ async def main() -> None:
                 print(f"2. end to end: {E2E_ORDERS} orders, one worker", flush=True)
                 bodies = [order(INGRESS_REQUESTS + i) for i in range(E2E_ORDERS)]
                 started = time.perf_counter()
-                send = asyncio.create_task(blast(f"{base}/webhooks/shopify/{channel_id}", bodies, shopify_headers))
+                send = asyncio.create_task(
+                    blast(f"{base}/webhooks/shopify/{channel_id}", bodies, shopify_headers)
+                )
                 while await processed() < INGRESS_REQUESTS + E2E_ORDERS:
                     await asyncio.sleep(0.1)
                 elapsed = time.perf_counter() - started
                 await send
-                results["end_to_end"] = {"orders": E2E_ORDERS, "seconds": round(elapsed, 2),
-                                         "orders_per_s": round(E2E_ORDERS / elapsed, 1), "workers": 1}
+                results["end_to_end"] = {
+                    "orders": E2E_ORDERS,
+                    "seconds": round(elapsed, 2),
+                    "orders_per_s": round(E2E_ORDERS / elapsed, 1),
+                    "workers": 1,
+                }
             finally:
                 worker.terminate()
                 worker.wait(15)
         await engine.dispose()
-    path = write_results("webhooks", {**results, "config": {"concurrency": CONCURRENCY, "ingress_requests": INGRESS_REQUESTS}})
+    path = write_results(
+        "webhooks", {**results, "config": {"concurrency": CONCURRENCY, "ingress_requests": INGRESS_REQUESTS}}
+    )
     print(f"\n   {'endpoint':<18}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}  statuses")
     for name in ("bare_litestar", "rappit_ingress"):
         r = results[name]
         print(f"   {name:<18}{r['requests_per_s']:>9}{r['p50_ms']:>9}{r['p99_ms']:>9}  {r['statuses']}")
     print(f"   ingress / bare ratio: {results['ingress_ratio_vs_bare']}")
     e = results["end_to_end"]
-    print(f"   end to end: {e['orders']} orders in {e['seconds']} s = {e['orders_per_s']} orders/s (1 worker)")
+    print(
+        f"   end to end: {e['orders']} orders in {e['seconds']} s = {e['orders_per_s']} orders/s (1 worker)"
+    )
     print(f"\nwritten to {path}")
 
 

@@ -21,7 +21,9 @@ def _url() -> str:
         settings = Settings.from_env()
         url = settings.migration_database_url or settings.database_url
     if not url:
-        raise RuntimeError("no database URL: set MIGRATION_DATABASE_URL or DATABASE_URL (or use `rappit migrate`)")
+        raise RuntimeError(
+            "no database URL: set MIGRATION_DATABASE_URL or DATABASE_URL (or use `rappit migrate`)"
+        )
     return _async_url(url)
 
 
@@ -30,7 +32,9 @@ MIGRATION_LOCK = 7_243_001  # pg_advisory_lock key: one migrator at a time acros
 
 def _run(connection) -> None:  # type: ignore[no-untyped-def]
     # Several containers running `rappit serve` at once: the others wait here, then find nothing to do.
-    connection.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")  # a session lock: outlives the commit
+    connection.exec_driver_sql(
+        f"SELECT pg_advisory_lock({MIGRATION_LOCK})"
+    )  # a session lock: outlives the commit
     connection.commit()
     try:
         context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)

@@ -21,8 +21,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from rappit.platform import migrate
 from rappit.app.factory import create_app
+from rappit.platform import migrate
 from rappit.platform.db import make_engine, make_sessionmaker, provide_session
 from rappit.platform.localstack import (
     TEST_TUNING,
@@ -90,7 +90,10 @@ def settings(stack: Stack) -> Settings:
     # reaches; the rate-limit tests build their own apps with small ones.
     generous = 1_000_000
     return Settings(
-        env="test", log_json=True, rate_limit_api_per_minute=generous, rate_limit_webhooks_per_minute=generous,
+        env="test",
+        log_json=True,
+        rate_limit_api_per_minute=generous,
+        rate_limit_webhooks_per_minute=generous,
         rate_limit_channel_per_minute=generous,
     ).with_stack(
         database_url=stack.app_url, migration_database_url=stack.admin_url, redis_url=stack.redis_url
@@ -182,7 +185,13 @@ def make_org(sessionmaker: async_sessionmaker[AsyncSession]) -> Callable[..., Aw
             new = await create_organization(
                 session, name=name, code=code, admin_email=f"owner@{code.lower()}.test", password=password
             )
-        return Org(id=new.org.id, code=code, token=new.token.plaintext, owner_email=new.owner.email, password=password)
+        return Org(
+            id=new.org.id,
+            code=code,
+            token=new.token.plaintext,
+            owner_email=new.owner.email,
+            password=password,
+        )
 
     return factory
 

@@ -56,7 +56,9 @@ def stack(settings: Settings, *, migrate: bool = True) -> Iterator[Settings]:
         assert database_url and migration_url and redis_url
         if migrate:
             migrations.upgrade(migration_url)
-        yield settings.with_stack(database_url=database_url, migration_database_url=migration_url, redis_url=redis_url)
+        yield settings.with_stack(
+            database_url=database_url, migration_database_url=migration_url, redis_url=redis_url
+        )
     finally:
         if redis is not None:
             redis.stop()
@@ -147,8 +149,18 @@ def up(demo: bool, worker: bool) -> None:
         env = child_env(live)
         procs = [
             subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "--factory", "rappit.app.factory:create_app",
-                 "--host", live.host, "--port", str(live.port), "--no-access-log"],
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "--factory",
+                    "rappit.app.factory:create_app",
+                    "--host",
+                    live.host,
+                    "--port",
+                    str(live.port),
+                    "--no-access-log",
+                ],
                 env=env,
                 start_new_session=True,  # we signal them ourselves, once
             )
@@ -159,7 +171,10 @@ def up(demo: bool, worker: bool) -> None:
                     [sys.executable, "-m", "rappit.app.cli", "worker"], env=env, start_new_session=True
                 )
             )
-        click.echo(f"\n  Rappit is running at {live.base_url()} (API docs: {live.base_url()}/schema). Ctrl-C stops everything.\n")
+        click.echo(
+            f"\n  Rappit is running at {live.base_url()} (API docs: {live.base_url()}/schema). Ctrl-C "
+            "stops everything.\n"
+        )
         stopping = False
 
         def stop(*_: Any) -> None:
@@ -199,12 +214,19 @@ async def _ensure_demo(settings: Settings) -> None:
 
             password = secrets.token_urlsafe(12)
             new = await create_organization(
-                session, name="Demo Merchant", code=DEMO_CODE, admin_email="admin@demo.rappit.test", password=password
+                session,
+                name="Demo Merchant",
+                code=DEMO_CODE,
+                admin_email="admin@demo.rappit.test",
+                password=password,
             )
             click.echo(f"\n  Created the demo organization {DEMO_CODE}: admin@demo.rappit.test / {password}")
             print_token(settings, new.token.plaintext, label="Demo API token")
             return
-        click.echo(f"\n  Demo organization {DEMO_CODE} exists. New token: rappit token create --org {DEMO_CODE} --name me")
+        click.echo(
+            f"\n  Demo organization {DEMO_CODE} exists. New token: rappit token create --org "
+            f"{DEMO_CODE} --name me"
+        )
 
     await _with_session(settings, run)
 
@@ -220,7 +242,9 @@ def serve(host: str | None, port: int | None, run_migrations: bool, workers: int
 
     settings = load_settings()
     if settings.embedded:
-        click.echo("rappit: serve needs DATABASE_URL and REDIS_URL (use `rappit up` for the local stack)", err=True)
+        click.echo(
+            "rappit: serve needs DATABASE_URL and REDIS_URL (use `rappit up` for the local stack)", err=True
+        )
         sys.exit(2)
     with stack(settings, migrate=run_migrations):
         uvicorn.run(
@@ -243,10 +267,15 @@ def worker() -> None:
 
     settings = load_settings()
     if settings.embedded:
-        click.echo("rappit: worker needs DATABASE_URL and REDIS_URL (use `rappit up` for the local stack)", err=True)
+        click.echo(
+            "rappit: worker needs DATABASE_URL and REDIS_URL (use `rappit up` for the local stack)", err=True
+        )
         sys.exit(2)
     run_worker(  # type: ignore[arg-type]
-        WorkerSettings, redis_settings=redis_settings(settings), ctx={"settings": settings}, **worker_options(settings)
+        WorkerSettings,
+        redis_settings=redis_settings(settings),
+        ctx={"settings": settings},
+        **worker_options(settings),
     )
 
 
@@ -258,7 +287,9 @@ def org() -> None:
 @org.command("create")
 @click.option("--name", required=True)
 @click.option("--admin-email", required=True)
-@click.option("--code", default=None, help="2-10 letters/digits, order-number prefix (default: from the name).")
+@click.option(
+    "--code", default=None, help="2-10 letters/digits, order-number prefix (default: from the name)."
+)
 @click.option("--password", default=None, help="Owner's dashboard password (default: generated and printed).")
 def org_create(name: str, admin_email: str, code: str | None, password: str | None) -> None:
     """Onboard a tenant: organization, owner user and a first API token, in one transaction."""
@@ -273,13 +304,18 @@ def org_create(name: str, admin_email: str, code: str | None, password: str | No
             new = asyncio.run(
                 _with_session(
                     live,
-                    lambda s: create_organization(s, name=name, admin_email=admin_email, code=code, password=password),
+                    lambda s: create_organization(
+                        s, name=name, admin_email=admin_email, code=code, password=password
+                    ),
                 )
             )
         except Exception as exc:
             fail(exc)
             return
-        click.echo(f"Created organization {new.org.code} ({new.org.id}); owner {new.owner.email} / password {password}")
+        click.echo(
+            f"Created organization {new.org.code} ({new.org.id}); owner {new.owner.email} / password "
+            f"{password}"
+        )
         print_token(live, new.token.plaintext, label="Owner API token")
 
 
@@ -291,7 +327,9 @@ def user() -> None:
 @user.command("add")
 @click.option("--org", "org_code", required=True)
 @click.option("--email", required=True)
-@click.option("--role", type=click.Choice(["owner", "admin", "staff", "viewer"]), default="staff", show_default=True)
+@click.option(
+    "--role", type=click.Choice(["owner", "admin", "staff", "viewer"]), default="staff", show_default=True
+)
 @click.option("--password", default=None)
 def user_add(org_code: str, email: str, role: str, password: str | None) -> None:
     """Add a user to an organization."""
@@ -325,7 +363,9 @@ def token() -> None:
 @token.command("create")
 @click.option("--org", "org_code", required=True)
 @click.option("--name", required=True)
-@click.option("--role", type=click.Choice(["owner", "admin", "staff", "viewer"]), default="admin", show_default=True)
+@click.option(
+    "--role", type=click.Choice(["owner", "admin", "staff", "viewer"]), default="admin", show_default=True
+)
 def token_create(org_code: str, name: str, role: str) -> None:
     """Issue an API token (printed once)."""
     from rappit.tenancy.context import Actor, org_context

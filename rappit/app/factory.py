@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import click
+from arq.connections import ArqRedis
 from litestar import Litestar
 from litestar.config.app import AppConfig
 from litestar.config.cors import CORSConfig
@@ -15,11 +16,15 @@ from litestar.openapi import OpenAPIConfig
 from litestar.plugins import CLIPluginProtocol, InitPluginProtocol
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.stores.redis import RedisStore
-from arq.connections import ArqRedis
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rappit import __version__
+from rappit.channels import routes as channel_routes
+from rappit.channels import webhooks
+from rappit.integrations.channels.registry import ChannelRegistry
+from rappit.inventory import routes as inventory_routes
+from rappit.orders import routes as order_routes
 from rappit.platform import health
 from rappit.platform.crypto import SecretBox
 from rappit.platform.db import assert_rls_binds, make_engine, make_sessionmaker
@@ -27,17 +32,12 @@ from rappit.platform.errors import EXCEPTION_HANDLERS
 from rappit.platform.logging import RequestIdMiddleware, configure_logging
 from rappit.platform.ratelimit import Policy, RateLimitMiddleware, channel_of_path, client_ip
 from rappit.platform.settings import Settings
-from rappit.channels import routes as channel_routes
-from rappit.channels import webhooks
-from rappit.orders import routes as order_routes
-from rappit.inventory import routes as inventory_routes
 from rappit.tenancy import routes as tenancy_routes
-from rappit.workers import routes as worker_routes
-from rappit.integrations.channels.registry import ChannelRegistry
 from rappit.tenancy.auth import AUTH_EXCLUDE, AuthMiddleware, Principal
 from rappit.tenancy.context import clear_org_context
 from rappit.tenancy.scoping import install_scoping
 from rappit.tenancy.sessions import SESSION_COOKIE, RotatingSessionConfig
+from rappit.workers import routes as worker_routes
 
 
 async def provide_db_session(state: State) -> AsyncIterator[AsyncSession]:
@@ -69,8 +69,11 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
         arq_redis = ArqRedis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=2)
         app_config.state.update(
             {
-                "settings": settings, "redis": redis, "secret_box": SecretBox(settings.encryption_keys),
-                "arq": arq_redis, "channels": ChannelRegistry.from_settings(settings),
+                "settings": settings,
+                "redis": redis,
+                "secret_box": SecretBox(settings.encryption_keys),
+                "arq": arq_redis,
+                "channels": ChannelRegistry.from_settings(settings),
             }
         )
 
@@ -90,8 +93,14 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
         app_config.on_shutdown.append(stop)
         app_config.route_handlers.extend(
             [
-                *health.ROUTES, *tenancy_routes.ROUTES, *inventory_routes.ROUTES, *channel_routes.ROUTES,
-                *order_routes.ROUTES, *webhooks.ROUTES, *worker_routes.ROUTES, PrometheusController,
+                *health.ROUTES,
+                *tenancy_routes.ROUTES,
+                *inventory_routes.ROUTES,
+                *channel_routes.ROUTES,
+                *order_routes.ROUTES,
+                *webhooks.ROUTES,
+                *worker_routes.ROUTES,
+                PrometheusController,
             ]
         )
         app_config.dependencies.update(
@@ -120,7 +129,9 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
             # each get a fresh bucket, every one costing a database look-up.
             Policy("api", "/api/", settings.rate_limit_api_per_minute, minute, client_ip),
         ]
-        prometheus = PrometheusConfig(app_name="rappit", prefix="rappit", group_path=True, exclude=["^/metrics"])
+        prometheus = PrometheusConfig(
+            app_name="rappit", prefix="rappit", group_path=True, exclude=["^/metrics"]
+        )
         app_config.middleware[:0] = [
             RequestIdMiddleware(on_request=[clear_org_context]),  # nobody's org until auth says whose
             prometheus.middleware,

@@ -31,14 +31,23 @@ JOB = "process_webhook_event"
 DONE = ("processed", "ignored", "dead")
 
 
-async def record(session: AsyncSession, channel_id: uuid.UUID, delivery: Delivery, payload: bytes) -> uuid.UUID | None:
-    """Insert the delivery for the current org; None when it is a duplicate (same delivery id, or same dedup key)."""
+async def record(
+    session: AsyncSession, channel_id: uuid.UUID, delivery: Delivery, payload: bytes
+) -> uuid.UUID | None:
+    """Insert the delivery for the current org; None for a duplicate (same delivery id or dedup key)."""
     stmt = (
         insert(WebhookEvent)
         .values(
-            id=uuid.uuid4(), org_id=require_org_id(), channel_id=channel_id, topic=delivery.topic[:100],
-            delivery_id=delivery.delivery_id[:200], dedup_key=delivery.dedup_key[:300] if delivery.dedup_key else None,
-            payload=payload, triggered_at=delivery.triggered_at, request_id=current_request_id(), status="pending",
+            id=uuid.uuid4(),
+            org_id=require_org_id(),
+            channel_id=channel_id,
+            topic=delivery.topic[:100],
+            delivery_id=delivery.delivery_id[:200],
+            dedup_key=delivery.dedup_key[:300] if delivery.dedup_key else None,
+            payload=payload,
+            triggered_at=delivery.triggered_at,
+            request_id=current_request_id(),
+            status="pending",
             attempts=0,
         )
         .on_conflict_do_nothing()
@@ -53,7 +62,9 @@ async def enqueue(redis: ArqRedis, org_id: uuid.UUID, event_id: uuid.UUID, reque
     return job is not None
 
 
-async def try_enqueue(redis: ArqRedis, org_id: uuid.UUID, event_id: uuid.UUID, request_id: str | None) -> None:
+async def try_enqueue(
+    redis: ArqRedis, org_id: uuid.UUID, event_id: uuid.UUID, request_id: str | None
+) -> None:
     """Best effort, after the row is committed: if Redis is down the sweeper enqueues the row later."""
     try:
         await enqueue(redis, org_id, event_id, request_id)

@@ -5,13 +5,23 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, DateTime, Index, Integer, LargeBinary, String, Text, UniqueConstraint, func, text
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from rappit.integrations.channels.registry import CHANNEL_TYPES
 from rappit.platform.db import Base, IdMixin, TimestampMixin, utcnow
 from rappit.tenancy.models import TenantMixin, org_fk
-
 
 
 class Channel(IdMixin, TimestampMixin, TenantMixin, Base):
@@ -51,9 +61,15 @@ class WebhookEvent(IdMixin, TenantMixin, Base):
         UniqueConstraint("org_id", "channel_id", "delivery_id"),
         UniqueConstraint("org_id", "channel_id", "dedup_key"),
         CheckConstraint("status in ('pending','processed','ignored','failed','dead')", name="status_known"),
-        CheckConstraint("(status in ('processed','ignored')) = (processed_at is not null)", name="processed_at_iff_done"),
+        CheckConstraint(
+            "(status in ('processed','ignored')) = (processed_at is not null)", name="processed_at_iff_done"
+        ),
         CheckConstraint("attempts >= 0", name="attempts_nonnegative"),
-        Index("ix_webhook_events_pending", "received_at", postgresql_where=text("status in ('pending','failed')")),
+        Index(
+            "ix_webhook_events_pending",
+            "received_at",
+            postgresql_where=text("status in ('pending','failed')"),
+        ),
         Index("ix_webhook_events_channel", "org_id", "channel_id", "received_at"),
     )
 
@@ -64,7 +80,9 @@ class WebhookEvent(IdMixin, TenantMixin, Base):
     """A second key for platforms whose delivery ids repeat (WooCommerce: resource id + date_modified_gmt)."""
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     """The raw body exactly as signed."""
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), default=utcnow)
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), default=utcnow
+    )
     triggered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     request_id: Mapped[str | None] = mapped_column(String(128))
     status: Mapped[str] = mapped_column(String(20), default="pending", server_default="pending")

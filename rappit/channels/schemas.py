@@ -13,7 +13,9 @@ from rappit.integrations.channels.registry import CHANNEL_TYPES
 
 
 class ChannelIn(msgspec.Struct, forbid_unknown_fields=True):
-    type: Annotated[str, msgspec.Meta(pattern=f"^({'|'.join(CHANNEL_TYPES)})$", description=" | ".join(CHANNEL_TYPES))]
+    type: Annotated[
+        str, msgspec.Meta(pattern=f"^({'|'.join(CHANNEL_TYPES)})$", description=" | ".join(CHANNEL_TYPES))
+    ]
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
     address: Annotated[str, msgspec.Meta(min_length=3, max_length=255)]
     """Shopify shop domain or WooCommerce store URL."""
@@ -36,10 +38,16 @@ class ChannelOut(msgspec.Struct):
     @classmethod
     def of(cls, channel: Channel, base_url: str) -> ChannelOut:
         return cls(
-            id=channel.id, type=channel.type, name=channel.name, address=channel.address, status=channel.status,
+            id=channel.id,
+            type=channel.type,
+            name=channel.name,
+            address=channel.address,
+            status=channel.status,
             has_api_credentials=channel.api_credentials is not None,
             webhook_url=f"{base_url}/webhooks/{channel.type}/{channel.id}",
-            created_at=channel.created_at, secret_rotated_at=channel.secret_rotated_at, disabled_at=channel.disabled_at,
+            created_at=channel.created_at,
+            secret_rotated_at=channel.secret_rotated_at,
+            disabled_at=channel.disabled_at,
         )
 
 
@@ -68,6 +76,13 @@ class WebhookEventOut(msgspec.Struct):
     @classmethod
     def of(cls, e: WebhookEvent) -> WebhookEventOut:
         return cls(
-            id=e.id, topic=e.topic, delivery_id=e.delivery_id, status=e.status, attempts=e.attempts,
-            last_error=e.last_error, received_at=e.received_at, processed_at=e.processed_at, order_id=e.order_id,
+            id=e.id,
+            topic=e.topic,
+            delivery_id=e.delivery_id,
+            status=e.status,
+            attempts=e.attempts,
+            last_error=e.last_error,
+            received_at=e.received_at,
+            processed_at=e.processed_at,
+            order_id=e.order_id,
         )

@@ -11,11 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from rappit.channels.models import Channel
 from rappit.integrations.channels.base import ChannelAccess, ChannelAdapter
+from rappit.inventory.service import warehouse_ids
 from rappit.platform.crypto import SecretBox
 from rappit.platform.db import add_unique, get_or_404, utcnow
-from rappit.inventory.service import warehouse_ids
 from rappit.platform.errors import BadRequest, Conflict
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +48,9 @@ async def create_channel(
         api_credentials=box.encrypt(api_access_token) if api_access_token else None,
     )
     await add_unique(
-        session, channel, Conflict(f"a {adapter.type} channel for {channel.address} already exists", code="CHANNEL_EXISTS")
+        session,
+        channel,
+        Conflict(f"a {adapter.type} channel for {channel.address} already exists", code="CHANNEL_EXISTS"),
     )
     return WithSecret(channel, secret)
 
@@ -59,7 +60,9 @@ async def get_channel(session: AsyncSession, channel_id: uuid.UUID) -> Channel:
 
 
 async def list_channels(session: AsyncSession, *, limit: int, offset: int) -> list[Channel]:
-    rows = await session.execute(select(Channel).order_by(Channel.created_at, Channel.id).limit(limit).offset(offset))
+    rows = await session.execute(
+        select(Channel).order_by(Channel.created_at, Channel.id).limit(limit).offset(offset)
+    )
     return list(rows.scalars())
 
 
@@ -72,7 +75,11 @@ async def rotate_secret(session: AsyncSession, box: SecretBox, channel_id: uuid.
 
 
 async def update_settings(
-    session: AsyncSession, box: SecretBox, channel_id: uuid.UUID, *, api_access_token: str | None,
+    session: AsyncSession,
+    box: SecretBox,
+    channel_id: uuid.UUID,
+    *,
+    api_access_token: str | None,
     warehouse_code: str | None,
 ) -> Channel:
     channel = await get_channel(session, channel_id)

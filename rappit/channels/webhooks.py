@@ -9,7 +9,7 @@ enqueues inbox rows left pending when it is back.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 import structlog
 from litestar import Request, Response, post
@@ -19,7 +19,6 @@ from litestar.params import PathParameter
 from prometheus_client import Counter
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from typing import Annotated
 
 from rappit.channels import inbox
 from rappit.integrations.channels.base import ChannelAdapter, DeliveryRefused
@@ -30,9 +29,13 @@ from rappit.platform.logging import current_request_id
 from rappit.tenancy.context import Actor, set_org_context
 
 log = structlog.get_logger("rappit.webhooks")
-ACCEPTED = Counter("rappit_webhooks_accepted_total", "Verified webhook deliveries", ["channel_type", "duplicate"])
+ACCEPTED = Counter(
+    "rappit_webhooks_accepted_total", "Verified webhook deliveries", ["channel_type", "duplicate"]
+)
 REJECTED = Counter("rappit_webhooks_rejected_total", "Refused webhook deliveries", ["channel_type", "reason"])
-_LOOKUP = text("SELECT org_id, org_code, type, status, address, webhook_secret FROM rappit_webhook_channel(:c)")
+_LOOKUP = text(
+    "SELECT org_id, org_code, type, status, address, webhook_secret FROM rappit_webhook_channel(:c)"
+)
 
 
 async def _channel(engine: AsyncEngine, channel_id: uuid.UUID, channel_type: str) -> Row[Any]:
@@ -46,7 +49,9 @@ async def _channel(engine: AsyncEngine, channel_id: uuid.UUID, channel_type: str
     return row
 
 
-def _check(box: SecretBox, adapter: ChannelAdapter, row: Row[Any], request: Request[Any, Any, Any], body: bytes) -> None:
+def _check(
+    box: SecretBox, adapter: ChannelAdapter, row: Row[Any], request: Request[Any, Any, Any], body: bytes
+) -> None:
     try:
         secret = box.decrypt(row.webhook_secret)
     except InvalidToken:  # a key was dropped from ENCRYPTION_KEY too early
@@ -59,7 +64,12 @@ def _check(box: SecretBox, adapter: ChannelAdapter, row: Row[Any], request: Requ
         raise Unauthorized("webhook signature missing or invalid", code="INVALID_SIGNATURE")
 
 
-@post("/webhooks/{channel_type:str}/{channel_id:uuid}", exclude_from_auth=True, status_code=200, tags=["webhooks"])
+@post(
+    "/webhooks/{channel_type:str}/{channel_id:uuid}",
+    exclude_from_auth=True,
+    status_code=200,
+    tags=["webhooks"],
+)
 async def receive_webhook(
     request: Request[Any, Any, Any],
     state: State,

@@ -64,7 +64,9 @@ def _validate(
     sku = sku.strip() if isinstance(sku, str) else ""
     warehouse = warehouse.strip() if isinstance(warehouse, str) else ""
     if "\x00" in sku or "\x00" in warehouse:
-        parsed.errors.append(RowError(line, sku.replace("\x00", ""), "INVALID_TEXT", "NUL characters are not allowed"))
+        parsed.errors.append(
+            RowError(line, sku.replace("\x00", ""), "INVALID_TEXT", "NUL characters are not allowed")
+        )
         return
     if not sku or not warehouse:
         missing = [name for name, value in (("sku", sku), ("warehouse_code", warehouse)) if not value]
@@ -78,7 +80,12 @@ def _validate(
         qty = None
     if qty is None or qty < 0 or qty > MAX_QUANTITY:
         parsed.errors.append(
-            RowError(line, sku, "INVALID_QUANTITY", f"quantity must be a whole number from 0 to {MAX_QUANTITY}, got {quantity!r}")
+            RowError(
+                line,
+                sku,
+                "INVALID_QUANTITY",
+                f"quantity must be a whole number from 0 to {MAX_QUANTITY}, got {quantity!r}",
+            )
         )
         return
     row_mode = (mode.strip().lower() if isinstance(mode, str) else "") or default_mode
@@ -93,14 +100,19 @@ def parse_csv(body: bytes, default_mode: str) -> Parsed:
         content = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = body[: exc.start].count(b"\n") + 1
-        raise BadRequest(f"line {line}: the file is not UTF-8 text", code="MALFORMED_CSV", details={"line": line}) from exc
+        raise BadRequest(
+            f"line {line}: the file is not UTF-8 text", code="MALFORMED_CSV", details={"line": line}
+        ) from exc
     reader = csv.reader(io.StringIO(content, newline=""), strict=True)
     parsed = Parsed()
     try:
         header = next(reader, None)
         if header is None:
-            raise BadRequest("line 1: the file is empty; expected a header row sku,quantity,warehouse_code", code="MALFORMED_CSV",
-                             details={"line": 1})
+            raise BadRequest(
+                "line 1: the file is empty; expected a header row sku,quantity,warehouse_code",
+                code="MALFORMED_CSV",
+                details={"line": 1},
+            )
         columns = [h.strip().lower() for h in header]
         missing = [c for c in REQUIRED_COLUMNS if c not in columns]
         unknown = [c for c in columns if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
@@ -122,24 +134,41 @@ def parse_csv(body: bytes, default_mode: str) -> Parsed:
                     details={"line": reader.line_num},
                 )
             _validate(
-                parsed, reader.line_num, record[index["sku"]], record[index["quantity"]],
-                record[index["warehouse_code"]], record[index["mode"]] if "mode" in index else None, default_mode,
+                parsed,
+                reader.line_num,
+                record[index["sku"]],
+                record[index["quantity"]],
+                record[index["warehouse_code"]],
+                record[index["mode"]] if "mode" in index else None,
+                default_mode,
             )
     except csv.Error as exc:
-        raise BadRequest(f"line {reader.line_num}: {exc}", code="MALFORMED_CSV", details={"line": reader.line_num}) from exc
+        raise BadRequest(
+            f"line {reader.line_num}: {exc}", code="MALFORMED_CSV", details={"line": reader.line_num}
+        ) from exc
     return parsed
 
 
 def parse_json(items: Any, default_mode: str) -> Parsed:
     if not isinstance(items, list):
-        raise BadRequest("expected a JSON array of {sku, quantity, warehouse_code} objects", code="MALFORMED_JSON")
+        raise BadRequest(
+            "expected a JSON array of {sku, quantity, warehouse_code} objects", code="MALFORMED_JSON"
+        )
     parsed = Parsed(text_quantities=False)
     for i, item in enumerate(items, start=1):
         if not isinstance(item, dict):
             parsed.received += 1
             parsed.errors.append(RowError(i, "", "MALFORMED_ROW", "each item must be an object"))
             continue
-        _validate(parsed, i, item.get("sku"), item.get("quantity"), item.get("warehouse_code"), item.get("mode"), default_mode)
+        _validate(
+            parsed,
+            i,
+            item.get("sku"),
+            item.get("quantity"),
+            item.get("warehouse_code"),
+            item.get("mode"),
+            default_mode,
+        )
     return parsed
 
 
@@ -165,8 +194,12 @@ def _reject_duplicates(parsed: Parsed) -> None:
         if key in dup_keys:
             others = [str(n) for n in lines[key] if n != row.line]
             parsed.errors.append(
-                RowError(row.line, row.sku, "DUPLICATE_ROW",
-                         f"{row.sku} in {row.warehouse} also appears on line {', '.join(others)}")
+                RowError(
+                    row.line,
+                    row.sku,
+                    "DUPLICATE_ROW",
+                    f"{row.sku} in {row.warehouse} also appears on line {', '.join(others)}",
+                )
             )
         else:
             keep.append(row)
@@ -174,7 +207,8 @@ def _reject_duplicates(parsed: Parsed) -> None:
 
 
 _STAGE = """CREATE TEMP TABLE import_stage (
-    line int, sku text, qty int, mode text, sku_id uuid NOT NULL, wh_id uuid NOT NULL, done boolean NOT NULL DEFAULT false
+    line int, sku text, qty int, mode text, sku_id uuid NOT NULL, wh_id uuid NOT NULL, done boolean NOT
+      NULL DEFAULT false
 ) ON COMMIT DROP"""
 
 # New levels are inserted with their final quantity (and a ledger row from zero) instead of being
@@ -195,7 +229,8 @@ _INSERT_NEW = text(
                  0, 0, 0, :actor, 'import', :import_id, :request_id, NULL, now()
             FROM ins i WHERE i.on_hand <> 0
         ), mark AS (
-          UPDATE import_stage s SET done = true FROM ins i WHERE s.sku_id = i.sku_id AND s.wh_id = i.warehouse_id
+          UPDATE import_stage s SET done = true FROM ins i WHERE s.sku_id = i.sku_id AND s.wh_id =
+            i.warehouse_id
         )
         SELECT count(*) FILTER (WHERE on_hand = 0) FROM ins"""
 )
@@ -204,12 +239,15 @@ _EXISTING = """import_stage s
           JOIN inventory_levels l ON l.org_id = :org AND l.sku_id = s.sku_id AND l.warehouse_id = s.wh_id
          WHERE NOT s.done"""
 
-_LOCK = text(f"SELECT count(*) FROM (SELECT l.id FROM {_EXISTING} ORDER BY l.id FOR NO KEY UPDATE OF l) locked")
+_LOCK = text(
+    f"SELECT count(*) FROM (SELECT l.id FROM {_EXISTING} ORDER BY l.id FOR NO KEY UPDATE OF l) locked"
+)
 
 _APPLY = text(
     f"""WITH cur AS (
           SELECT s.line, s.sku, l.id, l.sku_id, l.warehouse_id, l.on_hand, l.reserved,
-                 CASE WHEN s.mode = 'add' THEN least(l.on_hand::bigint + s.qty, 2000000001) ELSE s.qty END AS new_on_hand
+                 CASE WHEN s.mode = 'add' THEN least(l.on_hand::bigint + s.qty, 2000000001) ELSE s.qty
+                   END AS new_on_hand
             FROM {_EXISTING}
         ), upd AS (
           UPDATE inventory_levels l SET on_hand = c.new_on_hand, updated_at = now()
@@ -224,7 +262,8 @@ _APPLY = text(
             FROM upd u
         )
         SELECT c.line, c.sku, c.on_hand, c.reserved, c.new_on_hand
-          FROM cur c WHERE c.new_on_hand < c.reserved OR c.new_on_hand = c.on_hand OR c.new_on_hand > 2000000000"""
+          FROM cur c WHERE c.new_on_hand < c.reserved OR c.new_on_hand = c.on_hand OR c.new_on_hand >
+            2000000000"""
 )
 
 
@@ -232,8 +271,12 @@ async def apply(session: AsyncSession, parsed: Parsed) -> dict[str, Any]:
     """Apply the valid rows in the caller's transaction; returns the summary.
 
     Works on a copy: `with_retries` may run it again, and errors must not be counted twice."""
-    parsed = Parsed(rows=list(parsed.rows), errors=list(parsed.errors), received=parsed.received,
-                    text_quantities=parsed.text_quantities)
+    parsed = Parsed(
+        rows=list(parsed.rows),
+        errors=list(parsed.errors),
+        received=parsed.received,
+        text_quantities=parsed.text_quantities,
+    )
     _reject_duplicates(parsed)
     org_id = require_org_id()
     import_id = str(uuid.uuid4())
@@ -246,10 +289,17 @@ async def apply(session: AsyncSession, parsed: Parsed) -> dict[str, Any]:
         known = []
         for r in parsed.rows:
             if r.sku not in skus:
-                parsed.errors.append(RowError(r.line, r.sku, "UNKNOWN_SKU", f"no SKU {r.sku!r} in this organization"))
+                parsed.errors.append(
+                    RowError(r.line, r.sku, "UNKNOWN_SKU", f"no SKU {r.sku!r} in this organization")
+                )
             elif r.warehouse not in whs:
                 parsed.errors.append(
-                    RowError(r.line, r.sku, "UNKNOWN_WAREHOUSE", f"no warehouse {r.warehouse!r} in this organization")
+                    RowError(
+                        r.line,
+                        r.sku,
+                        "UNKNOWN_WAREHOUSE",
+                        f"no warehouse {r.warehouse!r} in this organization",
+                    )
                 )
             else:
                 known.append((r.line, r.sku, r.quantity, r.mode, skus[r.sku], whs[r.warehouse]))
@@ -262,18 +312,28 @@ async def apply(session: AsyncSession, parsed: Parsed) -> dict[str, Any]:
             "import_stage", records=known, columns=["line", "sku", "qty", "mode", "sku_id", "wh_id"]
         )
         await session.execute(text("ANALYZE import_stage"))
-        params = {"org": org_id, "actor": current_actor().describe(), "import_id": import_id,
-                  "request_id": current_request_id()}
+        params = {
+            "org": org_id,
+            "actor": current_actor().describe(),
+            "import_id": import_id,
+            "request_id": current_request_id(),
+        }
         unchanged += (await session.execute(_INSERT_NEW, params)).scalar_one()
         await session.execute(_LOCK, params)
         result = await session.execute(_APPLY, params)
         for line, sku, on_hand, reserved, new_on_hand in result.all():
             if new_on_hand > 2_000_000_000:
-                parsed.errors.append(RowError(line, sku, "NUMBER_OUT_OF_RANGE", "on_hand would exceed 2,000,000,000"))
+                parsed.errors.append(
+                    RowError(line, sku, "NUMBER_OUT_OF_RANGE", "on_hand would exceed 2,000,000,000")
+                )
             elif new_on_hand < reserved:
                 parsed.errors.append(
-                    RowError(line, sku, "BELOW_RESERVED",
-                             f"cannot set on_hand to {new_on_hand}: {reserved} are reserved (on_hand {on_hand})")
+                    RowError(
+                        line,
+                        sku,
+                        "BELOW_RESERVED",
+                        f"cannot set on_hand to {new_on_hand}: {reserved} are reserved (on_hand {on_hand})",
+                    )
                 )
             else:
                 unchanged += 1

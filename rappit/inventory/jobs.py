@@ -35,7 +35,9 @@ async def release_expired_reservations(sessionmaker: async_sessionmaker[AsyncSes
     for org_id in org_ids:
         with org_context(org_id, EXPIRY):
             async with provide_session(sessionmaker) as session:
-                ids = await service.with_retries(session, lambda s=session: service.release_expired(s, now=now))
+                ids = await service.with_retries(
+                    session, lambda s=session: service.release_expired(s, now=now)
+                )
         released += len(ids)
         log.info("inventory.reservations_expired", org_id=str(org_id), count=len(ids))
     return released

@@ -38,7 +38,8 @@ class Sku(IdMixin, TimestampMixin, TenantMixin, Base):
         UniqueConstraint("org_id", "code"),
         # No slash or control characters: the code is a URL path segment (/inventory/{sku}/ledger).
         CheckConstraint(
-            "length(code) between 1 and 100 and code = btrim(code) and code !~ '[/[:cntrl:]]'", name="code_format"
+            "length(code) between 1 and 100 and code = btrim(code) and code !~ '[/[:cntrl:]]'",
+            name="code_format",
         ),
         CheckConstraint("reorder_point >= 0", name="reorder_point_nonnegative"),
     )
@@ -78,7 +79,9 @@ class InventoryLevel(IdMixin, TenantMixin, Base):
     warehouse_id: Mapped[uuid.UUID] = mapped_column()
     on_hand: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     reserved: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, server_default=func.now()
+    )
 
 
 class Reservation(IdMixin, TimestampMixin, TenantMixin, Base):
@@ -91,9 +94,18 @@ class Reservation(IdMixin, TimestampMixin, TenantMixin, Base):
         CheckConstraint("quantity > 0", name="quantity_positive"),
         CheckConstraint("status in ('active','released','committed')", name="status_known"),
         CheckConstraint("(status = 'active') = (closed_at is null)", name="closed_iff_not_active"),
-        Index("ix_reservations_active_expiry", "expires_at", postgresql_where=text("status = 'active' and expires_at is not null")),
+        Index(
+            "ix_reservations_active_expiry",
+            "expires_at",
+            postgresql_where=text("status = 'active' and expires_at is not null"),
+        ),
         Index("ix_reservations_org_reference", "org_id", "reference_type", "reference_id"),
-        Index("ix_reservations_org_level_active", "org_id", "level_id", postgresql_where=text("status = 'active'")),
+        Index(
+            "ix_reservations_org_level_active",
+            "org_id",
+            "level_id",
+            postgresql_where=text("status = 'active'"),
+        ),
     )
 
     level_id: Mapped[uuid.UUID] = mapped_column()
@@ -140,4 +152,6 @@ class LedgerEntry(TenantMixin, Base):
     reference_id: Mapped[str | None] = mapped_column(String(200))
     request_id: Mapped[str | None] = mapped_column(String(128))
     note: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, server_default=func.now())
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, server_default=func.now()
+    )

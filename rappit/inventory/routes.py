@@ -29,8 +29,8 @@ from rappit.inventory.schemas import (
 from rappit.platform.db import utcnow
 from rappit.platform.errors import BadRequest
 from rappit.platform.http import DbSession, Id, Limit, Offset
-from rappit.tenancy.idempotency import idempotent
 from rappit.tenancy.auth import requires
+from rappit.tenancy.idempotency import idempotent
 
 READ = [requires("inventory:read")]
 WRITE = [requires("inventory:write")]
@@ -41,9 +41,13 @@ class CatalogueController(Controller):
     tags = ["inventory"]
 
     @post("/skus", guards=WRITE)
-    async def create_sku(self, request: Request[Any, Any, Any], db_session: DbSession, data: JSONBody[SkuIn]) -> Response[Any]:
+    async def create_sku(
+        self, request: Request[Any, Any, Any], db_session: DbSession, data: JSONBody[SkuIn]
+    ) -> Response[Any]:
         async def op() -> SkuOut:
-            sku = await service.create_sku(db_session, code=data.code, name=data.name, reorder_point=data.reorder_point)
+            sku = await service.create_sku(
+                db_session, code=data.code, name=data.name, reorder_point=data.reorder_point
+            )
             return SkuOut(id=sku.id, code=sku.code, name=sku.name, reorder_point=sku.reorder_point)
 
         return await idempotent(request, db_session, op)
@@ -64,7 +68,9 @@ class CatalogueController(Controller):
         return await idempotent(request, db_session, op)
 
     @get("/warehouses", guards=READ)
-    async def list_warehouses(self, db_session: DbSession, limit: Limit = 50, offset: Offset = 0) -> list[WarehouseOut]:
+    async def list_warehouses(
+        self, db_session: DbSession, limit: Limit = 50, offset: Offset = 0
+    ) -> list[WarehouseOut]:
         warehouses = await service.list_warehouses(db_session, limit=limit, offset=offset)
         return [WarehouseOut(id=w.id, code=w.code, name=w.name) for w in warehouses]
 
@@ -87,26 +93,45 @@ class InventoryController(Controller):
             db_session, sku=sku, warehouse=warehouse, low_stock=low_stock, limit=limit, offset=offset
         )
         items = [
-            LevelOut(sku=s, warehouse_code=w, on_hand=oh, reserved=r, available=a, reorder_point=rp,
-                     low_stock=a <= rp, updated_at=u)
+            LevelOut(
+                sku=s,
+                warehouse_code=w,
+                on_hand=oh,
+                reserved=r,
+                available=a,
+                reorder_point=rp,
+                low_stock=a <= rp,
+                updated_at=u,
+            )
             for s, w, oh, r, a, rp, u in rows
         ]
         return LevelPage(items=items, total=total, limit=limit, offset=offset)
 
     @post("/adjust", guards=WRITE)
-    async def adjust(self, request: Request[Any, Any, Any], db_session: DbSession, data: JSONBody[AdjustIn]) -> Response[Any]:
+    async def adjust(
+        self, request: Request[Any, Any, Any], db_session: DbSession, data: JSONBody[AdjustIn]
+    ) -> Response[Any]:
         async def op() -> AdjustOut:
             change = await service.with_retries(
                 db_session,
                 lambda: service.adjust(
-                    db_session, sku=data.sku, warehouse=data.warehouse_code, quantity=data.quantity,
-                    mode=data.mode, reason=data.reason, note=data.note,
+                    db_session,
+                    sku=data.sku,
+                    warehouse=data.warehouse_code,
+                    quantity=data.quantity,
+                    mode=data.mode,
+                    reason=data.reason,
+                    note=data.note,
                 ),
             )
             return AdjustOut(
-                sku=change.sku, warehouse_code=change.warehouse, on_hand_before=change.on_hand_before,
-                on_hand=change.on_hand_after, reserved=change.reserved,
-                available=change.on_hand_after - change.reserved, changed=change.changed,
+                sku=change.sku,
+                warehouse_code=change.warehouse,
+                on_hand_before=change.on_hand_before,
+                on_hand=change.on_hand_after,
+                reserved=change.reserved,
+                available=change.on_hand_after - change.reserved,
+                changed=change.changed,
             )
 
         return await idempotent(request, db_session, op, status_code=200)
@@ -117,16 +142,28 @@ class InventoryController(Controller):
         db_session: DbSession,
         sku: Annotated[str, PathParameter()],
         limit: Limit = 100,
-        before_id: Annotated[int | None, QueryParameter(ge=1, description="page: entries older than this id")] = None,
+        before_id: Annotated[
+            int | None, QueryParameter(ge=1, description="page: entries older than this id")
+        ] = None,
     ) -> LedgerPage:
         rows = await service.ledger_for_sku(db_session, sku=sku, limit=limit, before_id=before_id)
         items = [
             LedgerOut(
-                id=e.id, warehouse_code=wh, reason=e.reason, on_hand_before=e.on_hand_before,
-                on_hand_after=e.on_hand_after, on_hand_delta=e.on_hand_delta, reserved_before=e.reserved_before,
-                reserved_after=e.reserved_after, reserved_delta=e.reserved_delta, actor=e.actor,
-                reference_type=e.reference_type, reference_id=e.reference_id, request_id=e.request_id,
-                note=e.note, created_at=e.created_at,
+                id=e.id,
+                warehouse_code=wh,
+                reason=e.reason,
+                on_hand_before=e.on_hand_before,
+                on_hand_after=e.on_hand_after,
+                on_hand_delta=e.on_hand_delta,
+                reserved_before=e.reserved_before,
+                reserved_after=e.reserved_after,
+                reserved_delta=e.reserved_delta,
+                actor=e.actor,
+                reference_type=e.reference_type,
+                reference_id=e.reference_id,
+                request_id=e.request_id,
+                note=e.note,
+                created_at=e.created_at,
             )
             for e, wh in rows
         ]
@@ -137,9 +174,11 @@ class InventoryController(Controller):
         self,
         request: Request[Any, Any, Any],
         db_session: DbSession,
-        mode: Annotated[Literal["set", "add"], QueryParameter(description="default for rows without a mode")] = "set",
+        mode: Annotated[
+            Literal["set", "add"], QueryParameter(description="default for rows without a mode")
+        ] = "set",
     ) -> Response[Any]:
-        """CSV (text/csv), a JSON array, or a multipart upload (field `file`) of sku,quantity,warehouse_code."""
+        """CSV (text/csv), a JSON array, or a multipart upload (field `file`): sku,quantity,warehouse_code."""
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type in ("text/csv", "application/csv", "text/plain"):
             parsed = bulk.parse_csv(await request.body(), mode)
@@ -158,7 +197,8 @@ class InventoryController(Controller):
             parsed = bulk.parse_csv(await upload.read(), form.get("mode") or mode)
         else:
             raise BadRequest(
-                "send text/csv, application/json or multipart/form-data", code="UNSUPPORTED_MEDIA_TYPE",
+                "send text/csv, application/json or multipart/form-data",
+                code="UNSUPPORTED_MEDIA_TYPE",
                 details={"content_type": content_type},
             )
 
@@ -173,14 +213,21 @@ class ReservationController(Controller):
     tags = ["inventory"]
 
     @post("/", guards=WRITE)
-    async def create(self, request: Request[Any, Any, Any], db_session: DbSession, data: JSONBody[ReservationIn]) -> Response[Any]:
+    async def create(
+        self, request: Request[Any, Any, Any], db_session: DbSession, data: JSONBody[ReservationIn]
+    ) -> Response[Any]:
         """A manual hold: every line or none (422 INSUFFICIENT_STOCK lists each short SKU)."""
 
         async def op() -> ReservationsOut:
-            expires = utcnow() + timedelta(seconds=data.expires_in_seconds) if data.expires_in_seconds else None
+            expires = (
+                utcnow() + timedelta(seconds=data.expires_in_seconds) if data.expires_in_seconds else None
+            )
             made = await service.reserve_by_codes(
-                db_session, [(ln.sku, ln.warehouse_code, ln.quantity) for ln in data.lines],
-                reference_type="manual", reference_id=data.reference, expires_at=expires,
+                db_session,
+                [(ln.sku, ln.warehouse_code, ln.quantity) for ln in data.lines],
+                reference_type="manual",
+                reference_id=data.reference,
+                expires_at=expires,
             )
             return ReservationsOut(await _views(db_session, [m.reservation_id for m in made]))
 
@@ -192,7 +239,9 @@ class ReservationController(Controller):
         return (await _views(db_session, [reservation_id]))[0]
 
     @post("/{reservation_id:uuid}/release", guards=WRITE)
-    async def release(self, request: Request[Any, Any, Any], db_session: DbSession, reservation_id: Id) -> Response[Any]:
+    async def release(
+        self, request: Request[Any, Any, Any], db_session: DbSession, reservation_id: Id
+    ) -> Response[Any]:
         """Release an active hold; releasing one already released or committed changes nothing."""
 
         async def op() -> ReservationOut:
@@ -207,9 +256,17 @@ class ReservationController(Controller):
 async def _views(db_session: Any, ids: list[Any]) -> list[ReservationOut]:
     return [
         ReservationOut(
-            id=r.id, sku=sku, warehouse_code=wh, quantity=r.quantity, status=r.status,
-            reference_type=r.reference_type, reference_id=r.reference_id, expires_at=r.expires_at,
-            created_at=r.created_at, closed_at=r.closed_at, close_reason=r.close_reason,
+            id=r.id,
+            sku=sku,
+            warehouse_code=wh,
+            quantity=r.quantity,
+            status=r.status,
+            reference_type=r.reference_type,
+            reference_id=r.reference_id,
+            expires_at=r.expires_at,
+            created_at=r.created_at,
+            closed_at=r.closed_at,
+            close_reason=r.close_reason,
         )
         for r, sku, wh in await service.reservations_view(db_session, ids)
     ]

@@ -11,7 +11,11 @@ import msgspec
 # Same rule as the database CHECK: no slash, no control characters (C0, DEL, C1), no outer spaces.
 SkuCode = Annotated[
     str,
-    msgspec.Meta(min_length=1, max_length=100, pattern=r"^[^/\x00-\x1f\x7f-\x9f\s](?:[^/\x00-\x1f\x7f-\x9f]*[^/\x00-\x1f\x7f-\x9f\s])?$"),
+    msgspec.Meta(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[^/\x00-\x1f\x7f-\x9f\s](?:[^/\x00-\x1f\x7f-\x9f]*[^/\x00-\x1f\x7f-\x9f\s])?$",
+    ),
 ]
 WarehouseCode = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,49}$")]
 Quantity = Annotated[int, msgspec.Meta(ge=1, le=1_000_000_000)]

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from rappit.inventory.models import InventoryLevel, LedgerEntry, Reservation, Sku, Warehouse
 from rappit.platform.db import add_unique, get_or_404
-from rappit.platform.errors import sqlstate_of, BusinessRuleViolation, Conflict, NotFound
+from rappit.platform.errors import BusinessRuleViolation, Conflict, NotFound, sqlstate_of
 from rappit.platform.logging import current_request_id
 from rappit.tenancy.context import current_actor, require_org_id
 
@@ -58,14 +58,17 @@ async def with_retries(session: AsyncSession, fn: Callable[[], Awaitable[T]], *,
 
 async def create_sku(session: AsyncSession, *, code: str, name: str = "", reorder_point: int = 0) -> Sku:
     sku = Sku(code=code.strip(), name=name, reorder_point=reorder_point)
-    await add_unique(session, sku, Conflict(f"SKU {code!r} already exists", code="SKU_EXISTS", details={"sku": code}))
+    await add_unique(
+        session, sku, Conflict(f"SKU {code!r} already exists", code="SKU_EXISTS", details={"sku": code})
+    )
     return sku
 
 
 async def create_warehouse(session: AsyncSession, *, code: str, name: str = "") -> Warehouse:
     warehouse = Warehouse(code=code.strip(), name=name)
     await add_unique(
-        session, warehouse,
+        session,
+        warehouse,
         Conflict(f"warehouse {code!r} already exists", code="WAREHOUSE_EXISTS", details={"warehouse": code}),
     )
     return warehouse
@@ -116,8 +119,10 @@ _ENSURE_LEVEL = text(
        ON CONFLICT (org_id, sku_id, warehouse_id) DO NOTHING"""
 )
 
-_LEDGER_COLUMNS = """(org_id, level_id, sku_id, warehouse_id, reason, on_hand_before, on_hand_after, on_hand_delta,
-    reserved_before, reserved_after, reserved_delta, actor, reference_type, reference_id, request_id, note, created_at)"""
+_LEDGER_COLUMNS = """(org_id, level_id, sku_id, warehouse_id, reason, on_hand_before, on_hand_after,
+  on_hand_delta,
+    reserved_before, reserved_after, reserved_delta, actor, reference_type, reference_id, request_id,
+      note, created_at)"""
 
 _LOCK_LEVEL = text(
     """SELECT id, on_hand, reserved FROM inventory_levels
@@ -176,17 +181,30 @@ async def adjust(
     if new_on_hand < reserved:
         raise BelowReserved(
             f"{sku} in {warehouse}: on_hand would be {new_on_hand}, below the {reserved} reserved",
-            details={"sku": sku, "warehouse": warehouse, "on_hand": on_hand, "reserved": reserved,
-                     "requested_on_hand": new_on_hand, "available": on_hand - reserved},
+            details={
+                "sku": sku,
+                "warehouse": warehouse,
+                "on_hand": on_hand,
+                "reserved": reserved,
+                "requested_on_hand": new_on_hand,
+                "available": on_hand - reserved,
+            },
         )
     changed = new_on_hand != on_hand
     if changed:
         await session.execute(
             _SET_ON_HAND,
             {
-                "org": org_id, "level": level_id, "after": new_on_hand, "before": on_hand, "reason": reason,
-                "actor": current_actor().describe(), "ref_type": reference_type, "ref_id": reference_id,
-                "request_id": current_request_id(), "note": note,
+                "org": org_id,
+                "level": level_id,
+                "after": new_on_hand,
+                "before": on_hand,
+                "reason": reason,
+                "actor": current_actor().describe(),
+                "ref_type": reference_type,
+                "ref_id": reference_id,
+                "request_id": current_request_id(),
+                "note": note,
             },
         )
     return LevelChange(sku, warehouse, on_hand, new_on_hand, reserved, changed)
@@ -224,7 +242,8 @@ _RESERVE_TAIL = f"""), res AS (
                  u.reserved - u.qty, u.reserved, u.qty, :actor, :ref_type, :ref_id, :request_id, NULL, now()
             FROM upd u
         )
-        SELECT r.id, r.level_id, u.sku_id, u.warehouse_id, r.quantity FROM res r JOIN upd u ON u.id = r.level_id"""
+        SELECT r.id, r.level_id, u.sku_id, u.warehouse_id, r.quantity FROM res r JOIN upd u ON u.id =
+          r.level_id"""
 
 _RESERVE_ONE = text(
     f"""WITH upd AS (
@@ -276,17 +295,23 @@ async def reserve(
             raise BusinessRuleViolation("quantities must be positive", code="INVALID_QUANTITY")
         wanted[(line.sku_id, line.warehouse_id)] += line.quantity
     if max(wanted.values(), default=0) > MAX_QUANTITY:
-        raise BusinessRuleViolation(f"at most {MAX_QUANTITY} units of one SKU per reservation", code="INVALID_QUANTITY")
+        raise BusinessRuleViolation(
+            f"at most {MAX_QUANTITY} units of one SKU per reservation", code="INVALID_QUANTITY"
+        )
     if not wanted:
         raise BusinessRuleViolation("nothing to reserve", code="NO_LINES")
     org_id = require_org_id()
     common = {
-        "org": org_id, "ref_type": reference_type, "ref_id": reference_id, "expires": expires_at,
-        "actor": current_actor().describe(), "request_id": current_request_id(),
+        "org": org_id,
+        "ref_type": reference_type,
+        "ref_id": reference_id,
+        "expires": expires_at,
+        "actor": current_actor().describe(),
+        "request_id": current_request_id(),
     }
     if len(wanted) == 1:
         # One row: a single conditional UPDATE (with its reservation and ledger row) is atomic by itself.
-        ((sku_id, wh_id), qty), = wanted.items()
+        (((sku_id, wh_id), qty),) = wanted.items()
         rows = (await session.execute(_RESERVE_ONE, {**common, "sku": sku_id, "wh": wh_id, "qty": qty})).all()
         if rows:
             return [Reserved(*row) for row in rows]
@@ -316,7 +341,8 @@ async def reserve(
             raise _insufficient(short, labels)
         rows = (
             await session.execute(
-                _RESERVE_LOCKED, {**common, "levels": [by_key[k].id for k in keys], "qtys": [wanted[k] for k in keys]}
+                _RESERVE_LOCKED,
+                {**common, "levels": [by_key[k].id for k in keys], "qtys": [wanted[k] for k in keys]},
             )
         ).all()
         return [Reserved(*row) for row in rows]
@@ -331,9 +357,13 @@ def _insufficient(
     labels: dict[tuple[uuid.UUID, uuid.UUID], tuple[str, str]] | None,
 ) -> InsufficientStock:
     lines = []
-    for key, (requested, available) in sorted(short.items(), key=lambda kv: (labels or {}).get(kv[0], (str(kv[0]),))):
+    for key, (requested, available) in sorted(
+        short.items(), key=lambda kv: (labels or {}).get(kv[0], (str(kv[0]),))
+    ):
         sku, warehouse = (labels or {}).get(key, (str(key[0]), str(key[1])))
-        lines.append({"sku": sku, "warehouse": warehouse, "requested": requested, "available": max(available, 0)})
+        lines.append(
+            {"sku": sku, "warehouse": warehouse, "requested": requested, "available": max(available, 0)}
+        )
     skus = ", ".join(f"{line['sku']} ({line['available']} of {line['requested']})" for line in lines)
     return InsufficientStock(f"not enough stock for {skus}", details={"lines": lines})
 
@@ -396,7 +426,8 @@ _CLOSE = text(
           SELECT :org, u.id, u.sku_id, u.warehouse_id, CAST(:ledger_reason AS text),
                  u.on_hand + CASE WHEN CAST(:commit AS boolean) THEN u.qty ELSE 0 END, u.on_hand,
                  CASE WHEN CAST(:commit AS boolean) THEN -u.qty ELSE 0 END,
-                 u.reserved + u.qty, u.reserved, -u.qty, :actor, u.ref_type, u.ref_id, :request_id, NULL, now()
+                 u.reserved + u.qty, u.reserved, -u.qty, :actor, u.ref_type, u.ref_id, :request_id,
+                   NULL, now()
             FROM upd u
         )
         SELECT count(*) FROM closed"""
@@ -418,7 +449,10 @@ async def _close(
     levels = sorted(per_level)
     if len(levels) > 1:
         await session.execute(
-            text("SELECT id FROM inventory_levels WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR NO KEY UPDATE"),
+            text(
+                "SELECT id FROM inventory_levels WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR "
+                "NO KEY UPDATE"
+            ),
             {"ids": levels},
         )
 
@@ -448,13 +482,21 @@ async def _close(
 async def release(session: AsyncSession, reservation_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
     """Release active reservations (already closed ones are skipped: releasing twice is a no-op)."""
     return await _close(
-        session, "r.id = ANY(CAST(:ids AS uuid[]))", {"ids": list(reservation_ids)},
-        status="released", reason="release", ledger_reason="release",
+        session,
+        "r.id = ANY(CAST(:ids AS uuid[]))",
+        {"ids": list(reservation_ids)},
+        status="released",
+        reason="release",
+        ledger_reason="release",
     )
 
 
 async def release_reference(
-    session: AsyncSession, reference_type: str, reference_id: str, *, level_ids: Sequence[uuid.UUID] | None = None
+    session: AsyncSession,
+    reference_type: str,
+    reference_id: str,
+    *,
+    level_ids: Sequence[uuid.UUID] | None = None,
 ) -> list[uuid.UUID]:
     """Release what is still reserved for one reference (an order being cancelled), or only its
     reservations on `level_ids` (an order line going down)."""
@@ -466,14 +508,19 @@ async def release_reference(
     return await _close(session, where, params, status="released", reason="release", ledger_reason="release")
 
 
-async def reserved_for_reference(session: AsyncSession, reference_type: str, reference_id: str) -> dict[str, tuple[uuid.UUID, int]]:
+async def reserved_for_reference(
+    session: AsyncSession, reference_type: str, reference_id: str
+) -> dict[str, tuple[uuid.UUID, int]]:
     """SKU code -> (level id, quantity) still actively reserved for a reference."""
     rows = await session.execute(
         select(Sku.code, InventoryLevel.id, func.sum(Reservation.quantity))
         .join(InventoryLevel, InventoryLevel.id == Reservation.level_id)
         .join(Sku, Sku.id == InventoryLevel.sku_id)
-        .where(Reservation.reference_type == reference_type, Reservation.reference_id == reference_id,
-               Reservation.status == "active")
+        .where(
+            Reservation.reference_type == reference_type,
+            Reservation.reference_id == reference_id,
+            Reservation.status == "active",
+        )
         .group_by(Sku.code, InventoryLevel.id)
     )
     out: dict[str, tuple[uuid.UUID, int]] = {}
@@ -486,16 +533,24 @@ async def reserved_for_reference(session: AsyncSession, reference_type: str, ref
 async def commit(session: AsyncSession, reservation_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
     """Stock leaves the building (shipment): on_hand and reserved both drop by the reserved quantity."""
     return await _close(
-        session, "r.id = ANY(CAST(:ids AS uuid[]))", {"ids": list(reservation_ids)},
-        status="committed", reason="commit", ledger_reason="commit",
+        session,
+        "r.id = ANY(CAST(:ids AS uuid[]))",
+        {"ids": list(reservation_ids)},
+        status="committed",
+        reason="commit",
+        ledger_reason="commit",
     )
 
 
 async def release_expired(session: AsyncSession, *, now: datetime | None = None) -> list[uuid.UUID]:
     """Release the current org's reservations whose expires_at has passed (audited as `expire`)."""
     return await _close(
-        session, "r.expires_at IS NOT NULL AND r.expires_at <= coalesce(CAST(:now AS timestamptz), now())",
-        {"now": now}, status="released", reason="expire", ledger_reason="expire",
+        session,
+        "r.expires_at IS NOT NULL AND r.expires_at <= coalesce(CAST(:now AS timestamptz), now())",
+        {"now": now},
+        status="released",
+        reason="expire",
+        ledger_reason="expire",
     )
 
 
@@ -517,7 +572,9 @@ async def reservations_view(
     if ids is not None:
         query = query.where(Reservation.id.in_(list(ids)))
     if reference is not None:
-        query = query.where(Reservation.reference_type == reference[0], Reservation.reference_id == reference[1])
+        query = query.where(
+            Reservation.reference_type == reference[0], Reservation.reference_id == reference[1]
+        )
     return list((await session.execute(query)).all())
 
 
@@ -544,8 +601,15 @@ async def list_levels(
 ) -> tuple[list[Any], int]:
     available = InventoryLevel.on_hand - InventoryLevel.reserved
     query = (
-        select(Sku.code, Warehouse.code, InventoryLevel.on_hand, InventoryLevel.reserved, available,
-               Sku.reorder_point, InventoryLevel.updated_at)
+        select(
+            Sku.code,
+            Warehouse.code,
+            InventoryLevel.on_hand,
+            InventoryLevel.reserved,
+            available,
+            Sku.reorder_point,
+            InventoryLevel.updated_at,
+        )
         .join(Sku, Sku.id == InventoryLevel.sku_id)
         .join(Warehouse, Warehouse.id == InventoryLevel.warehouse_id)
     )

@@ -29,7 +29,9 @@ from rappit.tenancy.scoping import unscoped
 log = structlog.get_logger("rappit.orders.jobs")
 
 
-async def _canonical(registry: ChannelRegistry, box: SecretBox, channel: Channel, event: WebhookEvent) -> CanonicalOrder | None:
+async def _canonical(
+    registry: ChannelRegistry, box: SecretBox, channel: Channel, event: WebhookEvent
+) -> CanonicalOrder | None:
     """Map the stored payload to a canonical order; None for topics Rappit does not act on."""
     adapter = registry[channel.type]
     kind = adapter.classify(event.topic)
@@ -59,7 +61,9 @@ async def apply_event(
     return (order.id if order else None), outcome
 
 
-async def reconcile_all(sessionmaker: async_sessionmaker[AsyncSession], registry: ChannelRegistry, box: SecretBox) -> int:
+async def reconcile_all(
+    sessionmaker: async_sessionmaker[AsyncSession], registry: ChannelRegistry, box: SecretBox
+) -> int:
     """For each active channel with API credentials, ingest orders updated since its watermark through
     the same idempotent path as webhooks, so a paid order whose webhook never came still becomes an
     order. Channels whose adapter cannot list orders are skipped. Returns how many orders it created."""
@@ -78,18 +82,27 @@ async def reconcile_all(sessionmaker: async_sessionmaker[AsyncSession], registry
             try:
                 created += await _reconcile_one(sessionmaker, registry, box, channel_id)
             except Exception as exc:  # one channel's failure must not stop the others
-                log.error("reconcile.channel_failed", channel_id=str(channel_id), channel_type=channel_type,
-                          error=f"{type(exc).__name__}: {exc}")
+                log.error(
+                    "reconcile.channel_failed",
+                    channel_id=str(channel_id),
+                    channel_type=channel_type,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
     return created
 
 
 async def _reconcile_one(
-    sessionmaker: async_sessionmaker[AsyncSession], registry: ChannelRegistry, box: SecretBox, channel_id: uuid.UUID
+    sessionmaker: async_sessionmaker[AsyncSession],
+    registry: ChannelRegistry,
+    box: SecretBox,
+    channel_id: uuid.UUID,
 ) -> int:
     created = 0
     async with provide_session(sessionmaker) as session:
         channel = (
-            await session.execute(select(Channel).where(Channel.id == channel_id).with_for_update(skip_locked=True))
+            await session.execute(
+                select(Channel).where(Channel.id == channel_id).with_for_update(skip_locked=True)
+            )
         ).scalar_one_or_none()
         if channel is None:
             return 0  # another worker is reconciling it
@@ -106,7 +119,9 @@ async def _reconcile_one(
             _, outcome = await service.apply_channel_order(session, ref, payload)
             if outcome == "created":
                 created += 1
-                log.warning("reconcile.order_recovered", channel_id=str(channel_id), external_id=payload.external_id)
+                log.warning(
+                    "reconcile.order_recovered", channel_id=str(channel_id), external_id=payload.external_id
+                )
             if payload.updated_at and payload.updated_at > watermark:
                 watermark = payload.updated_at
         channel.reconciled_until = watermark

@@ -54,7 +54,9 @@ class Order(IdMixin, TenantMixin, Base):
         CheckConstraint("(source = 'manual') = (channel_id is null)", name="channel_iff_not_manual"),
         # State that code sets together, kept together by the database.
         CheckConstraint("(status = 'on_hold') = (hold_reason is not null)", name="hold_reason_iff_on_hold"),
-        CheckConstraint("(status = 'cancelled') = (cancelled_at is not null)", name="cancelled_at_iff_cancelled"),
+        CheckConstraint(
+            "(status = 'cancelled') = (cancelled_at is not null)", name="cancelled_at_iff_cancelled"
+        ),
         Index("ix_orders_org_status_created", "org_id", "status", "created_at"),
     )
 
@@ -69,8 +71,12 @@ class Order(IdMixin, TenantMixin, Base):
     currency: Mapped[str] = mapped_column(String(3))
     external_updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     """The platform's updated timestamp of the newest payload applied: older payloads are ignored."""
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), default=utcnow
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), default=utcnow
+    )
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
@@ -106,12 +112,17 @@ class OrderEvent(TenantMixin, Base):
     __tablename__ = "order_events"
     __org_fk__ = False
     __org_unique__ = False
-    __extra_table_args__ = (org_fk("order_id", "orders"), Index("ix_order_events_order", "org_id", "order_id", "id"))
+    __extra_table_args__ = (
+        org_fk("order_id", "orders"),
+        Index("ix_order_events_order", "org_id", "order_id", "id"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     order_id: Mapped[uuid.UUID] = mapped_column()
     kind: Mapped[str] = mapped_column(String(40))
     detail: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     webhook_event_id: Mapped[uuid.UUID | None] = mapped_column()
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), default=utcnow
+    )
     note: Mapped[str | None] = mapped_column(Text)

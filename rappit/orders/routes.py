@@ -23,15 +23,24 @@ from rappit.orders.schemas import (
     ReservationRef,
 )
 from rappit.platform.http import DbSession, Id, Limit, Offset
-from rappit.tenancy.idempotency import idempotent
 from rappit.tenancy.auth import Principal, requires
+from rappit.tenancy.idempotency import idempotent
 
 
 def order_out(o: Order) -> OrderOut:
     return OrderOut(
-        id=o.id, number=o.number, source=o.source, channel_id=o.channel_id, external_id=o.external_id,
-        external_name=o.external_name, status=o.status, hold_reason=o.hold_reason, currency=o.currency,
-        created_at=o.created_at, updated_at=o.updated_at, cancelled_at=o.cancelled_at,
+        id=o.id,
+        number=o.number,
+        source=o.source,
+        channel_id=o.channel_id,
+        external_id=o.external_id,
+        external_name=o.external_name,
+        status=o.status,
+        hold_reason=o.hold_reason,
+        currency=o.currency,
+        created_at=o.created_at,
+        updated_at=o.updated_at,
+        cancelled_at=o.cancelled_at,
     )
 
 
@@ -39,16 +48,31 @@ async def detail(session: Any, order: Order) -> OrderDetailOut:
     lines = await service.current_lines(session, order.id)
     reservations = [
         ReservationRef(id=r.id, sku=sku, warehouse_code=wh, quantity=r.quantity, status=r.status)
-        for r, sku, wh in await inventory.reservations_view(session, reference=(service.RESERVATION_REF, str(order.id)))
+        for r, sku, wh in await inventory.reservations_view(
+            session, reference=(service.RESERVATION_REF, str(order.id))
+        )
     ]
     return OrderDetailOut(
         order=order_out(order),
-        lines=[OrderLineOut(position=ln.position, sku=ln.sku, title=ln.title, quantity=ln.quantity,
-                            unit_price_minor=ln.unit_price_minor, currency=ln.currency,
-                            external_line_id=ln.external_line_id) for ln in lines],
+        lines=[
+            OrderLineOut(
+                position=ln.position,
+                sku=ln.sku,
+                title=ln.title,
+                quantity=ln.quantity,
+                unit_price_minor=ln.unit_price_minor,
+                currency=ln.currency,
+                external_line_id=ln.external_line_id,
+            )
+            for ln in lines
+        ],
         reservations=reservations,
-        timeline=[OrderEventOut(kind=e.kind, detail=e.detail, created_at=e.created_at, webhook_event_id=e.webhook_event_id)
-                  for e in await service.timeline(session, order.id)],
+        timeline=[
+            OrderEventOut(
+                kind=e.kind, detail=e.detail, created_at=e.created_at, webhook_event_id=e.webhook_event_id
+            )
+            for e in await service.timeline(session, order.id)
+        ],
     )
 
 
@@ -68,8 +92,13 @@ class OrderController(Controller):
         offset: Offset = 0,
     ) -> OrderPage:
         orders, total = await service.list_orders(
-            db_session, status=status, channel_id=channel_id, created_from=created_from, created_to=created_to,
-            limit=limit, offset=offset,
+            db_session,
+            status=status,
+            channel_id=channel_id,
+            created_from=created_from,
+            created_to=created_to,
+            limit=limit,
+            offset=offset,
         )
         return OrderPage(items=[order_out(o) for o in orders], total=total, limit=limit, offset=offset)
 
@@ -83,15 +112,23 @@ class OrderController(Controller):
     ) -> Response[Any]:
         async def op() -> OrderDetailOut:
             order = await service.create_manual(
-                db_session, org_code=request.user.org_code, currency=data.currency, reference=data.reference,
-                lines=[CanonicalLine(None, ln.sku, ln.title or ln.sku, ln.quantity, ln.unit_price_minor) for ln in data.lines],
+                db_session,
+                org_code=request.user.org_code,
+                currency=data.currency,
+                reference=data.reference,
+                lines=[
+                    CanonicalLine(None, ln.sku, ln.title or ln.sku, ln.quantity, ln.unit_price_minor)
+                    for ln in data.lines
+                ],
             )
             return await detail(db_session, order)
 
         return await idempotent(request, db_session, op)
 
     @post("/{order_id:uuid}/cancel", guards=[requires("orders:write")])
-    async def cancel(self, request: Request[Any, Any, Any], db_session: DbSession, order_id: Id) -> Response[Any]:
+    async def cancel(
+        self, request: Request[Any, Any, Any], db_session: DbSession, order_id: Id
+    ) -> Response[Any]:
         async def op() -> OrderDetailOut:
             order = await service.get_order(db_session, order_id, for_update=True)
             await service.cancel(db_session, order)
@@ -100,7 +137,9 @@ class OrderController(Controller):
         return await idempotent(request, db_session, op, status_code=200)
 
     @post("/{order_id:uuid}/retry-reservation", guards=[requires("orders:write")])
-    async def retry_reservation(self, request: Request[Principal, Any, Any], db_session: DbSession, order_id: Id) -> Response[Any]:
+    async def retry_reservation(
+        self, request: Request[Principal, Any, Any], db_session: DbSession, order_id: Id
+    ) -> Response[Any]:
         """Try again to reserve an on-hold order's lines (after a stock receipt)."""
 
         async def op() -> OrderDetailOut:

@@ -20,14 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from rappit.channels.models import Channel
 from rappit.channels.service import get_channel
 from rappit.integrations.channels.canonical import CanonicalLine, CanonicalOrder
+from rappit.integrations.channels.registry import ORDER_SOURCES
 from rappit.inventory import service as inventory
 from rappit.inventory.models import Warehouse
-from rappit.integrations.channels.registry import ORDER_SOURCES
 from rappit.orders.models import Order, OrderEvent, OrderLine
 from rappit.platform.db import utcnow
 from rappit.platform.errors import BusinessRuleViolation, NotFound
-from rappit.tenancy.context import require_org_id
 from rappit.tenancy import service as tenancy
+from rappit.tenancy.context import require_org_id
 
 RESERVATION_REF = "order"
 
@@ -42,7 +42,8 @@ async def next_number(session: AsyncSession, org_code: str, source: str) -> str:
     value = (
         await session.execute(
             text(
-                """INSERT INTO order_counters (id, org_id, source, last_value) VALUES (gen_random_uuid(), :org, :s, 1)
+                """INSERT INTO order_counters (id, org_id, source, last_value)
+                   VALUES (gen_random_uuid(), :org, :s, 1)
                    ON CONFLICT (org_id, source) DO UPDATE SET last_value = order_counters.last_value + 1
                    RETURNING last_value"""
             ),
@@ -63,7 +64,9 @@ class ChannelRef:
 async def channel_ref(session: AsyncSession, channel: Channel) -> ChannelRef:
     """What order creation needs to know about a channel (the org code prefixes order numbers)."""
     return ChannelRef(
-        id=channel.id, source=channel.type, org_code=await tenancy.org_code(session, channel.org_id),
+        id=channel.id,
+        source=channel.type,
+        org_code=await tenancy.org_code(session, channel.org_id),
         warehouse_id=channel.warehouse_id,
     )
 
@@ -72,7 +75,12 @@ async def ref_of(session: AsyncSession, order: Order) -> ChannelRef:
     """The channel reference of an existing order (manual orders have none)."""
     if order.channel_id:
         return await channel_ref(session, await get_channel(session, order.channel_id))
-    return ChannelRef(id=None, source=order.source, org_code=await tenancy.org_code(session, order.org_id), warehouse_id=None)
+    return ChannelRef(
+        id=None,
+        source=order.source,
+        org_code=await tenancy.org_code(session, order.org_id),
+        warehouse_id=None,
+    )
 
 
 def _desired(lines: list[CanonicalLine]) -> dict[str, int]:
@@ -84,13 +92,19 @@ def _desired(lines: list[CanonicalLine]) -> dict[str, int]:
     return dict(wanted)
 
 
-async def _event(session: AsyncSession, order: Order, kind: str, detail: dict[str, Any], webhook_event_id: uuid.UUID | None) -> None:
+async def _event(
+    session: AsyncSession, order: Order, kind: str, detail: dict[str, Any], webhook_event_id: uuid.UUID | None
+) -> None:
     session.add(OrderEvent(order_id=order.id, kind=kind, detail=detail, webhook_event_id=webhook_event_id))
 
 
 async def _warehouse(session: AsyncSession, channel: ChannelRef) -> Warehouse | None:
     query = select(Warehouse)
-    query = query.where(Warehouse.id == channel.warehouse_id) if channel.warehouse_id else query.order_by(Warehouse.code).limit(1)
+    query = (
+        query.where(Warehouse.id == channel.warehouse_id)
+        if channel.warehouse_id
+        else query.order_by(Warehouse.code).limit(1)
+    )
     return (await session.execute(query)).scalar_one_or_none()
 
 
@@ -109,7 +123,11 @@ async def _plan(session: AsyncSession, channel: ChannelRef, wanted: dict[str, in
 
 
 async def _try_reserve(
-    session: AsyncSession, order: Order, channel: ChannelRef, wanted: dict[str, int], plan: _Plan | None = None
+    session: AsyncSession,
+    order: Order,
+    channel: ChannelRef,
+    wanted: dict[str, int],
+    plan: _Plan | None = None,
 ) -> tuple[bool, str, dict[str, Any]]:
     """Reserve `wanted` for the order, all or nothing (in a savepoint). On failure the order goes
     on hold with the reason; the customer has paid, so the order itself is never dropped.
@@ -129,7 +147,10 @@ async def _try_reserve(
             async with session.begin_nested():
                 await inventory.reserve(
                     session,
-                    [inventory.ReserveLine(plan.skus[sku], wh.id, qty) for sku, qty in sorted(wanted.items())],
+                    [
+                        inventory.ReserveLine(plan.skus[sku], wh.id, qty)
+                        for sku, qty in sorted(wanted.items())
+                    ],
                     reference_type=RESERVATION_REF,
                     reference_id=str(order.id),
                     labels={(plan.skus[sku], wh.id): (sku, wh.code) for sku in wanted},
@@ -143,7 +164,11 @@ async def _try_reserve(
 
 
 async def _reserve_or_hold(
-    session: AsyncSession, order: Order, channel: ChannelRef, wanted: dict[str, int], webhook_event_id: uuid.UUID | None
+    session: AsyncSession,
+    order: Order,
+    channel: ChannelRef,
+    wanted: dict[str, int],
+    webhook_event_id: uuid.UUID | None,
 ) -> bool:
     ok, kind, detail = await _try_reserve(session, order, channel, wanted)
     if wanted:
@@ -152,7 +177,12 @@ async def _reserve_or_hold(
 
 
 async def _write_lines(
-    session: AsyncSession, order: Order, lines: list[CanonicalLine], currency: str, *, version: int | None = None
+    session: AsyncSession,
+    order: Order,
+    lines: list[CanonicalLine],
+    currency: str,
+    *,
+    version: int | None = None,
 ) -> int:
     if version is None:
         version = (
@@ -163,8 +193,14 @@ async def _write_lines(
     for position, line in enumerate(lines, start=1):
         session.add(
             OrderLine(
-                order_id=order.id, version=version, position=position, external_line_id=line.external_line_id,
-                sku=line.sku, title=line.title, quantity=line.quantity, unit_price_minor=line.unit_price_minor,
+                order_id=order.id,
+                version=version,
+                position=position,
+                external_line_id=line.external_line_id,
+                sku=line.sku,
+                title=line.title,
+                quantity=line.quantity,
+                unit_price_minor=line.unit_price_minor,
                 currency=currency,
             )
         )
@@ -172,7 +208,11 @@ async def _write_lines(
 
 
 async def apply_channel_order(
-    session: AsyncSession, channel: ChannelRef, payload: CanonicalOrder, *, webhook_event_id: uuid.UUID | None = None
+    session: AsyncSession,
+    channel: ChannelRef,
+    payload: CanonicalOrder,
+    *,
+    webhook_event_id: uuid.UUID | None = None,
 ) -> tuple[Order | None, str]:
     """Create or update the order a channel payload describes. Returns (order, what happened)."""
     org_id = require_org_id()
@@ -191,17 +231,34 @@ async def apply_channel_order(
             return None, "ignored"
         return await _create(session, channel, payload, webhook_event_id), "created"
     if order.status == "cancelled":
-        await _event(session, order, "ignored_after_cancel", {"external_updated_at": str(payload.updated_at)}, webhook_event_id)
-        return order, "ignored"
-    if payload.updated_at is not None and order.external_updated_at is not None and payload.updated_at <= order.external_updated_at:
         await _event(
-            session, order, "ignored_stale",
-            {"payload_updated_at": payload.updated_at.isoformat(), "order_updated_at": order.external_updated_at.isoformat()},
+            session,
+            order,
+            "ignored_after_cancel",
+            {"external_updated_at": str(payload.updated_at)},
+            webhook_event_id,
+        )
+        return order, "ignored"
+    if (
+        payload.updated_at is not None
+        and order.external_updated_at is not None
+        and payload.updated_at <= order.external_updated_at
+    ):
+        await _event(
+            session,
+            order,
+            "ignored_stale",
+            {
+                "payload_updated_at": payload.updated_at.isoformat(),
+                "order_updated_at": order.external_updated_at.isoformat(),
+            },
             webhook_event_id,
         )
         return order, "ignored"
     if payload.cancelled:
-        await cancel(session, order, webhook_event_id=webhook_event_id, external_updated_at=payload.updated_at)
+        await cancel(
+            session, order, webhook_event_id=webhook_event_id, external_updated_at=payload.updated_at
+        )
         return order, "cancelled"
     await _update(session, channel, order, payload, webhook_event_id)
     return order, "updated"
@@ -230,18 +287,26 @@ async def _create(
     order.number = await next_number(session, channel.org_code, channel.source)
     outcome = None
     if wanted:
-        outcome = await _try_reserve(session, order, channel, wanted, plan)  # reservations name the order's id
+        outcome = await _try_reserve(
+            session, order, channel, wanted, plan
+        )  # reservations name the order's id
     session.add(order)
     await session.flush()
     await _write_lines(session, order, payload.lines, payload.currency, version=1)
-    await _event(session, order, "created", {"number": order.number, "external_name": payload.name}, webhook_event_id)
+    await _event(
+        session, order, "created", {"number": order.number, "external_name": payload.name}, webhook_event_id
+    )
     if outcome is not None:
         await _event(session, order, outcome[1], outcome[2], webhook_event_id)
     return order
 
 
 async def _update(
-    session: AsyncSession, channel: ChannelRef, order: Order, payload: CanonicalOrder, webhook_event_id: uuid.UUID | None
+    session: AsyncSession,
+    channel: ChannelRef,
+    order: Order,
+    payload: CanonicalOrder,
+    webhook_event_id: uuid.UUID | None,
 ) -> None:
     version = await _write_lines(session, order, payload.lines, payload.currency)
     order.external_updated_at = payload.updated_at or order.external_updated_at
@@ -275,10 +340,14 @@ async def _update(
             if again:
                 warehouse = await _warehouse(session, channel)
                 if warehouse is None:
-                    raise BusinessRuleViolation("the organization has no warehouse to reserve from", code="NO_WAREHOUSE")
+                    raise BusinessRuleViolation(
+                        "the organization has no warehouse to reserve from", code="NO_WAREHOUSE"
+                    )
                 await inventory.reserve_by_codes(
-                    session, [(sku, warehouse.code, qty) for sku, qty in sorted(again.items())],
-                    reference_type=RESERVATION_REF, reference_id=str(order.id),
+                    session,
+                    [(sku, warehouse.code, qty) for sku, qty in sorted(again.items())],
+                    reference_type=RESERVATION_REF,
+                    reference_id=str(order.id),
                 )
         await _event(session, order, "reservations_adjusted", {"changes": changes}, webhook_event_id)
     except BusinessRuleViolation as exc:
@@ -289,7 +358,10 @@ async def _update(
 
 
 async def cancel(
-    session: AsyncSession, order: Order, *, webhook_event_id: uuid.UUID | None = None,
+    session: AsyncSession,
+    order: Order,
+    *,
+    webhook_event_id: uuid.UUID | None = None,
     external_updated_at: datetime | None = None,
 ) -> Order:
     """Release every active reservation and mark the order cancelled (cancelling twice changes nothing)."""
@@ -309,10 +381,17 @@ async def cancel(
 async def retry_hold(session: AsyncSession, order_id: uuid.UUID, channel: ChannelRef) -> Order:
     order = await get_order(session, order_id, for_update=True)
     if order.status != "on_hold":
-        raise BusinessRuleViolation(f"order {order.number} is {order.status}, not on hold", code="NOT_ON_HOLD")
+        raise BusinessRuleViolation(
+            f"order {order.number} is {order.status}, not on hold", code="NOT_ON_HOLD"
+        )
     lines = await current_lines(session, order.id)
     await inventory.release_reference(session, RESERVATION_REF, str(order.id))
-    wanted = _desired([CanonicalLine(ln.external_line_id, ln.sku, ln.title, ln.quantity, ln.unit_price_minor) for ln in lines])
+    wanted = _desired(
+        [
+            CanonicalLine(ln.external_line_id, ln.sku, ln.title, ln.quantity, ln.unit_price_minor)
+            for ln in lines
+        ]
+    )
     if await _reserve_or_hold(session, order, channel, wanted, None):
         order.status, order.hold_reason = "open", None
     return order
@@ -322,8 +401,14 @@ async def create_manual(
     session: AsyncSession, *, org_code: str, currency: str, lines: list[CanonicalLine], reference: str | None
 ) -> Order:
     channel = ChannelRef(id=None, source="manual", org_code=org_code, warehouse_id=None)
-    payload = CanonicalOrder(external_id=reference or "", name=reference or "", currency=currency,
-                             updated_at=None, cancelled=False, lines=lines)
+    payload = CanonicalOrder(
+        external_id=reference or "",
+        name=reference or "",
+        currency=currency,
+        updated_at=None,
+        cancelled=False,
+        lines=lines,
+    )
     return await _create(session, channel, payload, None)
 
 
@@ -340,19 +425,29 @@ async def get_order(session: AsyncSession, order_id: uuid.UUID, *, for_update: b
 async def current_lines(session: AsyncSession, order_id: uuid.UUID) -> list[OrderLine]:
     latest = select(func.max(OrderLine.version)).where(OrderLine.order_id == order_id).scalar_subquery()
     rows = await session.execute(
-        select(OrderLine).where(OrderLine.order_id == order_id, OrderLine.version == latest).order_by(OrderLine.position)
+        select(OrderLine)
+        .where(OrderLine.order_id == order_id, OrderLine.version == latest)
+        .order_by(OrderLine.position)
     )
     return list(rows.scalars())
 
 
 async def timeline(session: AsyncSession, order_id: uuid.UUID) -> list[OrderEvent]:
-    rows = await session.execute(select(OrderEvent).where(OrderEvent.order_id == order_id).order_by(OrderEvent.id))
+    rows = await session.execute(
+        select(OrderEvent).where(OrderEvent.order_id == order_id).order_by(OrderEvent.id)
+    )
     return list(rows.scalars())
 
 
 async def list_orders(
-    session: AsyncSession, *, status: str | None, channel_id: uuid.UUID | None, created_from: datetime | None,
-    created_to: datetime | None, limit: int, offset: int,
+    session: AsyncSession,
+    *,
+    status: str | None,
+    channel_id: uuid.UUID | None,
+    created_from: datetime | None,
+    created_to: datetime | None,
+    limit: int,
+    offset: int,
 ) -> tuple[list[Order], int]:
     query = select(Order)
     if status:
@@ -364,5 +459,7 @@ async def list_orders(
     if created_to:
         query = query.where(Order.created_at < created_to)
     total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
-    rows = await session.execute(query.order_by(Order.created_at.desc(), Order.id).limit(limit).offset(offset))
+    rows = await session.execute(
+        query.order_by(Order.created_at.desc(), Order.id).limit(limit).offset(offset)
+    )
     return list(rows.scalars()), total

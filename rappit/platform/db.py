@@ -98,8 +98,9 @@ async def assert_rls_binds(engine: AsyncEngine) -> None:
         ).one()
     if row.bypasses or row.owns:
         raise RuntimeError(
-            f"DATABASE_URL connects as {row.rolname!r}, which {'bypasses' if row.bypasses else 'owns the tables, so bypasses'}"
-            " row-level security; connect as the app role (rappit_app) and run migrations with MIGRATION_DATABASE_URL"
+            f"DATABASE_URL connects as {row.rolname!r}, which "
+            f"{'bypasses' if row.bypasses else 'owns the tables, so bypasses'} row-level security; "
+            "connect as the app role (rappit_app) and run migrations with MIGRATION_DATABASE_URL"
         )
 
 

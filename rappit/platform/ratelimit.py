@@ -77,7 +77,11 @@ class RateLimitMiddleware(ASGIMiddleware):
                     status=429,
                     code="RATE_LIMITED",
                     message=f"too many requests; retry in {retry_after} s",
-                    details={"limit": policy.limit, "window_seconds": policy.window_seconds, "policy": policy.name},
+                    details={
+                        "limit": policy.limit,
+                        "window_seconds": policy.window_seconds,
+                        "policy": policy.name,
+                    },
                     headers={"Retry-After": str(retry_after)},
                 )
                 await response.to_asgi_response(app=None, request=request)(scope, receive, send)  # type: ignore[arg-type]

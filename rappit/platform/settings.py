@@ -138,14 +138,17 @@ class Settings:
             try:
                 Fernet(key.encode())
             except (ValueError, TypeError):
-                problems.append(f"ENCRYPTION_KEY entry {i + 1} is not a valid Fernet key (32 url-safe base64 bytes)")
+                problems.append(
+                    f"ENCRYPTION_KEY entry {i + 1} is not a valid Fernet key (32 url-safe base64 bytes)"
+                )
             if production and key == DEV_ENCRYPTION_KEY:
                 problems.append("ENCRYPTION_KEY is the public development key")
         database_url = required("DATABASE_URL")
         migration_url = required("MIGRATION_DATABASE_URL")
         if production and migration_url and database_url and migration_url == database_url:
             problems.append(
-                "MIGRATION_DATABASE_URL must be the table owner and DATABASE_URL a different role (rappit_app):"
+                "MIGRATION_DATABASE_URL must be the table owner and DATABASE_URL a different role "
+                "(rappit_app):"
                 " row-level security does not bind a table's owner"
             )
         log_level = (get("LOG_LEVEL") or "INFO").upper()
@@ -169,7 +172,8 @@ class Settings:
             database_url=_async_url(database_url) if database_url else None,
             migration_database_url=_async_url(migration_url or database_url or "") or None,
             redis_url=redis_url,
-            cors_allowed_origins=cors or (() if production else ("http://localhost:8000", "http://127.0.0.1:8000")),
+            cors_allowed_origins=cors
+            or (() if production else ("http://localhost:8000", "http://127.0.0.1:8000")),
             admin_emails=admins,
             host=get("HOST") or "127.0.0.1",
             port=integer("PORT", 8000),
@@ -211,5 +215,5 @@ def _async_url(url: str) -> str:
     """Accept the usual postgres:// spellings and pin the asyncpg driver."""
     for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url[len(prefix):]
+            return "postgresql+asyncpg://" + url[len(prefix) :]
     return url

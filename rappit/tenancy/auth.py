@@ -82,7 +82,9 @@ async def principal_for_user(engine: AsyncEngine, user_id: uuid.UUID) -> Princip
 
 
 class AuthMiddleware(AbstractAuthenticationMiddleware):
-    async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
         engine: AsyncEngine = connection.app.state.engine
         header = connection.headers.get("authorization")
         principal: Principal | None

@@ -56,7 +56,9 @@ async def idempotent(
     if key is None:
         return Response(await operation(), status_code=status_code)
     if not _KEY.match(key):
-        raise BadRequest("Idempotency-Key must be 1-255 visible ASCII characters", code="INVALID_IDEMPOTENCY_KEY")
+        raise BadRequest(
+            "Idempotency-Key must be 1-255 visible ASCII characters", code="INVALID_IDEMPOTENCY_KEY"
+        )
     body = await request.body()
     digest = hashlib.sha256()
     for part in (request.method.encode(), request.url.path.encode(), request.url.query.encode(), body):
@@ -73,7 +75,9 @@ async def idempotent(
             "a request with this Idempotency-Key is still being processed; retry shortly",
             code="IDEMPOTENCY_IN_PROGRESS",
         )
-    existing = (await session.execute(select(IdempotencyKey).where(IdempotencyKey.key == key))).scalar_one_or_none()
+    existing = (
+        await session.execute(select(IdempotencyKey).where(IdempotencyKey.key == key))
+    ).scalar_one_or_none()
     if existing is not None and existing.expires_at > utcnow():
         if existing.fingerprint != fingerprint:
             raise BusinessRuleViolation(
@@ -90,8 +94,13 @@ async def idempotent(
     raw = encode_json(await operation())
     session.add(
         IdempotencyKey(
-            key=key, method=request.method, path=request.url.path[:500], fingerprint=fingerprint,
-            status_code=status_code, body=raw, expires_at=utcnow() + TTL,
+            key=key,
+            method=request.method,
+            path=request.url.path[:500],
+            fingerprint=fingerprint,
+            status_code=status_code,
+            body=raw,
+            expires_at=utcnow() + TTL,
         )
     )
     await session.flush()

@@ -27,22 +27,20 @@ class TenantMixin:
     """False for append-only tables that no foreign key points at (the ledger)."""
 
     @declared_attr
-    def org_id(cls) -> Mapped[uuid.UUID]:  # noqa: N805
+    def org_id(cls) -> Mapped[uuid.UUID]:
         if not cls.__org_fk__:
             return mapped_column(nullable=False)
         return mapped_column(ForeignKey("organizations.id", ondelete="RESTRICT"), nullable=False)
 
     @declared_attr.directive
-    def __table_args__(cls) -> tuple:  # noqa: N805
+    def __table_args__(cls) -> tuple:
         own = (UniqueConstraint("org_id", "id"),) if cls.__org_unique__ else ()
         return (*own, *getattr(cls, "__extra_table_args__", ()))
 
 
 def org_fk(column: str, target: str, *, ondelete: str | None = None) -> ForeignKeyConstraint:
     """A foreign key that includes org_id, so a row can never point into another org."""
-    return ForeignKeyConstraint(
-        ["org_id", column], [f"{target}.org_id", f"{target}.id"], ondelete=ondelete
-    )
+    return ForeignKeyConstraint(["org_id", column], [f"{target}.org_id", f"{target}.id"], ondelete=ondelete)
 
 
 class Organization(IdMixin, TimestampMixin, Base):

@@ -32,13 +32,14 @@ def grants_sql() -> list[str]:
               END IF;
             END $$""",
         f"GRANT USAGE ON SCHEMA public TO {APP_ROLE}",
-        f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {APP_ROLE}",
+        "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO "
+        f"{APP_ROLE}",
         f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {APP_ROLE}",
     ]
 
 
 def definer_function_sql(signature: str, returns: str, body: str) -> list[str]:
-    """A narrow cross-org read, run with the owner's rights (which RLS does not bind), for the app role only."""
+    """A narrow cross-org read, run with the owner's rights (RLS does not bind them), for the app role."""
     return [
         f"""CREATE OR REPLACE FUNCTION {signature} RETURNS {returns}
             LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $fn$ {body} $fn$""",

@@ -9,13 +9,12 @@ from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from rappit.platform.http import DbSession, Id, Limit, Offset
-from rappit.tenancy.idempotency import idempotent
 from rappit.tenancy import service
 from rappit.tenancy.auth import Principal, requires
+from rappit.tenancy.idempotency import idempotent
 from rappit.tenancy.permissions import permissions_for
-from rappit.tenancy.sessions import start_new_session
 from rappit.tenancy.schemas import IssuedTokenOut, LoginIn, MeOut, TokenIn, TokenOut, UserIn, UserOut
-
+from rappit.tenancy.sessions import start_new_session
 
 
 class MeController(Controller):
@@ -26,7 +25,11 @@ class MeController(Controller):
     async def me(self, request: Request[Principal, Principal, Any]) -> MeOut:
         p = request.user
         return MeOut(
-            org_id=p.org_id, org_code=p.org_code, role=p.role, permissions=sorted(p.permissions), actor=p.actor.describe()
+            org_id=p.org_id,
+            org_code=p.org_code,
+            role=p.role,
+            permissions=sorted(p.permissions),
+            actor=p.actor.describe(),
         )
 
 
@@ -48,7 +51,11 @@ class UserController(Controller):
     ) -> Response[Any]:
         async def op() -> UserOut:
             user = await service.add_user(
-                db_session, email=data.email, role=data.role, password=data.password, granter_role=request.user.role
+                db_session,
+                email=data.email,
+                role=data.role,
+                password=data.password,
+                granter_role=request.user.role,
             )
             return UserOut.of(user)
 
@@ -60,7 +67,9 @@ class TokenController(Controller):
     tags = ["tenancy"]
 
     @get("/", guards=[requires("tokens:manage")])
-    async def list_tokens(self, db_session: DbSession, limit: Limit = 50, offset: Offset = 0) -> list[TokenOut]:
+    async def list_tokens(
+        self, db_session: DbSession, limit: Limit = 50, offset: Offset = 0
+    ) -> list[TokenOut]:
         return [TokenOut.of(t) for t in await service.list_tokens(db_session, limit=limit, offset=offset)]
 
     @post("/", guards=[requires("tokens:manage")], status_code=HTTP_201_CREATED)
@@ -78,9 +87,13 @@ class TokenController(Controller):
         return IssuedTokenOut(token=issued.plaintext, details=TokenOut.of(issued.token))
 
     @post("/{token_id:uuid}/revoke", guards=[requires("tokens:manage")], status_code=HTTP_200_OK)
-    async def revoke_token(self, request: Request[Any, Any, Any], db_session: DbSession, token_id: Id) -> Response[Any]:
+    async def revoke_token(
+        self, request: Request[Any, Any, Any], db_session: DbSession, token_id: Id
+    ) -> Response[Any]:
         async def op() -> TokenOut:
-            return TokenOut.of(await service.revoke_token(db_session, token_id, revoker_role=request.user.role))
+            return TokenOut.of(
+                await service.revoke_token(db_session, token_id, revoker_role=request.user.role)
+            )
 
         return await idempotent(request, db_session, op, status_code=HTTP_200_OK)
 
@@ -92,8 +105,12 @@ class AuthController(Controller):
     tags = ["auth"]
 
     @post("/login", status_code=HTTP_200_OK)
-    async def login(self, request: Request[Any, Any, Any], db_session: DbSession, data: JSONBody[LoginIn]) -> MeOut:
-        who = await service.authenticate(db_session, org_code=data.org_code, email=data.email, password=data.password)
+    async def login(
+        self, request: Request[Any, Any, Any], db_session: DbSession, data: JSONBody[LoginIn]
+    ) -> MeOut:
+        who = await service.authenticate(
+            db_session, org_code=data.org_code, email=data.email, password=data.password
+        )
         await start_new_session(request, {"user_id": str(who.user_id)})
         return MeOut(
             org_id=who.org_id,

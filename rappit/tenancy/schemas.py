@@ -36,7 +36,9 @@ class UserOut(msgspec.Struct):
 
     @classmethod
     def of(cls, user: User) -> UserOut:
-        return cls(id=user.id, email=user.email, role=user.role, is_active=user.is_active, created_at=user.created_at)
+        return cls(
+            id=user.id, email=user.email, role=user.role, is_active=user.is_active, created_at=user.created_at
+        )
 
 
 class TokenIn(msgspec.Struct, forbid_unknown_fields=True):

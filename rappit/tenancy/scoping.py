@@ -31,7 +31,9 @@ from rappit.tenancy.models import TenantMixin
 
 log = structlog.get_logger("rappit.tenancy")
 
-_SET_CONTEXT = text("select set_config('app.org_id', :org, true), set_config('app.bypass_rls', :bypass, true)")
+_SET_CONTEXT = text(
+    "select set_config('app.org_id', :org, true), set_config('app.bypass_rls', :bypass, true)"
+)
 
 
 class CrossTenantWrite(RuntimeError):
@@ -52,7 +54,9 @@ def _scope_to_org(state: ORMExecuteState) -> None:
     org_id = current_org_id()
     if org_id is None:
         if _touches_tenant(state):
-            raise TenantContextMissing("tenant query with no organization in context; use unscoped() with a reason")
+            raise TenantContextMissing(
+                "tenant query with no organization in context; use unscoped() with a reason"
+            )
         return
     # Always add the criteria when an org is set: `all_mappers` only sees the selected columns, so a
     # count over a subquery of tenant rows would otherwise slip through (RLS would still catch it).

@@ -17,7 +17,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rappit.platform.db import add_unique, get_or_404, utcnow
-from rappit.platform.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized, is_unique_violation
+from rappit.platform.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    Unauthorized,
+    is_unique_violation,
+)
 from rappit.tenancy.context import Actor, org_context
 from rappit.tenancy.models import ROLES, ApiToken, Organization, User
 from rappit.tenancy.permissions import can_grant
@@ -107,7 +114,8 @@ async def create_organization(
     code = (code or code_from_name(name)).upper()
     if not _ORG_CODE.match(code):
         raise BadRequest(
-            "organization code must be 2-10 characters, A-Z and 0-9, starting with a letter", code="INVALID_ORG_CODE"
+            "organization code must be 2-10 characters, A-Z and 0-9, starting with a letter",
+            code="INVALID_ORG_CODE",
         )
     org_id = uuid.uuid4()
     with org_context(org_id, Actor(kind="system", label="onboarding")):
@@ -138,9 +146,15 @@ async def add_user(
         raise Forbidden(f"a {granter_role} cannot create a {role}", code="ROLE_TOO_HIGH")
     # Without a password the account can only log in after a reset; store an unusable hash.
     # argon2 is slow on purpose: hash in a thread so the event loop keeps serving.
-    pw_hash = await asyncio.to_thread(hash_password, _check_password(password)) if password else "!" + secrets.token_hex(16)
+    pw_hash = (
+        await asyncio.to_thread(hash_password, _check_password(password))
+        if password
+        else "!" + secrets.token_hex(16)
+    )
     user = User(email=email, role=role, password_hash=pw_hash)
-    await add_unique(session, user, Conflict(f"{email} is already a user of this organization", code="USER_EXISTS"))
+    await add_unique(
+        session, user, Conflict(f"{email} is already a user of this organization", code="USER_EXISTS")
+    )
     return user
 
 
@@ -172,7 +186,9 @@ async def create_token(
     return IssuedToken(token=token, plaintext=plaintext)
 
 
-async def revoke_token(session: AsyncSession, token_id: uuid.UUID, *, revoker_role: str = "owner") -> ApiToken:
+async def revoke_token(
+    session: AsyncSession, token_id: uuid.UUID, *, revoker_role: str = "owner"
+) -> ApiToken:
     token = await get_or_404(session, ApiToken, token_id, "token")
     if not can_grant(revoker_role, token.role):
         raise Forbidden(f"a {revoker_role} cannot revoke a {token.role} token", code="ROLE_TOO_HIGH")
@@ -191,13 +207,17 @@ async def list_users(session: AsyncSession, *, limit: int, offset: int) -> list[
 
 
 async def list_tokens(session: AsyncSession, *, limit: int, offset: int) -> list[ApiToken]:
-    rows = await session.execute(select(ApiToken).order_by(ApiToken.created_at, ApiToken.id).limit(limit).offset(offset))
+    rows = await session.execute(
+        select(ApiToken).order_by(ApiToken.created_at, ApiToken.id).limit(limit).offset(offset)
+    )
     return list(rows.scalars())
 
 
 async def get_org_by_code(session: AsyncSession, code: str) -> tuple[uuid.UUID, str]:
     """Platform-admin lookup (CLI): goes through a definer function, not a bypass of every table."""
-    row = (await session.execute(text("select id, code from rappit_org_by_code(:c)"), {"c": code.upper()})).first()
+    row = (
+        await session.execute(text("select id, code from rappit_org_by_code(:c)"), {"c": code.upper()})
+    ).first()
     if row is None:
         raise NotFound(f"no organization with code {code.upper()}", code="ORG_NOT_FOUND")
     return row[0], row[1]
@@ -221,7 +241,10 @@ async def authenticate(session: AsyncSession, *, org_code: str, email: str, pass
     (the org is not known before). The same work and the same answer whichever part is wrong."""
     row = (
         await session.execute(
-            text("select user_id, org_id, org_code, role, password_hash, is_active from rappit_auth_login(:o, :e)"),
+            text(
+                "select user_id, org_id, org_code, role, password_hash, is_active from "
+                "rappit_auth_login(:o, :e)"
+            ),
             {"o": org_code.upper(), "e": email.strip().lower()},
         )
     ).first()

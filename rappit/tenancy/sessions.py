@@ -23,7 +23,9 @@ class RotatingSessionBackend(ServerSideSessionBackend):
         fresh = connection.scope.get("state", {}).get(_NEW_ID)
         return fresh or super().get_session_id(connection)
 
-    async def store_in_message(self, scope_session: Any, message: Any, connection: ASGIConnection[Any, Any, Any, Any]) -> None:
+    async def store_in_message(
+        self, scope_session: Any, message: Any, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> None:
         # An API call with no session: no Redis write, no cookie (Litestar would store an empty one).
         if scope_session is not Empty and not scope_session and not connection.cookies.get(self.config.key):
             return

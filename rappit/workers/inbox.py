@@ -34,7 +34,9 @@ EXPECTED = (PayloadError, ChannelActionNeeded)
 """Failures that need no stack trace in the log: the payload or the channel is at fault."""
 
 
-async def process_webhook_event(ctx: WorkerContext, org_id: str, event_id: str, request_id: str | None = None) -> str:
+async def process_webhook_event(
+    ctx: WorkerContext, org_id: str, event_id: str, request_id: str | None = None
+) -> str:
     bind_request_id(request_id)
     structlog.contextvars.bind_contextvars(job_id=ctx.get("job_id"), event_id=event_id, org_id=org_id)
     retry_in: float | None = None
@@ -57,8 +59,12 @@ async def process_webhook_event(ctx: WorkerContext, org_id: str, event_id: str, 
             except Exception as exc:  # this event failed: record it; others are unaffected
                 error = f"{type(exc).__name__}: {exc}"
                 event.last_error = error[:4000]
-                log.warning("webhook.processing_failed", attempt=event.attempts, error=error,
-                            trace=None if isinstance(exc, EXPECTED) else traceback.format_exc(limit=5))
+                log.warning(
+                    "webhook.processing_failed",
+                    attempt=event.attempts,
+                    error=error,
+                    trace=None if isinstance(exc, EXPECTED) else traceback.format_exc(limit=5),
+                )
                 if event.attempts >= MAX_ATTEMPTS:
                     await _dead(session, event, error)
                     outcome = "dead"
@@ -76,10 +82,19 @@ async def process_webhook_event(ctx: WorkerContext, org_id: str, event_id: str, 
 async def _dead(session: AsyncSession, event: WebhookEvent, error: str) -> None:
     event.status = "dead"
     await dead_letters.record(
-        session, org_id=event.org_id, kind=dead_letters.WEBHOOK_EVENT, ref_id=event.id, job_name=inbox.JOB,
-        payload={"channel_id": str(event.channel_id), "topic": event.topic, "delivery_id": event.delivery_id,
-                 "body": event.payload.decode("utf-8", "replace")[:100_000]},
-        error=error, attempts=event.attempts,
+        session,
+        org_id=event.org_id,
+        kind=dead_letters.WEBHOOK_EVENT,
+        ref_id=event.id,
+        job_name=inbox.JOB,
+        payload={
+            "channel_id": str(event.channel_id),
+            "topic": event.topic,
+            "delivery_id": event.delivery_id,
+            "body": event.payload.decode("utf-8", "replace")[:100_000],
+        },
+        error=error,
+        attempts=event.attempts,
     )
 
 

@@ -30,7 +30,11 @@ class DeadLetter(IdMixin, TenantMixin, Base):
     error: Mapped[str] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(20), default="dead")
-    first_failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, server_default=func.now())
-    last_failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, server_default=func.now())
+    first_failed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, server_default=func.now()
+    )
+    last_failed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, server_default=func.now()
+    )
     retried_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     retried_by: Mapped[str | None] = mapped_column(String(100))

@@ -24,23 +24,32 @@ class DeadLetterController(Controller):
 
     @get("/", guards=[requires("jobs:read")])
     async def list_dead(
-        self, db_session: DbSession,
+        self,
+        db_session: DbSession,
         status: Annotated[Literal["dead", "retried"] | None, QueryParameter()] = "dead",
-        limit: Limit = 50, offset: Offset = 0,
+        limit: Limit = 50,
+        offset: Offset = 0,
     ) -> list[DeadLetterOut]:
-        return [DeadLetterOut.of(d) for d in await dead_letters.list_dead(db_session, status=status, limit=limit, offset=offset)]
+        return [
+            DeadLetterOut.of(d)
+            for d in await dead_letters.list_dead(db_session, status=status, limit=limit, offset=offset)
+        ]
 
     @post("/{dead_letter_id:uuid}/retry", guards=[requires("jobs:retry")])
     async def retry(
         self, request: Request[Principal, Any, Any], state: State, db_session: DbSession, dead_letter_id: Id
     ) -> Response[Any]:
         async def op() -> DeadLetterOut:
-            return DeadLetterOut.of(await dead_letters.retry(db_session, dead_letter_id, request.user.actor.describe()))
+            return DeadLetterOut.of(
+                await dead_letters.retry(db_session, dead_letter_id, request.user.actor.describe())
+            )
 
         response = await idempotent(request, db_session, op, status_code=200)
         if response.headers.get("idempotent-replayed") != "true":
             out = await dead_letters.get(db_session, dead_letter_id)
-            response.background = BackgroundTask(inbox.try_enqueue, state.arq, out.org_id, out.ref_id, current_request_id())
+            response.background = BackgroundTask(
+                inbox.try_enqueue, state.arq, out.org_id, out.ref_id, current_request_id()
+            )
         return response
 
 

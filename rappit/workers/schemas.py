@@ -27,7 +27,15 @@ class DeadLetterOut(msgspec.Struct):
     @classmethod
     def of(cls, d: DeadLetter) -> DeadLetterOut:
         return cls(
-            id=d.id, kind=d.kind, ref_id=d.ref_id, job_name=d.job_name, error=d.error, attempts=d.attempts,
-            status=d.status, first_failed_at=d.first_failed_at, last_failed_at=d.last_failed_at,
-            retried_at=d.retried_at, payload=d.payload,
+            id=d.id,
+            kind=d.kind,
+            ref_id=d.ref_id,
+            job_name=d.job_name,
+            error=d.error,
+            attempts=d.attempts,
+            status=d.status,
+            first_failed_at=d.first_failed_at,
+            last_failed_at=d.last_failed_at,
+            retried_at=d.retried_at,
+            payload=d.payload,
         )

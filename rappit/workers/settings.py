@@ -40,8 +40,11 @@ async def startup(ctx: WorkerContext) -> None:
     install_scoping()
     engine = make_engine(settings, pool_size=10, max_overflow=12)  # max_jobs concurrent jobs + crons
     ctx.update(
-        settings=settings, engine=engine, sessionmaker=make_sessionmaker(engine),
-        secret_box=SecretBox(settings.encryption_keys), channels=ChannelRegistry.from_settings(settings),
+        settings=settings,
+        engine=engine,
+        sessionmaker=make_sessionmaker(engine),
+        secret_box=SecretBox(settings.encryption_keys),
+        channels=ChannelRegistry.from_settings(settings),
     )
     log.info("worker.started")
 

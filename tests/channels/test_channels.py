@@ -15,31 +15,45 @@ async def test_secret_is_shown_once_and_stored_only_encrypted(client, make_org, 
     org = await make_org()
     resp = await client.post(
         "/api/v1/channels",
-        json={"type": "shopify", "name": "Main store", "address": "https://Acme-Outdoor.myshopify.com/",
-              "api_access_token": "shpat_secret_admin_token"},
+        json={
+            "type": "shopify",
+            "name": "Main store",
+            "address": "https://Acme-Outdoor.myshopify.com/",
+            "api_access_token": "shpat_secret_admin_token",
+        },
         headers=org.headers,
     )
     assert resp.status_code == 201, resp.text
     body = resp.json()
     secret, channel = body["webhook_secret"], body["channel"]
     assert len(secret) >= 32 and channel["address"] == "acme-outdoor.myshopify.com"
-    assert channel["webhook_url"].endswith(f"/webhooks/shopify/{channel['id']}") and channel["has_api_credentials"]
+    assert (
+        channel["webhook_url"].endswith(f"/webhooks/shopify/{channel['id']}")
+        and channel["has_api_credentials"]
+    )
     shown = await client.get(f"/api/v1/channels/{channel['id']}", headers=org.headers)
     listed = await client.get("/api/v1/channels", headers=org.headers)
     for later in (shown, listed):
         assert secret not in later.text and "shpat_secret_admin_token" not in later.text
     async with admin_engine.connect() as conn:
-        row = (await conn.execute(text("select * from channels where id = :i"), {"i": channel["id"]})).mappings().one()
+        row = (
+            (await conn.execute(text("select * from channels where id = :i"), {"i": channel["id"]}))
+            .mappings()
+            .one()
+        )
     dumped = repr(dict(row))
     assert secret not in dumped and "shpat_secret_admin_token" not in dumped
 
 
 async def test_rotation_returns_a_new_secret_and_disable_is_idempotent(client, make_org, app) -> None:
     org = await make_org()
-    made = (await client.post(
-        "/api/v1/channels", json={"type": "woocommerce", "name": "Woo", "address": "https://shop.example.test"},
-        headers=org.headers,
-    )).json()
+    made = (
+        await client.post(
+            "/api/v1/channels",
+            json={"type": "woocommerce", "name": "Woo", "address": "https://shop.example.test"},
+            headers=org.headers,
+        )
+    ).json()
     cid = made["channel"]["id"]
     rotated = await client.post(f"/api/v1/channels/{cid}/rotate-secret", headers=org.headers)
     assert rotated.status_code == 200 and rotated.json()["webhook_secret"] != made["webhook_secret"]
@@ -48,12 +62,15 @@ async def test_rotation_returns_a_new_secret_and_disable_is_idempotent(client, m
         disabled = await client.post(f"/api/v1/channels/{cid}/disable", headers=org.headers)
         assert disabled.status_code == 200 and disabled.json()["status"] == "disabled"
     dup = await client.post(
-        "/api/v1/channels", json={"type": "woocommerce", "name": "Again", "address": "https://shop.example.test/"},
+        "/api/v1/channels",
+        json={"type": "woocommerce", "name": "Again", "address": "https://shop.example.test/"},
         headers=org.headers,
     )
     assert dup.status_code == 409 and dup.json()["error"]["code"] == "CHANNEL_EXISTS"
     bad = await client.post(
-        "/api/v1/channels", json={"type": "shopify", "name": "x", "address": "evil.example.com"}, headers=org.headers
+        "/api/v1/channels",
+        json={"type": "shopify", "name": "x", "address": "evil.example.com"},
+        headers=org.headers,
     )
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "INVALID_ADDRESS"
 
@@ -65,7 +82,12 @@ async def test_key_rotation_keeps_old_secrets_readable_and_reencrypts(sessionmak
     with org_context(org.id):
         async with provide_session(sessionmaker) as session:
             made = await service.create_channel(
-                session, old_box, ShopifyAdapter("https://{shop}"), name="s", address="rot.myshopify.com", webhook_secret="x" * 32
+                session,
+                old_box,
+                ShopifyAdapter("https://{shop}"),
+                name="s",
+                address="rot.myshopify.com",
+                webhook_secret="x" * 32,
             )
         rotated_box = SecretBox((new_key, old_key))  # new key first, old still listed
         async with provide_session(sessionmaker) as session:
@@ -74,7 +96,9 @@ async def test_key_rotation_keeps_old_secrets_readable_and_reencrypts(sessionmak
             assert await service.reencrypt_all(session, rotated_box) == 1
         async with provide_session(sessionmaker) as session:
             channel = await service.get_channel(session, made.channel.id)
-            assert SecretBox((new_key,)).decrypt(channel.webhook_secret) == "x" * 32  # old key no longer needed
+            assert (
+                SecretBox((new_key,)).decrypt(channel.webhook_secret) == "x" * 32
+            )  # old key no longer needed
 
 
 def test_signature_is_constant_time_hmac_of_the_raw_body() -> None:

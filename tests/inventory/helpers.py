@@ -12,7 +12,9 @@ async def assert_inventory_consistent(admin_engine, org_id) -> dict:
     async with admin_engine.connect() as conn:
         levels = {
             r.id: (r.on_hand, r.reserved)
-            for r in await conn.execute(text("select id, on_hand, reserved from inventory_levels where org_id = :o"), {"o": org_id})
+            for r in await conn.execute(
+                text("select id, on_hand, reserved from inventory_levels where org_id = :o"), {"o": org_id}
+            )
         }
         ledger = (
             await conn.execute(
@@ -28,7 +30,8 @@ async def assert_inventory_consistent(admin_engine, org_id) -> dict:
             (
                 await conn.execute(
                     text(
-                        "select level_id, sum(quantity) from reservations where org_id = :o and status = 'active' group by level_id"
+                        "select level_id, sum(quantity) from reservations where org_id = :o and "
+                        "status = 'active' group by level_id"
                     ),
                     {"o": org_id},
                 )
@@ -37,11 +40,17 @@ async def assert_inventory_consistent(admin_engine, org_id) -> dict:
     replay: dict = defaultdict(lambda: (0, 0))
     for row in ledger:
         on_hand, reserved = replay[row.level_id]
-        assert (row.on_hand_before, row.reserved_before) == (on_hand, reserved), f"ledger chain broken at {row}"
+        assert (row.on_hand_before, row.reserved_before) == (on_hand, reserved), (
+            f"ledger chain broken at {row}"
+        )
         replay[row.level_id] = (on_hand + row.on_hand_delta, reserved + row.reserved_delta)
     for level_id, current in levels.items():
-        assert replay[level_id] == current, f"level {level_id}: ledger replays to {replay[level_id]}, level is {current}"
-        assert current[1] == active.get(level_id, 0), f"level {level_id}: reserved {current[1]} != active {active.get(level_id, 0)}"
+        assert replay[level_id] == current, (
+            f"level {level_id}: ledger replays to {replay[level_id]}, level is {current}"
+        )
+        assert current[1] == active.get(level_id, 0), (
+            f"level {level_id}: reserved {current[1]} != active {active.get(level_id, 0)}"
+        )
         assert 0 <= current[1] <= current[0]
     return levels
 
@@ -51,9 +60,13 @@ async def setup_stock(client, org, stock: dict[tuple[str, str], int]) -> None:
     skus = {s for s, _ in stock}
     whs = {w for _, w in stock}
     for code in sorted(skus):
-        assert (await client.post("/api/v1/skus", json={"code": code}, headers=org.headers)).status_code == 201
+        assert (
+            await client.post("/api/v1/skus", json={"code": code}, headers=org.headers)
+        ).status_code == 201
     for code in sorted(whs):
-        assert (await client.post("/api/v1/warehouses", json={"code": code}, headers=org.headers)).status_code == 201
+        assert (
+            await client.post("/api/v1/warehouses", json={"code": code}, headers=org.headers)
+        ).status_code == 201
     for (sku, wh), qty in stock.items():
         if qty:
             resp = await client.post(

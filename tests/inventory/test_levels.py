@@ -7,11 +7,15 @@ from sqlalchemy.exc import IntegrityError
 from tests.inventory.helpers import assert_inventory_consistent, setup_stock
 
 
-async def test_database_refuses_negative_available_even_from_raw_sql(client, make_org, engine, admin_engine) -> None:
+async def test_database_refuses_negative_available_even_from_raw_sql(
+    client, make_org, engine, admin_engine
+) -> None:
     org = await make_org()
     await setup_stock(client, org, {("A", "W1"): 5})
     hold = await client.post(
-        "/api/v1/reservations", json={"lines": [{"sku": "A", "warehouse_code": "W1", "quantity": 3}]}, headers=org.headers
+        "/api/v1/reservations",
+        json={"lines": [{"sku": "A", "warehouse_code": "W1", "quantity": 3}]},
+        headers=org.headers,
     )
     assert hold.status_code == 201
     for sql in (
@@ -33,7 +37,9 @@ async def test_adjust_receive_set_and_refuse_below_reserved(client, make_org, ad
     await setup_stock(client, org, {("A", "W1"): 10})
 
     async def adjust(**body):
-        return await client.post("/api/v1/inventory/adjust", json={"sku": "A", "warehouse_code": "W1", **body}, headers=org.headers)
+        return await client.post(
+            "/api/v1/inventory/adjust", json={"sku": "A", "warehouse_code": "W1", **body}, headers=org.headers
+        )
 
     r = await adjust(quantity=-4)
     assert r.status_code == 200
@@ -43,15 +49,23 @@ async def test_adjust_receive_set_and_refuse_below_reserved(client, make_org, ad
     r = await adjust(quantity=20, mode="set")
     assert r.json()["changed"] is False
     await client.post(
-        "/api/v1/reservations", json={"lines": [{"sku": "A", "warehouse_code": "W1", "quantity": 15}]}, headers=org.headers
+        "/api/v1/reservations",
+        json={"lines": [{"sku": "A", "warehouse_code": "W1", "quantity": 15}]},
+        headers=org.headers,
     )
     r = await adjust(quantity=-6)
     assert r.status_code == 422
     err = r.json()["error"]
-    assert err["code"] == "BELOW_RESERVED" and err["details"]["reserved"] == 15 and err["details"]["available"] == 5
+    assert (
+        err["code"] == "BELOW_RESERVED"
+        and err["details"]["reserved"] == 15
+        and err["details"]["available"] == 5
+    )
     assert (await adjust(quantity=14, mode="set")).json()["error"]["code"] == "BELOW_RESERVED"
     bad = await client.post(
-        "/api/v1/inventory/adjust", json={"sku": "NOPE", "warehouse_code": "W1", "quantity": 1}, headers=org.headers
+        "/api/v1/inventory/adjust",
+        json={"sku": "NOPE", "warehouse_code": "W1", "quantity": 1},
+        headers=org.headers,
     )
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "UNKNOWN_SKU"
     assert (await adjust(quantity=-1, reason="receive")).status_code == 422
@@ -68,7 +82,9 @@ async def test_ledger_records_every_change_with_actor_reason_and_request_id(clie
         json={"lines": [{"sku": "A", "warehouse_code": "W1", "quantity": 4}], "reference": "hold-7"},
         headers=headers,
     )
-    await client.post(f"/api/v1/reservations/{hold.json()['reservations'][0]['id']}/release", headers=org.headers)
+    await client.post(
+        f"/api/v1/reservations/{hold.json()['reservations'][0]['id']}/release", headers=org.headers
+    )
     page = (await client.get("/api/v1/inventory/A/ledger", headers=org.headers)).json()
     reasons = [(e["reason"], e["on_hand_delta"], e["reserved_delta"]) for e in page["items"]]
     assert reasons == [("release", 0, -4), ("reserve", 0, 4), ("receive", 10, 0)]
@@ -83,11 +99,15 @@ async def test_inventory_listing_filters_and_paginates(client, make_org) -> None
     await setup_stock(client, org, {("A", "W1"): 1, ("B", "W1"): 50, ("A", "W2"): 7, ("C", "W2"): 0})
     await client.post("/api/v1/skus", json={"code": "LOW", "reorder_point": 5}, headers=org.headers)
     await client.post(
-        "/api/v1/inventory/adjust", json={"sku": "LOW", "warehouse_code": "W1", "quantity": 3, "reason": "receive"},
+        "/api/v1/inventory/adjust",
+        json={"sku": "LOW", "warehouse_code": "W1", "quantity": 3, "reason": "receive"},
         headers=org.headers,
     )
     get = lambda **q: client.get("/api/v1/inventory", params=q, headers=org.headers)  # noqa: E731
-    assert [(i["sku"], i["warehouse_code"]) for i in (await get(sku="A")).json()["items"]] == [("A", "W1"), ("A", "W2")]
+    assert [(i["sku"], i["warehouse_code"]) for i in (await get(sku="A")).json()["items"]] == [
+        ("A", "W1"),
+        ("A", "W2"),
+    ]
     assert {i["sku"] for i in (await get(warehouse="W1")).json()["items"]} == {"A", "B", "LOW"}
     low = (await get(low_stock="true")).json()["items"]
     assert [i["sku"] for i in low] == ["LOW"] and low[0]["low_stock"] is True

@@ -10,17 +10,21 @@ from datetime import timedelta
 from sqlalchemy import text
 
 from rappit.inventory import service
-from rappit.workers.settings import release_expired_reservations
 from rappit.platform.db import provide_session, utcnow
 from rappit.platform.errors import BusinessRuleViolation
 from rappit.tenancy.context import Actor, org_context
-from rappit.workers.settings import WorkerSettings  # noqa: E402
+from rappit.workers.settings import (
+    WorkerSettings,
+    release_expired_reservations,
+)
 from tests.inventory.helpers import assert_inventory_consistent, setup_stock
 
 ONE = [{"sku": "HOT", "warehouse_code": "W1", "quantity": 1}]
 
 
-async def test_fifty_concurrent_holds_on_ten_units_exactly_ten_succeed(client, make_org, admin_engine) -> None:
+async def test_fifty_concurrent_holds_on_ten_units_exactly_ten_succeed(
+    client, make_org, admin_engine
+) -> None:
     org = await make_org()
     await setup_stock(client, org, {("HOT", "W1"): 10})
     responses = await asyncio.gather(
@@ -36,13 +40,16 @@ async def test_fifty_concurrent_holds_on_ten_units_exactly_ten_succeed(client, m
     async with admin_engine.connect() as conn:
         reserves = (
             await conn.execute(
-                text("select count(*) from inventory_ledger where org_id = :o and reason = 'reserve'"), {"o": org.id}
+                text("select count(*) from inventory_ledger where org_id = :o and reason = 'reserve'"),
+                {"o": org.id},
             )
         ).scalar_one()
     assert reserves == 10
 
 
-async def test_multi_line_hold_is_all_or_nothing_and_lists_every_short_sku(client, make_org, admin_engine) -> None:
+async def test_multi_line_hold_is_all_or_nothing_and_lists_every_short_sku(
+    client, make_org, admin_engine
+) -> None:
     org = await make_org()
     await setup_stock(client, org, {("A", "W1"): 5, ("B", "W1"): 1, ("C", "W1"): 0})
     lines = [
@@ -62,12 +69,16 @@ async def test_multi_line_hold_is_all_or_nothing_and_lists_every_short_sku(clien
     ok = await client.post("/api/v1/reservations", json={"lines": [lines[0], lines[3]]}, headers=org.headers)
     assert ok.status_code == 201 and [r["quantity"] for r in ok.json()["reservations"]] == [4]
     unknown = await client.post(
-        "/api/v1/reservations", json={"lines": [{"sku": "ZZ", "warehouse_code": "W1", "quantity": 1}]}, headers=org.headers
+        "/api/v1/reservations",
+        json={"lines": [{"sku": "ZZ", "warehouse_code": "W1", "quantity": 1}]},
+        headers=org.headers,
     )
     assert unknown.status_code == 422 and unknown.json()["error"]["details"]["skus"] == ["ZZ"]
 
 
-async def test_opposite_order_multi_line_holds_never_deadlock_to_the_client(client, make_org, admin_engine) -> None:
+async def test_opposite_order_multi_line_holds_never_deadlock_to_the_client(
+    client, make_org, admin_engine
+) -> None:
     org = await make_org()
     skus = ["P", "Q", "R", "S"]
     await setup_stock(client, org, {(s, "W1"): 1000 for s in skus})
@@ -87,8 +98,13 @@ async def test_opposite_order_multi_line_holds_never_deadlock_to_the_client(clie
 async def test_release_is_idempotent_and_returns_stock(client, make_org, admin_engine) -> None:
     org = await make_org()
     await setup_stock(client, org, {("A", "W1"): 3})
-    hold = (await client.post("/api/v1/reservations", json={"lines": [{"sku": "A", "warehouse_code": "W1", "quantity": 3}]},
-                              headers=org.headers)).json()["reservations"][0]
+    hold = (
+        await client.post(
+            "/api/v1/reservations",
+            json={"lines": [{"sku": "A", "warehouse_code": "W1", "quantity": 3}]},
+            headers=org.headers,
+        )
+    ).json()["reservations"][0]
     results = await asyncio.gather(
         *[client.post(f"/api/v1/reservations/{hold['id']}/release", headers=org.headers) for _ in range(10)]
     )
@@ -100,7 +116,9 @@ async def test_release_is_idempotent_and_returns_stock(client, make_org, admin_e
     assert (await client.get(f"/api/v1/reservations/{uuid.uuid4()}", headers=org.headers)).status_code == 404
 
 
-async def test_randomized_concurrent_mix_keeps_every_invariant(sessionmaker, client, make_org, admin_engine) -> None:
+async def test_randomized_concurrent_mix_keeps_every_invariant(
+    sessionmaker, client, make_org, admin_engine
+) -> None:
     """reserve / release / adjust / commit over 20 SKUs x 2 warehouses from 16 tasks at once."""
     org = await make_org()
     skus = [f"S{i:02d}" for i in range(20)]
@@ -119,21 +137,27 @@ async def test_randomized_concurrent_mix_keeps_every_invariant(sessionmaker, cli
             async with provide_session(sessionmaker) as session:
                 if op == "reserve":
                     lines = [
-                        (rng.choice(skus), rng.choice(whs), rng.randint(1, 3)) for _ in range(rng.randint(1, 4))
+                        (rng.choice(skus), rng.choice(whs), rng.randint(1, 3))
+                        for _ in range(rng.randint(1, 4))
                     ]
                     made = await service.with_retries(
                         session, lambda: service.reserve_by_codes(session, lines, reference_type="manual")
                     )
                     held.extend(m.reservation_id for m in made)
                 elif op in ("release", "commit") and held:
-                    picked = [held.pop(rng.randrange(len(held))) for _ in range(min(len(held), rng.randint(1, 3)))]
+                    picked = [
+                        held.pop(rng.randrange(len(held))) for _ in range(min(len(held), rng.randint(1, 3)))
+                    ]
                     fn = service.release if op == "release" else service.commit
                     await service.with_retries(session, lambda: fn(session, picked))
                 else:
                     await service.with_retries(
                         session,
                         lambda: service.adjust(
-                            session, sku=rng.choice(skus), warehouse=rng.choice(whs), quantity=rng.randint(-3, 4)
+                            session,
+                            sku=rng.choice(skus),
+                            warehouse=rng.choice(whs),
+                            quantity=rng.randint(-3, 4),
                         ),
                     )
 
@@ -153,26 +177,39 @@ async def test_randomized_concurrent_mix_keeps_every_invariant(sessionmaker, cli
     await assert_inventory_consistent(admin_engine, org.id)
 
 
-async def test_expired_holds_are_released_by_the_cron_job(client, make_org, admin_engine, sessionmaker) -> None:
+async def test_expired_holds_are_released_by_the_cron_job(
+    client, make_org, admin_engine, sessionmaker
+) -> None:
     assert any(job.coroutine is release_expired_reservations for job in WorkerSettings.cron_jobs)
     org = await make_org()
     await setup_stock(client, org, {("A", "W1"): 5})
-    short = (await client.post(
-        "/api/v1/reservations",
-        json={"lines": [{"sku": "A", "warehouse_code": "W1", "quantity": 2}], "expires_in_seconds": 60},
-        headers=org.headers,
-    )).json()["reservations"][0]
-    forever = (await client.post(
-        "/api/v1/reservations", json={"lines": [{"sku": "A", "warehouse_code": "W1", "quantity": 1}]}, headers=org.headers
-    )).json()["reservations"][0]
+    short = (
+        await client.post(
+            "/api/v1/reservations",
+            json={"lines": [{"sku": "A", "warehouse_code": "W1", "quantity": 2}], "expires_in_seconds": 60},
+            headers=org.headers,
+        )
+    ).json()["reservations"][0]
+    forever = (
+        await client.post(
+            "/api/v1/reservations",
+            json={"lines": [{"sku": "A", "warehouse_code": "W1", "quantity": 1}]},
+            headers=org.headers,
+        )
+    ).json()["reservations"][0]
     async with admin_engine.begin() as conn:
         await conn.execute(
-            text("update reservations set expires_at = :t where id = :i"), {"t": utcnow() - timedelta(seconds=1), "i": short["id"]}
+            text("update reservations set expires_at = :t where id = :i"),
+            {"t": utcnow() - timedelta(seconds=1), "i": short["id"]},
         )
     released = await release_expired_reservations({"sessionmaker": sessionmaker})
     assert released >= 1
-    assert (await client.get(f"/api/v1/reservations/{short['id']}", headers=org.headers)).json()["close_reason"] == "expire"
-    assert (await client.get(f"/api/v1/reservations/{forever['id']}", headers=org.headers)).json()["status"] == "active"
+    assert (await client.get(f"/api/v1/reservations/{short['id']}", headers=org.headers)).json()[
+        "close_reason"
+    ] == "expire"
+    assert (await client.get(f"/api/v1/reservations/{forever['id']}", headers=org.headers)).json()[
+        "status"
+    ] == "active"
     levels = await assert_inventory_consistent(admin_engine, org.id)
     assert list(levels.values()) == [(5, 1)]
     ledger = (await client.get("/api/v1/inventory/A/ledger", headers=org.headers)).json()["items"]

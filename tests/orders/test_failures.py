@@ -15,13 +15,13 @@ from pathlib import Path
 
 from arq.connections import ArqRedis
 
-from rappit.integrations.channels.registry import ChannelRegistry
-from rappit.workers.inbox import sweep_pending_webhooks
-from rappit.workers.settings import reconcile_channels
 from rappit.app.factory import create_app
+from rappit.integrations.channels.registry import ChannelRegistry
 from rappit.platform.crypto import SecretBox
 from rappit.platform.db import make_engine, make_sessionmaker
 from rappit.platform.localstack import EmbeddedRedis
+from rappit.workers.inbox import sweep_pending_webhooks
+from rappit.workers.settings import reconcile_channels
 from tests.conftest import admin_scalar, client_for, start_app, stop_app
 from tests.inventory.helpers import assert_inventory_consistent, setup_stock
 from tests.orders.helpers import run_worker, send_shopify, shopify_channel, shopify_order
@@ -37,7 +37,9 @@ async def test_webhooks_are_accepted_while_redis_is_down_and_processed_when_it_r
     org = await make_org()
     await setup_stock(client, org, {("A", "W1"): 100})
     channel = await shopify_channel(client, org)
-    own = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="rappit-redis-")))  # this test's Redis, to stop and start
+    own = EmbeddedRedis(
+        Path(tempfile.mkdtemp(prefix="rappit-redis-"))
+    )  # this test's Redis, to stop and start
     own.start()
     isolated = dataclasses.replace(settings, redis_url=own.url)
     app = create_app(isolated)
@@ -45,9 +47,18 @@ async def test_webhooks_are_accepted_while_redis_is_down_and_processed_when_it_r
     try:
         own.stop()  # Redis goes away
         async with client_for(app) as c:
-            responses = [await send_shopify(c, channel, shopify_order(3000 + i, [("A", 1)])) for i in range(10)]
+            responses = [
+                await send_shopify(c, channel, shopify_order(3000 + i, [("A", 1)])) for i in range(10)
+            ]
         assert [r.status_code for r in responses] == [200] * 10
-        assert await count(admin_engine, "select count(*) from webhook_events where org_id = :o and status = 'pending'", org) == 10
+        assert (
+            await count(
+                admin_engine,
+                "select count(*) from webhook_events where org_id = :o and status = 'pending'",
+                org,
+            )
+            == 10
+        )
         own.start()  # Redis is back (empty: nothing was ever queued)
         engine = make_engine(isolated, pool_size=2, max_overflow=0)
         arq = ArqRedis.from_url(own.url)
@@ -63,7 +74,14 @@ async def test_webhooks_are_accepted_while_redis_is_down_and_processed_when_it_r
     finally:
         await stop_app(app)
         own.stop()
-    assert await count(admin_engine, "select count(*) from webhook_events where org_id = :o and status = 'processed'", org) == 10
+    assert (
+        await count(
+            admin_engine,
+            "select count(*) from webhook_events where org_id = :o and status = 'processed'",
+            org,
+        )
+        == 10
+    )
     assert await count(admin_engine, "select count(*) from orders where org_id = :o", org) == 10
     await assert_inventory_consistent(admin_engine, org.id)
 
@@ -79,15 +97,27 @@ async def test_a_worker_killed_mid_batch_loses_nothing_and_applies_nothing_twice
         assert (await send_shopify(client, channel, shopify_order(5000 + i, [("A", 1)]))).status_code == 200
     env = dict(os.environ)
     env.update(
-        RAPPIT_ENV="development", DATABASE_URL=settings.database_url, REDIS_URL=settings.redis_url,
-        MIGRATION_DATABASE_URL=settings.migration_database_url, JOB_TIMEOUT_SECONDS="2", LOG_LEVEL="WARNING",
+        RAPPIT_ENV="development",
+        DATABASE_URL=settings.database_url,
+        REDIS_URL=settings.redis_url,
+        MIGRATION_DATABASE_URL=settings.migration_database_url,
+        JOB_TIMEOUT_SECONDS="2",
+        LOG_LEVEL="WARNING",
     )
-    worker = subprocess.Popen([sys.executable, "-m", "rappit.app.cli", "worker"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "rappit.app.cli", "worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     processed = 0
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        processed = await count(admin_engine, "select count(*) from webhook_events where org_id = :o and status = 'processed'", org)
+        processed = await count(
+            admin_engine,
+            "select count(*) from webhook_events where org_id = :o and status = 'processed'",
+            org,
+        )
         if processed >= n // 10:
             break
         await asyncio.sleep(0.02)
@@ -96,10 +126,27 @@ async def test_a_worker_killed_mid_batch_loses_nothing_and_applies_nothing_twice
     assert n // 10 <= processed < n, f"kill came too late or too early ({processed} of {n} processed)"
     # Another worker (job timeout 2 s, as the killed one: abandoned jobs run again after 2 + 10 s).
     await run_worker(dataclasses.replace(settings, job_timeout_seconds=2), max_seconds=120)
-    assert await count(admin_engine, "select count(*) from webhook_events where org_id = :o and status = 'processed'", org) == n
+    assert (
+        await count(
+            admin_engine,
+            "select count(*) from webhook_events where org_id = :o and status = 'processed'",
+            org,
+        )
+        == n
+    )
     assert await count(admin_engine, "select count(*) from orders where org_id = :o", org) == n
-    assert await count(admin_engine, "select count(*) from order_events where org_id = :o and kind = 'created'", org) == n
-    assert await count(admin_engine, "select count(*) from reservations where org_id = :o and status = 'active'", org) == n
+    assert (
+        await count(
+            admin_engine, "select count(*) from order_events where org_id = :o and kind = 'created'", org
+        )
+        == n
+    )
+    assert (
+        await count(
+            admin_engine, "select count(*) from reservations where org_id = :o and status = 'active'", org
+        )
+        == n
+    )
     await assert_inventory_consistent(admin_engine, org.id)
 
 
@@ -124,8 +171,11 @@ async def test_reconciliation_recovers_an_order_whose_webhook_never_arrived(
         fake.put_order(lost)  # paid, but its webhook never arrived
         sandboxed = dataclasses.replace(settings, shopify_admin_url=fake.url)
         engine = make_engine(sandboxed, pool_size=2, max_overflow=0)
-        ctx = {"sessionmaker": make_sessionmaker(engine), "channels": ChannelRegistry.from_settings(sandboxed),
-               "secret_box": SecretBox(settings.encryption_keys)}
+        ctx = {
+            "sessionmaker": make_sessionmaker(engine),
+            "channels": ChannelRegistry.from_settings(sandboxed),
+            "secret_box": SecretBox(settings.encryption_keys),
+        }
         try:
             assert await reconcile_channels(ctx) >= 1
             await reconcile_channels(ctx)  # again: nothing new, nothing doubled
@@ -138,5 +188,7 @@ async def test_reconciliation_recovers_an_order_whose_webhook_never_arrived(
     assert sorted(o["external_id"] for o in orders) == ["7001", "7002"]
     levels = await assert_inventory_consistent(admin_engine, org.id)
     assert list(levels.values()) == [(10, 3)]
-    watermark = await admin_scalar(admin_engine, "select reconciled_until from channels where id = :c", c=channel["id"])
+    watermark = await admin_scalar(
+        admin_engine, "select reconciled_until from channels where id = :c", c=channel["id"]
+    )
     assert watermark is not None

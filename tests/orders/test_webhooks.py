@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 
-
 from tests.conftest import admin_scalar
 from tests.inventory.helpers import assert_inventory_consistent, setup_stock
 from tests.orders.helpers import SECRET, run_worker, send_shopify, shopify_channel, shopify_order
@@ -27,16 +26,24 @@ async def test_duplicate_delivery_creates_one_order(client, make_org, settings, 
     payload = shopify_order(1001, [("TENT", 2)])
     for _ in range(5):  # the same delivery, five times in a row
         assert (await send_shopify(client, channel, payload, event_id="evt-1")).status_code == 200
-    same = await asyncio.gather(*[send_shopify(client, channel, payload, event_id="evt-1") for _ in range(20)])
+    same = await asyncio.gather(
+        *[send_shopify(client, channel, payload, event_id="evt-1") for _ in range(20)]
+    )
     assert all(r.status_code == 200 for r in same)
     # The same order again under five other delivery ids (Shopify retries with new ids too).
     for i in range(5):
         assert (await send_shopify(client, channel, payload, event_id=f"evt-other-{i}")).status_code == 200
-    events = await admin_scalar(admin_engine, "select count(*) from webhook_events where org_id = :o", o=org.id)
+    events = await admin_scalar(
+        admin_engine, "select count(*) from webhook_events where org_id = :o", o=org.id
+    )
     assert events == 6
     await run_worker(settings)
     orders = await orders_of(client, org)
-    assert len(orders) == 1 and orders[0]["status"] == "open" and orders[0]["number"].startswith(f"{org.code}-S-")
+    assert (
+        len(orders) == 1
+        and orders[0]["status"] == "open"
+        and orders[0]["number"].startswith(f"{org.code}-S-")
+    )
     assert await reserved(client, org, "TENT") == 2
     await assert_inventory_consistent(admin_engine, org.id)
     detail = (await client.get(f"/api/v1/orders/{orders[0]['id']}", headers=org.headers)).json()
@@ -46,7 +53,9 @@ async def test_duplicate_delivery_creates_one_order(client, make_org, settings, 
     assert sorted(e["status"] for e in statuses) == ["processed"] * 6
 
 
-async def test_forged_or_unsigned_deliveries_are_401_and_store_nothing(client, make_org, admin_engine) -> None:
+async def test_forged_or_unsigned_deliveries_are_401_and_store_nothing(
+    client, make_org, admin_engine
+) -> None:
     org = await make_org()
     channel = await shopify_channel(client, org)
     payload = shopify_order(7, [("X", 1)])
@@ -57,14 +66,24 @@ async def test_forged_or_unsigned_deliveries_are_401_and_store_nothing(client, m
     assert bad_secret.status_code == 401 and bad_secret.json()["error"]["code"] == "INVALID_SIGNATURE"
     from rappit.integrations.channels.signatures import sign
 
-    forged = await send_shopify(client, channel, payload, body=raw.replace(b'"X"', b'"Y"'),
-                                headers={"X-Shopify-Hmac-Sha256": sign(SECRET, raw)})
+    forged = await send_shopify(
+        client,
+        channel,
+        payload,
+        body=raw.replace(b'"X"', b'"Y"'),
+        headers={"X-Shopify-Hmac-Sha256": sign(SECRET, raw)},
+    )
     assert forged.status_code == 401
-    wrong_shop = await send_shopify(client, channel, payload, headers={"X-Shopify-Shop-Domain": "evil.myshopify.com"})
+    wrong_shop = await send_shopify(
+        client, channel, payload, headers={"X-Shopify-Shop-Domain": "evil.myshopify.com"}
+    )
     assert wrong_shop.status_code == 401 and wrong_shop.json()["error"]["code"] == "SHOP_MISMATCH"
     unknown = await client.post("/webhooks/shopify/00000000-0000-0000-0000-000000000000", content=raw)
     assert unknown.status_code == 404
-    assert await admin_scalar(admin_engine, "select count(*) from webhook_events where org_id = :o", o=org.id) == 0
+    assert (
+        await admin_scalar(admin_engine, "select count(*) from webhook_events where org_id = :o", o=org.id)
+        == 0
+    )
     await client.post(f"/api/v1/channels/{channel['id']}/disable", headers=org.headers)
     assert (await send_shopify(client, channel, payload)).status_code == 404
 
@@ -76,7 +95,9 @@ async def test_oversized_body_is_413(client, make_org, settings) -> None:
     assert (await send_shopify(client, channel, None, body=big)).status_code == 413
 
 
-async def test_edits_up_down_removal_stale_update_and_cancel(client, make_org, settings, admin_engine) -> None:
+async def test_edits_up_down_removal_stale_update_and_cancel(
+    client, make_org, settings, admin_engine
+) -> None:
     org = await make_org()
     await setup_stock(client, org, {("A", "W1"): 20, ("B", "W1"): 20})
     channel = await shopify_channel(client, org)
@@ -86,7 +107,10 @@ async def test_edits_up_down_removal_stale_update_and_cancel(client, make_org, s
         await run_worker(settings)
 
     await deliver(shopify_order(55, [("A", 2), ("B", 1), (None, 1), ("A", 1)]), topic="orders/create")
-    assert (await reserved(client, org, "A"), await reserved(client, org, "B")) == (3, 1)  # repeated SKU summed
+    assert (await reserved(client, org, "A"), await reserved(client, org, "B")) == (
+        3,
+        1,
+    )  # repeated SKU summed
     await deliver(shopify_order(55, [("A", 5), ("B", 1)], minutes=1))  # up
     assert (await reserved(client, org, "A"), await reserved(client, org, "B")) == (5, 1)
     await deliver(shopify_order(55, [("A", 1), ("B", 1)], minutes=2))  # down
@@ -99,7 +123,10 @@ async def test_edits_up_down_removal_stale_update_and_cancel(client, make_org, s
     assert (await reserved(client, org, "A"), await reserved(client, org, "B")) == (0, 0)
     order = (await orders_of(client, org))[0]
     assert order["status"] == "cancelled"
-    kinds = [e["kind"] for e in (await client.get(f"/api/v1/orders/{order['id']}", headers=org.headers)).json()["timeline"]]
+    kinds = [
+        e["kind"]
+        for e in (await client.get(f"/api/v1/orders/{order['id']}", headers=org.headers)).json()["timeline"]
+    ]
     assert "ignored_stale" in kinds and kinds[-1] == "cancelled"
     await assert_inventory_consistent(admin_engine, org.id)
 
@@ -114,7 +141,9 @@ async def test_update_before_create_creates_and_late_create_is_a_noop(client, ma
     assert len(await orders_of(client, org)) == 1 and await reserved(client, org, "A") == 2
 
 
-async def test_short_stock_puts_the_order_on_hold_and_a_receipt_lets_it_retry(client, make_org, settings) -> None:
+async def test_short_stock_puts_the_order_on_hold_and_a_receipt_lets_it_retry(
+    client, make_org, settings
+) -> None:
     org = await make_org()
     await setup_stock(client, org, {("A", "W1"): 1, ("B", "W1"): 0})
     channel = await shopify_channel(client, org)
@@ -125,19 +154,25 @@ async def test_short_stock_puts_the_order_on_hold_and_a_receipt_lets_it_retry(cl
     assert order["hold_reason"]["code"] in ("INSUFFICIENT_STOCK", "UNKNOWN_CODES")
     await client.post("/api/v1/skus", json={"code": "NEW"}, headers=org.headers)
     for sku in ("A", "B", "NEW"):
-        await client.post("/api/v1/inventory/adjust", json={"sku": sku, "warehouse_code": "W1", "quantity": 5, "reason": "receive"},
-                          headers=org.headers)
+        await client.post(
+            "/api/v1/inventory/adjust",
+            json={"sku": sku, "warehouse_code": "W1", "quantity": 5, "reason": "receive"},
+            headers=org.headers,
+        )
     retried = await client.post(f"/api/v1/orders/{order['id']}/retry-reservation", headers=org.headers)
     assert retried.status_code == 200 and retried.json()["order"]["status"] == "open"
-    assert sorted((r["sku"], r["quantity"]) for r in retried.json()["reservations"] if r["status"] == "active") == [
-        ("A", 3), ("B", 1), ("NEW", 1)]
+    assert sorted(
+        (r["sku"], r["quantity"]) for r in retried.json()["reservations"] if r["status"] == "active"
+    ) == [("A", 3), ("B", 1), ("NEW", 1)]
 
 
 async def test_two_hundred_concurrent_orders_get_distinct_well_formed_numbers(client, make_org) -> None:
     org = await make_org()
     await setup_stock(client, org, {("A", "W1"): 1000})
     body = {"currency": "USD", "lines": [{"sku": "A", "quantity": 1}]}
-    responses = await asyncio.gather(*[client.post("/api/v1/orders", json=body, headers=org.headers) for _ in range(200)])
+    responses = await asyncio.gather(
+        *[client.post("/api/v1/orders", json=body, headers=org.headers) for _ in range(200)]
+    )
     assert all(r.status_code == 201 for r in responses), {r.status_code for r in responses}
     numbers = [r.json()["order"]["number"] for r in responses]
     assert len(set(numbers)) == 200
@@ -154,7 +189,13 @@ async def test_poison_event_dead_letters_after_three_tries_and_retries_after_the
     channel = await shopify_channel(client, org)  # no Admin API token: orders/edited cannot be applied
     good = shopify_order(99, [("A", 1)])
     await send_shopify(client, channel, good)
-    edit = {"order_edit": {"id": 1, "order_id": 99, "line_items": {"additions": [{"id": 9901, "delta": 2}], "removals": []}}}
+    edit = {
+        "order_edit": {
+            "id": 1,
+            "order_id": 99,
+            "line_items": {"additions": [{"id": 9901, "delta": 2}], "removals": []},
+        }
+    }
     await send_shopify(client, channel, edit, topic="orders/edited")
     await run_worker(settings)
     dead = (await client.get("/api/v1/jobs/dead", headers=org.headers)).json()
@@ -164,14 +205,20 @@ async def test_poison_event_dead_letters_after_three_tries_and_retries_after_the
     try:
         fake.put_order(shopify_order(99, [("A", 3)], minutes=10))
         fixed = await client.post(
-            f"/api/v1/channels/{channel['id']}/settings", json={"api_access_token": "shpat_sandbox_token"}, headers=org.headers
+            f"/api/v1/channels/{channel['id']}/settings",
+            json={"api_access_token": "shpat_sandbox_token"},
+            headers=org.headers,
         )
         assert fixed.status_code == 200
         import dataclasses
 
         sandboxed = dataclasses.replace(settings, shopify_admin_url=fake.url)
-        viewer = (await client.post("/api/v1/tokens", json={"name": "v", "role": "viewer"}, headers=org.headers)).json()
-        denied = await client.post(f"/api/v1/jobs/dead/{dead[0]['id']}/retry", headers={"Authorization": f"Bearer {viewer['token']}"})
+        viewer = (
+            await client.post("/api/v1/tokens", json={"name": "v", "role": "viewer"}, headers=org.headers)
+        ).json()
+        denied = await client.post(
+            f"/api/v1/jobs/dead/{dead[0]['id']}/retry", headers={"Authorization": f"Bearer {viewer['token']}"}
+        )
         assert denied.status_code == 403
         retried = await client.post(f"/api/v1/jobs/dead/{dead[0]['id']}/retry", headers=org.headers)
         assert retried.status_code == 200 and retried.json()["status"] == "retried"
@@ -190,34 +237,69 @@ async def test_woocommerce_ping_signature_and_dedup(client, make_org, settings, 
 
     org = await make_org()
     await setup_stock(client, org, {("MUG", "W1"): 10})
-    made = (await client.post("/api/v1/channels", json={"type": "woocommerce", "name": "Woo", "address": "https://woo.example.test"},
-                              headers=org.headers)).json()
+    made = (
+        await client.post(
+            "/api/v1/channels",
+            json={"type": "woocommerce", "name": "Woo", "address": "https://woo.example.test"},
+            headers=org.headers,
+        )
+    ).json()
     cid, secret = made["channel"]["id"], made["webhook_secret"]
-    ping = await client.post(f"/webhooks/woocommerce/{cid}", content=b"webhook_id=12",
-                             headers={"content-type": "application/x-www-form-urlencoded"})
+    ping = await client.post(
+        f"/webhooks/woocommerce/{cid}",
+        content=b"webhook_id=12",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
     assert ping.status_code == 200
-    order = {"id": 501, "number": "501", "currency": "EUR", "status": "processing",
-             "date_modified_gmt": "2026-11-01T10:00:00", "line_items": [{"id": 1, "sku": "MUG", "name": "Mug", "quantity": 2, "price": 9.5}]}
+    order = {
+        "id": 501,
+        "number": "501",
+        "currency": "EUR",
+        "status": "processing",
+        "date_modified_gmt": "2026-11-01T10:00:00",
+        "line_items": [{"id": 1, "sku": "MUG", "name": "Mug", "quantity": 2, "price": 9.5}],
+    }
     raw = json.dumps(order).encode()
-    headers = {"X-WC-Webhook-Signature": sign(secret, raw), "X-WC-Webhook-Topic": "order.created",
-               "X-WC-Webhook-Delivery-ID": "42", "content-type": "application/json"}
-    assert (await client.post(f"/webhooks/woocommerce/{cid}", content=raw, headers=headers)).status_code == 200
+    headers = {
+        "X-WC-Webhook-Signature": sign(secret, raw),
+        "X-WC-Webhook-Topic": "order.created",
+        "X-WC-Webhook-Delivery-ID": "42",
+        "content-type": "application/json",
+    }
+    assert (
+        await client.post(f"/webhooks/woocommerce/{cid}", content=raw, headers=headers)
+    ).status_code == 200
     # A different delivery id for the same resource and modification time is the same event.
     again = {**headers, "X-WC-Webhook-Delivery-ID": "43"}
-    assert (await client.post(f"/webhooks/woocommerce/{cid}", content=raw, headers=again)).json()["status"] == "duplicate"
+    assert (await client.post(f"/webhooks/woocommerce/{cid}", content=raw, headers=again)).json()[
+        "status"
+    ] == "duplicate"
     bad = {**headers, "X-WC-Webhook-Signature": sign("wrong", raw), "X-WC-Webhook-Delivery-ID": "44"}
     assert (await client.post(f"/webhooks/woocommerce/{cid}", content=raw, headers=bad)).status_code == 401
-    assert await admin_scalar(admin_engine, "select count(*) from webhook_events where org_id = :o", o=org.id) == 1
+    assert (
+        await admin_scalar(admin_engine, "select count(*) from webhook_events where org_id = :o", o=org.id)
+        == 1
+    )
     await run_worker(settings)
     orders = await orders_of(client, org)
-    assert len(orders) == 1 and orders[0]["number"] == f"{org.code}-W-000001" and await reserved(client, org, "MUG") == 2
+    assert (
+        len(orders) == 1
+        and orders[0]["number"] == f"{org.code}-W-000001"
+        and await reserved(client, org, "MUG") == 2
+    )
     cancelled = {**order, "status": "cancelled", "date_modified_gmt": "2026-11-01T11:00:00"}
     raw = json.dumps(cancelled).encode()
-    headers = {**headers, "X-WC-Webhook-Signature": sign(secret, raw), "X-WC-Webhook-Topic": "order.updated",
-               "X-WC-Webhook-Delivery-ID": "45"}
+    headers = {
+        **headers,
+        "X-WC-Webhook-Signature": sign(secret, raw),
+        "X-WC-Webhook-Topic": "order.updated",
+        "X-WC-Webhook-Delivery-ID": "45",
+    }
     await client.post(f"/webhooks/woocommerce/{cid}", content=raw, headers=headers)
     await run_worker(settings)
-    assert (await orders_of(client, org))[0]["status"] == "cancelled" and await reserved(client, org, "MUG") == 0
+    assert (await orders_of(client, org))[0]["status"] == "cancelled" and await reserved(
+        client, org, "MUG"
+    ) == 0
 
 
 async def test_each_channel_has_its_own_ingress_rate_limit(client, make_org, settings) -> None:
@@ -235,7 +317,9 @@ async def test_each_channel_has_its_own_ingress_rate_limit(client, make_org, set
     await clear_of_window_edge()
     try:
         async with client_for(app, ip="10.77.0.1") as c:
-            statuses = [(await send_shopify(c, busy, shopify_order(1, [("A", 1)]))).status_code for _ in range(4)]
+            statuses = [
+                (await send_shopify(c, busy, shopify_order(1, [("A", 1)]))).status_code for _ in range(4)
+            ]
             other = await send_shopify(c, quiet, shopify_order(2, [("A", 1)]))
             limited = await send_shopify(c, busy, shopify_order(3, [("A", 1)]))
     finally:
@@ -250,10 +334,14 @@ async def test_order_listing_filters_by_status_and_channel(client, make_org, set
     await setup_stock(client, org, {("A", "W1"): 1})
     first, second = await shopify_channel(client, org), await shopify_channel(client, org)
     await send_shopify(client, first, shopify_order(1, [("A", 1)]))
-    await run_worker(settings)  # the worker runs jobs concurrently: process the first before sending the second
+    await run_worker(
+        settings
+    )  # the worker runs jobs concurrently: process the first before sending the second
     await send_shopify(client, second, shopify_order(2, [("A", 1)]))  # no stock left: on hold
     await run_worker(settings)
-    by_channel = (await client.get("/api/v1/orders", params={"channel_id": second["id"]}, headers=org.headers)).json()
+    by_channel = (
+        await client.get("/api/v1/orders", params={"channel_id": second["id"]}, headers=org.headers)
+    ).json()
     assert by_channel["total"] == 1 and by_channel["items"][0]["status"] == "on_hold"
     held = (await client.get("/api/v1/orders", params={"status": "on_hold"}, headers=org.headers)).json()
     assert [o["external_id"] for o in held["items"]] == ["2"]
@@ -265,18 +353,33 @@ async def test_woocommerce_delete_of_an_unknown_order_is_ignored(client, make_or
     from rappit.integrations.channels.signatures import sign
 
     org = await make_org()
-    made = (await client.post("/api/v1/channels", json={"type": "woocommerce", "name": "Woo", "address": "https://gone.example.test"},
-                              headers=org.headers)).json()
+    made = (
+        await client.post(
+            "/api/v1/channels",
+            json={"type": "woocommerce", "name": "Woo", "address": "https://gone.example.test"},
+            headers=org.headers,
+        )
+    ).json()
     raw = json.dumps({"id": 999}).encode()
-    headers = {"X-WC-Webhook-Signature": sign(made["webhook_secret"], raw), "X-WC-Webhook-Topic": "order.deleted",
-               "X-WC-Webhook-Delivery-ID": "900", "content-type": "application/json"}
-    assert (await client.post(f"/webhooks/woocommerce/{made['channel']['id']}", content=raw, headers=headers)).status_code == 200
+    headers = {
+        "X-WC-Webhook-Signature": sign(made["webhook_secret"], raw),
+        "X-WC-Webhook-Topic": "order.deleted",
+        "X-WC-Webhook-Delivery-ID": "900",
+        "content-type": "application/json",
+    }
+    assert (
+        await client.post(f"/webhooks/woocommerce/{made['channel']['id']}", content=raw, headers=headers)
+    ).status_code == 200
     await run_worker(settings)
-    events = (await client.get(f"/api/v1/channels/{made['channel']['id']}/events", headers=org.headers)).json()
+    events = (
+        await client.get(f"/api/v1/channels/{made['channel']['id']}/events", headers=org.headers)
+    ).json()
     assert [e["status"] for e in events] == ["ignored"] and await orders_of(client, org) == []
 
 
-async def test_the_database_keeps_order_and_event_state_consistent(client, make_org, settings, engine) -> None:
+async def test_the_database_keeps_order_and_event_state_consistent(
+    client, make_org, settings, engine
+) -> None:
     """States that code sets together cannot be written apart, even by raw SQL."""
     import pytest
     from sqlalchemy import text

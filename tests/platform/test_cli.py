@@ -30,7 +30,9 @@ def code() -> str:
 
 
 async def test_org_create_prints_a_working_token_once(settings, client, code) -> None:
-    proc = run_cli(settings, "org", "create", "--name", "Acme Corp", "--admin-email", "Owner@Acme.test", "--code", code)
+    proc = run_cli(
+        settings, "org", "create", "--name", "Acme Corp", "--admin-email", "Owner@Acme.test", "--code", code
+    )
     assert proc.returncode == 0, proc.stderr
     tokens = re.findall(r"rpt_[A-Za-z0-9_-]{40,}", proc.stdout)
     assert len(set(tokens)) == 1
@@ -49,7 +51,12 @@ async def test_org_create_prints_a_working_token_once(settings, client, code) ->
 
 
 def test_duplicate_org_code_and_unknown_org_fail_with_a_message(settings, code) -> None:
-    assert run_cli(settings, "org", "create", "--name", "One", "--admin-email", "a@one.test", "--code", code).returncode == 0
+    assert (
+        run_cli(
+            settings, "org", "create", "--name", "One", "--admin-email", "a@one.test", "--code", code
+        ).returncode
+        == 0
+    )
     again = run_cli(settings, "org", "create", "--name", "Two", "--admin-email", "b@two.test", "--code", code)
     assert again.returncode == 1 and "is taken" in again.stderr
     missing = run_cli(settings, "token", "create", "--org", "ZZNOPE", "--name", "x")

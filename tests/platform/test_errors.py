@@ -45,9 +45,13 @@ async def test_wrong_method_is_a_405_envelope(client, make_org) -> None:
 async def test_malformed_json_and_invalid_fields_are_400_envelopes(client, make_org) -> None:
     org = await make_org()
     headers = {**org.headers, "content-type": "application/json"}
-    assert_envelope(await client.post("/api/v1/users", content=b"{not json", headers=headers), 400, "BAD_REQUEST")
+    assert_envelope(
+        await client.post("/api/v1/users", content=b"{not json", headers=headers), 400, "BAD_REQUEST"
+    )
     error = assert_envelope(
-        await client.post("/api/v1/users", json={"email": "x@y.test", "role": "emperor"}, headers=org.headers),
+        await client.post(
+            "/api/v1/users", json={"email": "x@y.test", "role": "emperor"}, headers=org.headers
+        ),
         400,
         "VALIDATION_ERROR",
     )
@@ -81,5 +85,7 @@ async def test_business_rule_is_422_and_crash_is_500_without_internals(settings)
 async def test_oversized_body_is_a_413_envelope(client, make_org, settings) -> None:
     org = await make_org()
     big = b"x" * (settings.max_body_bytes + 1)
-    resp = await client.post("/api/v1/users", content=big, headers={**org.headers, "content-type": "application/json"})
+    resp = await client.post(
+        "/api/v1/users", content=big, headers={**org.headers, "content-type": "application/json"}
+    )
     assert_envelope(resp, 413, "PAYLOAD_TOO_LARGE")

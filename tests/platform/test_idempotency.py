@@ -18,7 +18,9 @@ async def test_same_key_and_body_replays_the_stored_response(client, make_org, a
     assert first.status_code == again.status_code == 201
     assert again.content == first.content and again.headers["idempotent-replayed"] == "true"
     assert "idempotent-replayed" not in first.headers
-    count = await admin_scalar(admin_engine, "select count(*) from skus where org_id = :o and code = 'IDEM-1'", o=org.id)
+    count = await admin_scalar(
+        admin_engine, "select count(*) from skus where org_id = :o and code = 'IDEM-1'", o=org.id
+    )
     assert count == 1
 
 
@@ -36,7 +38,9 @@ async def test_same_key_with_a_different_body_is_422(client, make_org) -> None:
 async def test_keys_are_scoped_by_org(client, make_org) -> None:
     a, b = await make_org(), await make_org()
     for org in (a, b):
-        resp = await client.post("/api/v1/skus", json={"code": "SAME"}, headers={**org.headers, "Idempotency-Key": "shared"})
+        resp = await client.post(
+            "/api/v1/skus", json={"code": "SAME"}, headers={**org.headers, "Idempotency-Key": "shared"}
+        )
         assert resp.status_code == 201 and "idempotent-replayed" not in resp.headers
 
 
@@ -45,11 +49,17 @@ async def test_a_key_held_by_an_in_flight_request_is_409(client, make_org, admin
     key = "in-flight"
     async with admin_engine.connect() as conn:  # play the in-flight request: hold the key's lock
         await conn.execute(text("begin"))
-        await conn.execute(text("select pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"idem:{org.id}:{key}"})
-        busy = await client.post("/api/v1/skus", json={"code": "F1"}, headers={**org.headers, "Idempotency-Key": key})
+        await conn.execute(
+            text("select pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"idem:{org.id}:{key}"}
+        )
+        busy = await client.post(
+            "/api/v1/skus", json={"code": "F1"}, headers={**org.headers, "Idempotency-Key": key}
+        )
         await conn.execute(text("rollback"))
     assert busy.status_code == 409 and busy.json()["error"]["code"] == "IDEMPOTENCY_IN_PROGRESS"
-    done = await client.post("/api/v1/skus", json={"code": "F1"}, headers={**org.headers, "Idempotency-Key": key})
+    done = await client.post(
+        "/api/v1/skus", json={"code": "F1"}, headers={**org.headers, "Idempotency-Key": key}
+    )
     assert done.status_code == 201
 
 
@@ -63,7 +73,9 @@ async def test_concurrent_duplicates_create_exactly_once(client, make_org, admin
     assert set(statuses) <= {201, 409} and 201 in statuses
     bodies = {r.content for r in responses if r.status_code == 201}
     assert len(bodies) == 1  # every success is the one response, replayed
-    count = await admin_scalar(admin_engine, "select count(*) from skus where org_id = :o and code = 'BURST'", o=org.id)
+    count = await admin_scalar(
+        admin_engine, "select count(*) from skus where org_id = :o and code = 'BURST'", o=org.id
+    )
     assert count == 1
 
 
@@ -75,7 +87,8 @@ async def test_a_failed_request_stores_nothing_and_can_be_retried(client, make_o
     body = {"lines": [{"sku": "S", "warehouse_code": "W", "quantity": 1}]}
     assert (await client.post("/api/v1/reservations", json=body, headers=headers)).status_code == 422
     await client.post(
-        "/api/v1/inventory/adjust", json={"sku": "S", "warehouse_code": "W", "quantity": 1, "reason": "receive"},
+        "/api/v1/inventory/adjust",
+        json={"sku": "S", "warehouse_code": "W", "quantity": 1, "reason": "receive"},
         headers=org.headers,
     )
     ok = await client.post("/api/v1/reservations", json=body, headers=headers)
@@ -85,7 +98,9 @@ async def test_a_failed_request_stores_nothing_and_can_be_retried(client, make_o
 
 async def test_malformed_key_is_400(client, make_org) -> None:
     org = await make_org()
-    resp = await client.post("/api/v1/skus", json={"code": "X"}, headers={**org.headers, "Idempotency-Key": "x" * 300})
+    resp = await client.post(
+        "/api/v1/skus", json={"code": "X"}, headers={**org.headers, "Idempotency-Key": "x" * 300}
+    )
     assert resp.status_code == 400 and resp.json()["error"]["code"] == "INVALID_IDEMPOTENCY_KEY"
 
 

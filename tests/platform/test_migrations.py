@@ -46,8 +46,9 @@ async def test_every_tenant_table_has_forced_policy_and_app_role_owns_nothing(ad
 
 
 async def test_every_tenant_unique_constraint_includes_org_id(admin_engine) -> None:
-    from rappit.platform.db import Base
     from sqlalchemy import UniqueConstraint
+
+    from rappit.platform.db import Base
 
     exceptions = {("api_tokens", ("token_hash",))}  # looked up before the org is known; 256 random bits
     for mapper in Base.registry.mappers:

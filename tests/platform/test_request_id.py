@@ -23,16 +23,18 @@ async def test_incoming_request_id_is_echoed_and_on_every_log_line(client, make_
     access = [line for line in lines if line["event"] == "http.request"]
     assert access and access[0]["request_id"] == "trace-abc-123"
     assert access[0]["org_id"] == str(org.id) and access[0]["status"] == 200
-    assert all(line.get("request_id") == "trace-abc-123" for line in lines if line["logger"].startswith("rappit"))
+    assert all(
+        line.get("request_id") == "trace-abc-123" for line in lines if line["logger"].startswith("rappit")
+    )
 
 
 async def test_request_id_is_generated_when_absent_or_unsafe(client, make_org) -> None:
     org = await make_org()
     generated, _ = await capture(client, headers=org.headers)
     assert len(generated.headers["x-request-id"]) == 32
-    unsafe, lines = await capture(client, headers={**org.headers, "X-Request-ID": "evil\"value with spaces"})
+    unsafe, lines = await capture(client, headers={**org.headers, "X-Request-ID": 'evil"value with spaces'})
     rid = unsafe.headers["x-request-id"]
-    assert rid != "evil\"value with spaces" and len(rid) == 32
+    assert rid != 'evil"value with spaces' and len(rid) == 32
     assert any(line.get("request_id") == rid for line in lines)
 
 

@@ -11,7 +11,12 @@ from rappit.app.factory import create_app
 from rappit.platform.settings import DEV_ENCRYPTION_KEY, Settings, SettingsError
 
 REQUIRED = [
-    "SECRET_KEY", "ENCRYPTION_KEY", "DATABASE_URL", "MIGRATION_DATABASE_URL", "REDIS_URL", "CORS_ALLOWED_ORIGINS",
+    "SECRET_KEY",
+    "ENCRYPTION_KEY",
+    "DATABASE_URL",
+    "MIGRATION_DATABASE_URL",
+    "REDIS_URL",
+    "CORS_ALLOWED_ORIGINS",
     "ADMIN_EMAILS",
 ]
 
@@ -103,7 +108,11 @@ def test_production_boot_exits_non_zero_listing_every_problem(command: list[str]
     env = {k: v for k, v in os.environ.items() if k not in REQUIRED}
     env["RAPPIT_ENV"] = "production"
     proc = subprocess.run(
-        [sys.executable, "-m", "rappit.app.cli", *command], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "rappit.app.cli", *command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     for name in REQUIRED:

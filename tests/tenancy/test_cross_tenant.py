@@ -28,40 +28,61 @@ async def seed_org_a(client, org, admin_engine) -> dict[str, str]:
     user = await client.post(
         "/api/v1/users", json={"email": "victim@a.test", "role": "staff"}, headers=org.headers
     )
-    token = await client.post("/api/v1/tokens", json={"name": "victim", "role": "viewer"}, headers=org.headers)
+    token = await client.post(
+        "/api/v1/tokens", json={"name": "victim", "role": "viewer"}, headers=org.headers
+    )
     assert user.status_code == 201 and token.status_code == 201
     sku = f"SKU-A-{uuid.uuid4().hex[:8]}"
     wh = f"WH-A-{uuid.uuid4().hex[:6]}"
     for path, body in (("/api/v1/skus", {"code": sku}), ("/api/v1/warehouses", {"code": wh})):
         assert (await client.post(path, json=body, headers=org.headers)).status_code == 201
     adjusted = await client.post(
-        "/api/v1/inventory/adjust", json={"sku": sku, "warehouse_code": wh, "quantity": 10, "reason": "receive"},
+        "/api/v1/inventory/adjust",
+        json={"sku": sku, "warehouse_code": wh, "quantity": 10, "reason": "receive"},
         headers=org.headers,
     )
     assert adjusted.status_code == 200
     hold = await client.post(
-        "/api/v1/reservations", json={"lines": [{"sku": sku, "warehouse_code": wh, "quantity": 2}]}, headers=org.headers
+        "/api/v1/reservations",
+        json={"lines": [{"sku": sku, "warehouse_code": wh, "quantity": 2}]},
+        headers=org.headers,
     )
     assert hold.status_code == 201, hold.text
     channel = await client.post(
-        "/api/v1/channels", json={"type": "shopify", "name": "A shop", "address": f"a-{uuid.uuid4().hex[:8]}.myshopify.com"},
+        "/api/v1/channels",
+        json={"type": "shopify", "name": "A shop", "address": f"a-{uuid.uuid4().hex[:8]}.myshopify.com"},
         headers=org.headers,
     )
     assert channel.status_code == 201, channel.text
     order = await client.post(
-        "/api/v1/orders", json={"currency": "USD", "lines": [{"sku": sku, "quantity": 1}]}, headers=org.headers
+        "/api/v1/orders",
+        json={"currency": "USD", "lines": [{"sku": sku, "quantity": 1}]},
+        headers=org.headers,
     )
     assert order.status_code == 201, order.text
     dead_id = uuid.uuid4()
     async with admin_engine.begin() as conn:  # a dead letter as the worker would leave it
-        event_id = (await conn.execute(text(
-            "insert into webhook_events (id, org_id, channel_id, topic, delivery_id, payload, status, attempts, received_at)"
-            " values (gen_random_uuid(), :o, :c, 'orders/create', :d, '{}', 'dead', 3, now()) returning id"),
-            {"o": org.id, "c": channel.json()["channel"]["id"], "d": str(uuid.uuid4())})).scalar_one()
-        await conn.execute(text(
-            "insert into dead_letters (id, org_id, kind, ref_id, job_name, payload, error, attempts, status,"
-            " first_failed_at, last_failed_at) values (:i, :o, 'webhook_event', :e, 'process_webhook_event', '{}',"
-            " 'boom', 3, 'dead', now(), now())"), {"i": dead_id, "o": org.id, "e": event_id})
+        event_id = (
+            await conn.execute(
+                text(
+                    "insert into webhook_events (id, org_id, channel_id, topic, delivery_id, payload, "
+                    "status, attempts, received_at)"
+                    " values (gen_random_uuid(), :o, :c, 'orders/create', :d, '{}', 'dead', 3, now()) "
+                    "returning id"
+                ),
+                {"o": org.id, "c": channel.json()["channel"]["id"], "d": str(uuid.uuid4())},
+            )
+        ).scalar_one()
+        await conn.execute(
+            text(
+                "insert into dead_letters (id, org_id, kind, ref_id, job_name, payload, error, "
+                "attempts, status,"
+                " first_failed_at, last_failed_at) values (:i, :o, 'webhook_event', :e, "
+                "'process_webhook_event', '{}',"
+                " 'boom', 3, 'dead', now(), now())"
+            ),
+            {"i": dead_id, "o": org.id, "e": event_id},
+        )
     return {
         "order_id": order.json()["order"]["id"],
         "dead_letter_id": str(dead_id),
@@ -91,13 +112,20 @@ async def snapshot(admin_engine, org_id) -> dict[str, list]:
     state = {}
     async with admin_engine.connect() as conn:
         for table in tables:
-            rows = await conn.execute(text(f"select * from {table} where org_id = :o order by id"), {"o": org_id})
+            rows = await conn.execute(
+                text(f"select * from {table} where org_id = :o order by id"), {"o": org_id}
+            )
             state[table] = [tuple(r) for r in rows]
-        state["organizations"] = [tuple(r) for r in await conn.execute(text("select * from organizations where id = :o"), {"o": org_id})]
+        state["organizations"] = [
+            tuple(r)
+            for r in await conn.execute(text("select * from organizations where id = :o"), {"o": org_id})
+        ]
     return state
 
 
-async def test_org_b_cannot_see_or_change_org_a_through_any_route(app, client, make_org, admin_engine) -> None:
+async def test_org_b_cannot_see_or_change_org_a_through_any_route(
+    app, client, make_org, admin_engine
+) -> None:
     a, b = await make_org("Org A"), await make_org("Org B")
     seeds = await seed_org_a(client, a, admin_engine)
     before = await snapshot(admin_engine, a.id)

@@ -62,4 +62,6 @@ async def test_unscoped_bypass_crosses_orgs_and_is_logged(sessionmaker, make_org
             async with unscoped(session, reason="test: platform report"):
                 assert await count_users(session, [a.id, b.id]) == 2
             assert await count_users(session, [a.id, b.id]) == 1
-    assert any("tenancy.unscoped" in r.getMessage() and "platform report" in r.getMessage() for r in caplog.records)
+    assert any(
+        "tenancy.unscoped" in r.getMessage() and "platform report" in r.getMessage() for r in caplog.records
+    )

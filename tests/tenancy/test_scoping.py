@@ -19,13 +19,16 @@ async def test_select_update_delete_are_scoped_to_the_current_org(sessionmaker, 
             assert [u.org_id for u in users] == [b.id]
             # Joins and aliases are filtered too.
             u2 = aliased(User)
-            joined = await session.execute(select(ApiToken.org_id, u2.org_id).join(u2, u2.id == ApiToken.user_id))
+            joined = await session.execute(
+                select(ApiToken.org_id, u2.org_id).join(u2, u2.id == ApiToken.user_id)
+            )
             assert {row for row in joined} == {(b.id, b.id)}
             # A bulk UPDATE naming org A's owner by e-mail touches nothing.
             result = await session.execute(
-                update(User).where(User.email == a.owner_email).values(role="viewer").execution_options(
-                    synchronize_session=False
-                )
+                update(User)
+                .where(User.email == a.owner_email)
+                .values(role="viewer")
+                .execution_options(synchronize_session=False)
             )
             assert result.rowcount == 0
             result = await session.execute(delete(ApiToken).where(ApiToken.org_id == a.id))
@@ -66,5 +69,7 @@ async def test_unscoped_orm_query_sees_every_org(sessionmaker, make_org) -> None
     a, b = await make_org(), await make_org()
     async with sessionmaker() as session, session.begin():
         async with unscoped(session, reason="test: cross-org ORM read"):
-            orgs = set((await session.execute(select(User.org_id).where(User.org_id.in_([a.id, b.id])))).scalars())
+            orgs = set(
+                (await session.execute(select(User.org_id).where(User.org_id.in_([a.id, b.id])))).scalars()
+            )
     assert orgs == {a.id, b.id}

@@ -95,7 +95,7 @@ class ChannelAdapter(Protocol):
     def classify(self, topic: str) -> TopicKind: ...
 
     def map_order(self, data: Any, kind: TopicKind) -> CanonicalOrder:
-        """The canonical order of a payload of kind ORDER or CANCEL (or a fetched order); PayloadError if garbled."""
+        """The canonical order of an ORDER or CANCEL payload (or a fetched order); PayloadError if garbled."""
         ...
 
     def edited_order_id(self, data: Any) -> str:

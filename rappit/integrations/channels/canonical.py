@@ -7,8 +7,23 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
 # ISO 4217 minor-unit exponents that are not 2.
-_EXPONENTS = {"JPY": 0, "KRW": 0, "VND": 0, "CLP": 0, "ISK": 0, "UGX": 0, "XAF": 0, "XOF": 0,
-              "BHD": 3, "KWD": 3, "OMR": 3, "JOD": 3, "TND": 3, "IQD": 3, "LYD": 3}
+_EXPONENTS = {
+    "JPY": 0,
+    "KRW": 0,
+    "VND": 0,
+    "CLP": 0,
+    "ISK": 0,
+    "UGX": 0,
+    "XAF": 0,
+    "XOF": 0,
+    "BHD": 3,
+    "KWD": 3,
+    "OMR": 3,
+    "JOD": 3,
+    "TND": 3,
+    "IQD": 3,
+    "LYD": 3,
+}
 
 
 class PayloadError(ValueError):

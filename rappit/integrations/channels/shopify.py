@@ -15,7 +15,6 @@ from rappit.integrations.channels.base import (
     DeliveryRefused,
     TopicKind,
 )
-
 from rappit.integrations.channels.canonical import (
     CanonicalLine,
     CanonicalOrder,
@@ -113,7 +112,9 @@ class ShopifyAdapter:
         delivery = headers.get(EVENT_ID_HEADER) or headers.get(WEBHOOK_ID_HEADER)
         if not topic or not delivery:
             raise DeliveryRefused(
-                400, "MISSING_HEADER", "X-Shopify-Topic and X-Shopify-Event-Id (or X-Shopify-Webhook-Id) are required"
+                400,
+                "MISSING_HEADER",
+                "X-Shopify-Topic and X-Shopify-Event-Id (or X-Shopify-Webhook-Id) are required",
             )
         try:
             triggered = parse_time(headers.get(TRIGGERED_AT_HEADER))

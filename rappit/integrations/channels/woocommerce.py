@@ -17,7 +17,6 @@ from rappit.integrations.channels.base import (
     OperationNotSupported,
     TopicKind,
 )
-
 from rappit.integrations.channels.canonical import (
     CanonicalLine,
     CanonicalOrder,
@@ -45,8 +44,13 @@ def map_order(payload: dict[str, Any], *, deleted: bool = False) -> CanonicalOrd
     if not isinstance(payload, dict) or "id" not in payload:
         raise PayloadError("not a WooCommerce order: no id")
     if deleted:  # order.deleted sends only {"id": ...}: it can only cancel (currency and lines unused)
-        return CanonicalOrder(external_id=str(payload["id"]), name=str(payload["id"]), currency="XXX",
-                              updated_at=None, cancelled=True)
+        return CanonicalOrder(
+            external_id=str(payload["id"]),
+            name=str(payload["id"]),
+            currency="XXX",
+            updated_at=None,
+            cancelled=True,
+        )
     currency = str(payload.get("currency") or "").upper()
     if len(currency) != 3:
         raise PayloadError("order has no currency")
@@ -98,7 +102,9 @@ class WooCommerceAdapter:
         topic = headers.get(TOPIC_HEADER)
         delivery = headers.get(DELIVERY_HEADER)
         if not topic or not delivery:
-            raise DeliveryRefused(400, "MISSING_HEADER", "X-WC-Webhook-Topic and X-WC-Webhook-Delivery-ID are required")
+            raise DeliveryRefused(
+                400, "MISSING_HEADER", "X-WC-Webhook-Topic and X-WC-Webhook-Delivery-ID are required"
+            )
         # Delivery ids can repeat for two events in one second: also dedup on resource id + modification time.
         dedup_key = None
         try:

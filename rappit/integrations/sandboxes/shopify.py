@@ -50,7 +50,7 @@ class FakeShopify:
                 self.end_headers()
                 self.wfile.write(raw)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 fake.requests.append(self.path)
                 if self.headers.get("X-Shopify-Access-Token") != fake.access_token:
                     self._send(401, {"errors": "[API] Invalid API key or access token"})
