@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from rappit.app.citus import citus_ddl, readme_block
 from rappit.app.models_registry import metadata
 
 GLOBAL_TABLES = {
@@ -157,3 +158,26 @@ async def test_checker_flags_each_kind_of_violation(admin_engine: Any) -> None:
     ), found
     async with admin_engine.connect() as conn:  # the probe really is gone
         assert (await conn.execute(text("select to_regnamespace('catalog_probe')"))).scalar() is None
+
+
+def test_citus_ddl_covers_every_table_once() -> None:
+    statements = citus_ddl()
+    named = [re.search(r"\('(\w+)'", s).group(1) for s in statements]  # type: ignore[union-attr]
+    assert sorted(named) == sorted(metadata.tables)
+    reference = {n for n, s in zip(named, statements, strict=True) if "create_reference_table" in s}
+    assert reference == {t.name for t in metadata.sorted_tables if "org_id" not in t.c} == {"organizations"}
+    assert reference <= set(GLOBAL_TABLES)
+    # A parent is distributed before any table whose foreign key points at it.
+    position = {n: i for i, n in enumerate(named)}
+    for table in metadata.sorted_tables:
+        for fk in table.foreign_key_constraints:
+            assert position[fk.referred_table.name] < position[table.name], (table.name, fk.referred_table.name)
+
+
+def test_readme_citus_block_is_the_generated_ddl(repo_root: Any) -> None:
+    readme = (repo_root / "README.md").read_text()
+    match = re.search(r"<!-- citus:begin -->\n(.*?)\n<!-- citus:end -->", readme, re.S)
+    assert match, "README.md lacks the <!-- citus:begin --> ... <!-- citus:end --> block"
+    assert match.group(1) == readme_block(), (
+        "README.md's Citus block differs from the models: paste `python -m rappit.app.citus` between the markers"
+    )
