@@ -32,6 +32,8 @@ class Channel(IdMixin, TimestampMixin, TenantMixin, Base):
         CheckConstraint("status in ('active','disabled')", name="status_known"),
         CheckConstraint("(status = 'disabled') = (disabled_at is not null)", name="disabled_at_iff_disabled"),
         org_fk("warehouse_id", "warehouses"),
+        # Webhook ingress knows only the channel id from the URL (rappit_webhook_channel).
+        Index("ix_channels_id", "id"),
     )
 
     type: Mapped[str] = mapped_column(String(20))

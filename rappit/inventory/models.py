@@ -125,7 +125,6 @@ class LedgerEntry(TenantMixin, Base):
 
     __tablename__ = "inventory_ledger"
     __org_fk__ = False  # implied by the FK to inventory_levels
-    __org_unique__ = False
     __extra_table_args__ = (
         org_fk("level_id", "inventory_levels"),
         CheckConstraint(f"reason in ({', '.join(repr(r) for r in LEDGER_REASONS)})", name="reason_known"),

@@ -32,7 +32,6 @@ class OrderCounter(IdMixin, TenantMixin, Base):
     whose row lock serializes concurrent allocations inside their transactions."""
 
     __tablename__ = "order_counters"
-    __org_unique__ = False
     __extra_table_args__ = (
         UniqueConstraint("org_id", "source"),
         CheckConstraint("last_value > 0", name="positive"),
@@ -111,7 +110,6 @@ class OrderEvent(TenantMixin, Base):
 
     __tablename__ = "order_events"
     __org_fk__ = False
-    __org_unique__ = False
     __extra_table_args__ = (
         org_fk("order_id", "orders"),
         Index("ix_order_events_order", "org_id", "order_id", "id"),

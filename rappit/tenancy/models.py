@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import CheckConstraint, DateTime, ForeignKey, ForeignKeyConstraint, String, UniqueConstraint
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    PrimaryKeyConstraint,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from rappit.platform.db import Base, IdMixin, TimestampMixin
@@ -14,32 +24,37 @@ ROLES = ("owner", "admin", "staff", "viewer")
 
 
 class TenantMixin:
-    """Every tenant table: an `org_id`, a UNIQUE (org_id, id) for org-qualified foreign keys.
+    """Every tenant table: an `org_id`, and the primary key `(org_id, id)`.
 
-    Row-level security and the scoping hook key on `org_id`; every other unique constraint of a
-    tenant table starts with it, which is what sharding by organization needs later.
+    Row-level security and the scoping hook key on `org_id`; the primary key, every unique
+    constraint and every foreign key between tenant tables include it, which is what sharding by
+    organization (Citus, distribution column `org_id`) requires. The ORM identity stays `id` alone, so
+    `session.get(Model, id)` works; flushes still address rows by the table key `(org_id, id)`.
+    `tests/platform/test_catalog.py` checks the migrated database against these rules.
     """
 
     __org_fk__ = True
     """False where a NOT NULL org-qualified FK to a parent tenant row already proves the org exists:
     a second, direct FK to organizations would only add a check (and a row lock) per insert."""
-    __org_unique__ = True
-    """False for append-only tables that no foreign key points at (the ledger)."""
 
     @declared_attr
     def org_id(cls) -> Mapped[uuid.UUID]:
         if not cls.__org_fk__:
-            return mapped_column(nullable=False)
-        return mapped_column(ForeignKey("organizations.id", ondelete="RESTRICT"), nullable=False)
+            return mapped_column(primary_key=True)
+        return mapped_column(ForeignKey("organizations.id", ondelete="RESTRICT"), primary_key=True)
 
     @declared_attr.directive
     def __table_args__(cls) -> tuple:
-        own = (UniqueConstraint("org_id", "id"),) if cls.__org_unique__ else ()
-        return (*own, *getattr(cls, "__extra_table_args__", ()))
+        return (PrimaryKeyConstraint("org_id", "id"), *getattr(cls, "__extra_table_args__", ()))
+
+    @declared_attr.directive
+    def __mapper_args__(cls) -> dict[str, Any]:
+        return {"primary_key": [cls.__table__.c.id]}  # type: ignore[attr-defined]
 
 
 def org_fk(column: str, target: str, *, ondelete: str | None = None) -> ForeignKeyConstraint:
-    """A foreign key that includes org_id, so a row can never point into another org."""
+    """A foreign key that includes org_id, so a row can never point into another org (and, on Citus,
+    stays inside one shard): it references the target's primary key (org_id, id)."""
     return ForeignKeyConstraint(["org_id", column], [f"{target}.org_id", f"{target}.id"], ondelete=ondelete)
 
 
@@ -58,6 +73,8 @@ class User(IdMixin, TimestampMixin, TenantMixin, Base):
     __tablename__ = "users"
     __extra_table_args__ = (
         UniqueConstraint("org_id", "email"),
+        # Session auth finds the user by id before the org is known (rappit_auth_user).
+        Index("ix_users_id", "id"),
         CheckConstraint("role in ('owner','admin','staff','viewer')", name="role_known"),
         CheckConstraint("email = lower(email)", name="email_lowercase"),
     )
@@ -73,8 +90,11 @@ class ApiToken(IdMixin, TimestampMixin, TenantMixin, Base):
 
     __tablename__ = "api_tokens"
     __extra_table_args__ = (
-        # Global: the lookup happens before the org is known. 256 random bits make collisions moot.
-        UniqueConstraint("token_hash"),
+        # Unique per org, as a distributed table allows; the lookup (rappit_auth_token) happens before
+        # the org is known, by this index. A token is 256 random bits from `secrets`, so two orgs
+        # never share a hash; a global UNIQUE would only ever guard against a broken RNG.
+        UniqueConstraint("org_id", "token_hash"),
+        Index("ix_api_tokens_token_hash", "token_hash"),
         org_fk("user_id", "users"),
         CheckConstraint("role in ('owner','admin','staff','viewer')", name="role_known"),
     )

@@ -43,21 +43,3 @@ async def test_every_tenant_table_has_forced_policy_and_app_role_owns_nothing(ad
         assert by_name[table].relrowsecurity, f"{table} has no row-level security"
         assert by_name[table].policies >= 1, f"{table} has no policy"
     assert all(r.owner != APP_ROLE for r in rows)
-
-
-async def test_every_tenant_unique_constraint_includes_org_id(admin_engine) -> None:
-    from sqlalchemy import UniqueConstraint
-
-    from rappit.platform.db import Base
-
-    exceptions = {("api_tokens", ("token_hash",))}  # looked up before the org is known; 256 random bits
-    for mapper in Base.registry.mappers:
-        if not issubclass(mapper.class_, TenantMixin):
-            continue
-        table = mapper.local_table
-        for constraint in table.constraints:
-            if isinstance(constraint, UniqueConstraint):
-                cols = tuple(c.name for c in constraint.columns)
-                if (table.name, cols) in exceptions:
-                    continue
-                assert "org_id" in cols, f"{table.name} unique {cols} lacks org_id"
