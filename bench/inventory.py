@@ -23,7 +23,7 @@ from _stack import api_server, bench_stack, write_results
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from rappit.inventory import service
+from rappit.inventory import catalogue, reservations, stock
 from rappit.platform.db import make_engine, make_sessionmaker, provide_session
 from rappit.tenancy.context import Actor, org_context
 from rappit.tenancy.service import create_organization
@@ -51,9 +51,9 @@ async def stock_one(
 ) -> tuple[uuid.UUID, uuid.UUID]:
     with org_context(org_id):
         async with provide_session(sessionmaker) as session:
-            s = await service.create_sku(session, code=sku)
-            w = await service.create_warehouse(session, code=wh)
-            await service.adjust(session, sku=sku, warehouse=wh, quantity=qty, reason="receive")
+            s = await catalogue.create_sku(session, code=sku)
+            w = await catalogue.create_warehouse(session, code=wh)
+            await stock.adjust(session, sku=sku, warehouse=wh, quantity=qty, reason="receive")
     return s.id, w.id
 
 
@@ -102,11 +102,11 @@ async def hot_sku(sessionmaker: Any, engine: Any, org_id: uuid.UUID) -> dict[str
         with org_context(org_id, Actor(kind="system", id="bench")):
             try:
                 async with provide_session(sessionmaker) as session:
-                    await service.reserve(
-                        session, [service.ReserveLine(sku_id, wh_id, 1)], reference_type="manual"
+                    await reservations.reserve(
+                        session, [reservations.ReserveLine(sku_id, wh_id, 1)], reference_type="manual"
                     )
                 return True
-            except service.InsufficientStock:
+            except stock.InsufficientStock:
                 return False
 
     async def naive(sku_id: uuid.UUID, wh_id: uuid.UUID) -> bool:
@@ -286,8 +286,8 @@ async def latency(sessionmaker: Any, admin_url: str, org_id: uuid.UUID) -> dict[
             started = time.perf_counter()
             with org_context(org_id):
                 async with provide_session(sessionmaker) as session:
-                    await service.reserve(
-                        session, [service.ReserveLine(sku_id, wh, 1)], reference_type="manual"
+                    await reservations.reserve(
+                        session, [reservations.ReserveLine(sku_id, wh, 1)], reference_type="manual"
                     )
             if i >= 0:
                 samples.append((time.perf_counter() - started) * 1000)

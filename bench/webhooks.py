@@ -23,7 +23,7 @@ from _stack import api_server, bench_stack, write_results
 from sqlalchemy import text
 
 from rappit.integrations.channels.signatures import sign
-from rappit.inventory import service as inventory
+from rappit.inventory import catalogue, stock
 from rappit.platform.db import make_engine, make_sessionmaker, provide_session
 from rappit.tenancy.context import org_context
 from rappit.tenancy.service import create_organization
@@ -106,9 +106,9 @@ async def main() -> None:
             )
         with org_context(org.org.id):
             async with provide_session(sessionmaker) as session:
-                await inventory.create_sku(session, code="BENCH")
-                await inventory.create_warehouse(session, code="W1")
-                await inventory.adjust(
+                await catalogue.create_sku(session, code="BENCH")
+                await catalogue.create_warehouse(session, code="W1")
+                await stock.adjust(
                     session, sku="BENCH", warehouse="W1", quantity=10_000_000, reason="receive"
                 )
         token = org.token.plaintext

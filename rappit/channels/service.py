@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from rappit.channels.models import Channel
 from rappit.integrations.channels.base import ChannelAccess, ChannelAdapter
-from rappit.inventory.service import warehouse_ids
+from rappit.inventory.catalogue import warehouse_ids
 from rappit.platform.crypto import SecretBox
 from rappit.platform.db import add_unique, get_or_404, utcnow
 from rappit.platform.errors import BadRequest, Conflict

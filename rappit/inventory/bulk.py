@@ -16,7 +16,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from rappit.inventory.service import _LEDGER_COLUMNS, sku_ids, warehouse_ids
+from rappit.inventory.catalogue import sku_ids, warehouse_ids
+from rappit.inventory.stock import LEDGER_COLUMNS, MAX_QUANTITY
 from rappit.platform.errors import BadRequest
 from rappit.platform.logging import current_request_id
 from rappit.tenancy.context import current_actor, require_org_id
@@ -24,7 +25,6 @@ from rappit.tenancy.context import current_actor, require_org_id
 REQUIRED_COLUMNS = ("sku", "quantity", "warehouse_code")
 OPTIONAL_COLUMNS = ("mode",)
 MODES = ("set", "add")
-MAX_QUANTITY = 1_000_000_000
 _DIGITS = re.compile(r"^[0-9]+$")
 
 
@@ -224,7 +224,7 @@ _INSERT_NEW = text(
           ON CONFLICT (org_id, sku_id, warehouse_id) DO NOTHING
           RETURNING id, sku_id, warehouse_id, on_hand
         ), led AS (
-          INSERT INTO inventory_ledger {_LEDGER_COLUMNS}
+          INSERT INTO inventory_ledger {LEDGER_COLUMNS}
           SELECT :org, i.id, i.sku_id, i.warehouse_id, 'import', 0, i.on_hand, i.on_hand,
                  0, 0, 0, :actor, 'import', :import_id, :request_id, NULL, now()
             FROM ins i WHERE i.on_hand <> 0
@@ -256,7 +256,7 @@ _APPLY = text(
              AND c.new_on_hand <= 2000000000
           RETURNING l.id, l.sku_id, l.warehouse_id, c.on_hand AS before, l.on_hand AS after, l.reserved
         ), led AS (
-          INSERT INTO inventory_ledger {_LEDGER_COLUMNS}
+          INSERT INTO inventory_ledger {LEDGER_COLUMNS}
           SELECT :org, u.id, u.sku_id, u.warehouse_id, 'import', u.before, u.after, u.after - u.before,
                  u.reserved, u.reserved, 0, :actor, 'import', :import_id, :request_id, NULL, now()
             FROM upd u

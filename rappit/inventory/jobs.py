@@ -6,7 +6,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from rappit.inventory import service
+from rappit.inventory import reservations, stock
 from rappit.inventory.models import Reservation
 from rappit.platform.db import provide_session, utcnow
 from rappit.tenancy.context import Actor, org_context
@@ -35,8 +35,8 @@ async def release_expired_reservations(sessionmaker: async_sessionmaker[AsyncSes
     for org_id in org_ids:
         with org_context(org_id, EXPIRY):
             async with provide_session(sessionmaker) as session:
-                ids = await service.with_retries(
-                    session, lambda s=session: service.release_expired(s, now=now)
+                ids = await stock.with_retries(
+                    session, lambda s=session: reservations.release_expired(s, now=now)
                 )
         released += len(ids)
         log.info("inventory.reservations_expired", org_id=str(org_id), count=len(ids))

@@ -10,7 +10,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import UploadFile
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
-from rappit.inventory import bulk, service
+from rappit.inventory import bulk, catalogue, queries, reservations, stock
 from rappit.inventory.schemas import (
     AdjustIn,
     AdjustOut,
@@ -45,7 +45,7 @@ class CatalogueController(Controller):
         self, request: Request[Any, Any, Any], db_session: DbSession, data: JSONBody[SkuIn]
     ) -> Response[Any]:
         async def op() -> SkuOut:
-            sku = await service.create_sku(
+            sku = await catalogue.create_sku(
                 db_session, code=data.code, name=data.name, reorder_point=data.reorder_point
             )
             return SkuOut(id=sku.id, code=sku.code, name=sku.name, reorder_point=sku.reorder_point)
@@ -54,7 +54,7 @@ class CatalogueController(Controller):
 
     @get("/skus", guards=READ)
     async def list_skus(self, db_session: DbSession, limit: Limit = 50, offset: Offset = 0) -> list[SkuOut]:
-        skus = await service.list_skus(db_session, limit=limit, offset=offset)
+        skus = await catalogue.list_skus(db_session, limit=limit, offset=offset)
         return [SkuOut(id=s.id, code=s.code, name=s.name, reorder_point=s.reorder_point) for s in skus]
 
     @post("/warehouses", guards=WRITE)
@@ -62,7 +62,7 @@ class CatalogueController(Controller):
         self, request: Request[Any, Any, Any], db_session: DbSession, data: JSONBody[WarehouseIn]
     ) -> Response[Any]:
         async def op() -> WarehouseOut:
-            wh = await service.create_warehouse(db_session, code=data.code, name=data.name)
+            wh = await catalogue.create_warehouse(db_session, code=data.code, name=data.name)
             return WarehouseOut(id=wh.id, code=wh.code, name=wh.name)
 
         return await idempotent(request, db_session, op)
@@ -71,7 +71,7 @@ class CatalogueController(Controller):
     async def list_warehouses(
         self, db_session: DbSession, limit: Limit = 50, offset: Offset = 0
     ) -> list[WarehouseOut]:
-        warehouses = await service.list_warehouses(db_session, limit=limit, offset=offset)
+        warehouses = await catalogue.list_warehouses(db_session, limit=limit, offset=offset)
         return [WarehouseOut(id=w.id, code=w.code, name=w.name) for w in warehouses]
 
 
@@ -89,7 +89,7 @@ class InventoryController(Controller):
         limit: Limit = 50,
         offset: Offset = 0,
     ) -> LevelPage:
-        rows, total = await service.list_levels(
+        rows, total = await queries.list_levels(
             db_session, sku=sku, warehouse=warehouse, low_stock=low_stock, limit=limit, offset=offset
         )
         items = [
@@ -112,9 +112,9 @@ class InventoryController(Controller):
         self, request: Request[Any, Any, Any], db_session: DbSession, data: JSONBody[AdjustIn]
     ) -> Response[Any]:
         async def op() -> AdjustOut:
-            change = await service.with_retries(
+            change = await stock.with_retries(
                 db_session,
-                lambda: service.adjust(
+                lambda: stock.adjust(
                     db_session,
                     sku=data.sku,
                     warehouse=data.warehouse_code,
@@ -146,7 +146,7 @@ class InventoryController(Controller):
             int | None, QueryParameter(ge=1, description="page: entries older than this id")
         ] = None,
     ) -> LedgerPage:
-        rows = await service.ledger_for_sku(db_session, sku=sku, limit=limit, before_id=before_id)
+        rows = await queries.ledger_for_sku(db_session, sku=sku, limit=limit, before_id=before_id)
         items = [
             LedgerOut(
                 id=e.id,
@@ -203,7 +203,7 @@ class InventoryController(Controller):
             )
 
         async def op() -> dict[str, Any]:
-            return await service.with_retries(db_session, lambda: bulk.apply(db_session, parsed))
+            return await stock.with_retries(db_session, lambda: bulk.apply(db_session, parsed))
 
         return await idempotent(request, db_session, op, status_code=200)
 
@@ -222,7 +222,7 @@ class ReservationController(Controller):
             expires = (
                 utcnow() + timedelta(seconds=data.expires_in_seconds) if data.expires_in_seconds else None
             )
-            made = await service.reserve_by_codes(
+            made = await reservations.reserve_by_codes(
                 db_session,
                 [(ln.sku, ln.warehouse_code, ln.quantity) for ln in data.lines],
                 reference_type="manual",
@@ -235,7 +235,7 @@ class ReservationController(Controller):
 
     @get("/{reservation_id:uuid}", guards=READ)
     async def show(self, db_session: DbSession, reservation_id: Id) -> ReservationOut:
-        await service.get_reservation(db_session, reservation_id)
+        await reservations.get_reservation(db_session, reservation_id)
         return (await _views(db_session, [reservation_id]))[0]
 
     @post("/{reservation_id:uuid}/release", guards=WRITE)
@@ -245,8 +245,8 @@ class ReservationController(Controller):
         """Release an active hold; releasing one already released or committed changes nothing."""
 
         async def op() -> ReservationOut:
-            await service.get_reservation(db_session, reservation_id)
-            await service.with_retries(db_session, lambda: service.release(db_session, [reservation_id]))
+            await reservations.get_reservation(db_session, reservation_id)
+            await stock.with_retries(db_session, lambda: reservations.release(db_session, [reservation_id]))
             db_session.expire_all()
             return (await _views(db_session, [reservation_id]))[0]
 
@@ -268,7 +268,7 @@ async def _views(db_session: Any, ids: list[Any]) -> list[ReservationOut]:
             closed_at=r.closed_at,
             close_reason=r.close_reason,
         )
-        for r, sku, wh in await service.reservations_view(db_session, ids)
+        for r, sku, wh in await queries.reservations_view(db_session, ids)
     ]
 
 

@@ -10,7 +10,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.params import JSONBody, QueryParameter
 
 from rappit.integrations.channels.canonical import CanonicalLine
-from rappit.inventory import service as inventory
+from rappit.inventory import queries
 from rappit.orders import service
 from rappit.orders.models import Order
 from rappit.orders.schemas import (
@@ -48,7 +48,7 @@ async def detail(session: Any, order: Order) -> OrderDetailOut:
     lines = await service.current_lines(session, order.id)
     reservations = [
         ReservationRef(id=r.id, sku=sku, warehouse_code=wh, quantity=r.quantity, status=r.status)
-        for r, sku, wh in await inventory.reservations_view(
+        for r, sku, wh in await queries.reservations_view(
             session, reference=(service.RESERVATION_REF, str(order.id))
         )
     ]

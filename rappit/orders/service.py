@@ -21,7 +21,7 @@ from rappit.channels.models import Channel
 from rappit.channels.service import get_channel
 from rappit.integrations.channels.canonical import CanonicalLine, CanonicalOrder
 from rappit.integrations.channels.registry import ORDER_SOURCES
-from rappit.inventory import service as inventory
+from rappit.inventory import catalogue, reservations
 from rappit.inventory.models import Warehouse
 from rappit.orders.models import Order, OrderEvent, OrderLine
 from rappit.platform.db import utcnow
@@ -119,7 +119,7 @@ class _Plan:
 async def _plan(session: AsyncSession, channel: ChannelRef, wanted: dict[str, int]) -> _Plan:
     if not wanted:
         return _Plan(None, {})
-    return _Plan(await _warehouse(session, channel), await inventory.sku_ids(session, list(wanted)))
+    return _Plan(await _warehouse(session, channel), await catalogue.sku_ids(session, list(wanted)))
 
 
 async def _try_reserve(
@@ -145,10 +145,10 @@ async def _try_reserve(
         wh = plan.warehouse
         try:
             async with session.begin_nested():
-                await inventory.reserve(
+                await reservations.reserve(
                     session,
                     [
-                        inventory.ReserveLine(plan.skus[sku], wh.id, qty)
+                        reservations.ReserveLine(plan.skus[sku], wh.id, qty)
                         for sku, qty in sorted(wanted.items())
                     ],
                     reference_type=RESERVATION_REF,
@@ -313,7 +313,7 @@ async def _update(
     order.external_name = payload.name
     order.updated_at = utcnow()
     wanted = _desired(payload.lines)
-    current = await inventory.reserved_for_reference(session, RESERVATION_REF, str(order.id))
+    current = await reservations.reserved_for_reference(session, RESERVATION_REF, str(order.id))
     changes = {
         sku: wanted.get(sku, 0) - current.get(sku, (None, 0))[1]
         for sku in set(wanted) | set(current)
@@ -322,7 +322,7 @@ async def _update(
     await _event(session, order, "updated", {"version": version, "changes": changes}, webhook_event_id)
     if order.status == "on_hold":
         # Nothing partial to keep: try the whole order again.
-        await inventory.release_reference(session, RESERVATION_REF, str(order.id))
+        await reservations.release_reference(session, RESERVATION_REF, str(order.id))
         if await _reserve_or_hold(session, order, channel, wanted, webhook_event_id):
             order.status, order.hold_reason = "open", None
         return
@@ -334,7 +334,7 @@ async def _update(
             # increases: reserve the difference. The row locks taken here stay until commit.
             down = [current[sku][0] for sku, delta in changes.items() if delta < 0]
             if down:
-                await inventory.release_reference(session, RESERVATION_REF, str(order.id), level_ids=down)
+                await reservations.release_reference(session, RESERVATION_REF, str(order.id), level_ids=down)
             again = {sku: (wanted.get(sku, 0) if delta < 0 else delta) for sku, delta in changes.items()}
             again = {sku: qty for sku, qty in again.items() if qty > 0}
             if again:
@@ -343,7 +343,7 @@ async def _update(
                     raise BusinessRuleViolation(
                         "the organization has no warehouse to reserve from", code="NO_WAREHOUSE"
                     )
-                await inventory.reserve_by_codes(
+                await reservations.reserve_by_codes(
                     session,
                     [(sku, warehouse.code, qty) for sku, qty in sorted(again.items())],
                     reference_type=RESERVATION_REF,
@@ -367,7 +367,7 @@ async def cancel(
     """Release every active reservation and mark the order cancelled (cancelling twice changes nothing)."""
     if order.status == "cancelled":
         return order
-    released = await inventory.release_reference(session, RESERVATION_REF, str(order.id))
+    released = await reservations.release_reference(session, RESERVATION_REF, str(order.id))
     order.status = "cancelled"
     order.hold_reason = None
     order.cancelled_at = utcnow()
@@ -385,7 +385,7 @@ async def retry_hold(session: AsyncSession, order_id: uuid.UUID, channel: Channe
             f"order {order.number} is {order.status}, not on hold", code="NOT_ON_HOLD"
         )
     lines = await current_lines(session, order.id)
-    await inventory.release_reference(session, RESERVATION_REF, str(order.id))
+    await reservations.release_reference(session, RESERVATION_REF, str(order.id))
     wanted = _desired(
         [
             CanonicalLine(ln.external_line_id, ln.sku, ln.title, ln.quantity, ln.unit_price_minor)

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from sqlalchemy import text
 
-from rappit.inventory import service
+from rappit.inventory import reservations, stock
 from rappit.platform.db import provide_session, utcnow
 from rappit.platform.errors import BusinessRuleViolation
 from rappit.tenancy.context import Actor, org_context
@@ -140,20 +140,21 @@ async def test_randomized_concurrent_mix_keeps_every_invariant(
                         (rng.choice(skus), rng.choice(whs), rng.randint(1, 3))
                         for _ in range(rng.randint(1, 4))
                     ]
-                    made = await service.with_retries(
-                        session, lambda: service.reserve_by_codes(session, lines, reference_type="manual")
+                    made = await stock.with_retries(
+                        session,
+                        lambda: reservations.reserve_by_codes(session, lines, reference_type="manual"),
                     )
                     held.extend(m.reservation_id for m in made)
                 elif op in ("release", "commit") and held:
                     picked = [
                         held.pop(rng.randrange(len(held))) for _ in range(min(len(held), rng.randint(1, 3)))
                     ]
-                    fn = service.release if op == "release" else service.commit
-                    await service.with_retries(session, lambda: fn(session, picked))
+                    fn = reservations.release if op == "release" else reservations.commit
+                    await stock.with_retries(session, lambda: fn(session, picked))
                 else:
-                    await service.with_retries(
+                    await stock.with_retries(
                         session,
-                        lambda: service.adjust(
+                        lambda: stock.adjust(
                             session,
                             sku=rng.choice(skus),
                             warehouse=rng.choice(whs),

@@ -1,216 +1,28 @@
-"""Stock operations: the only code that changes inventory_levels, reservations and the ledger.
+"""Reservations: reserve (all or nothing), release, commit and expire holds on stock.
 
-Every change and its ledger row are written by the same SQL statement, inside the caller's
-transaction. Row locks are always taken in one global order (reservations by id, then levels by id),
-so concurrent multi-line operations cannot deadlock; `with_retries` still retries the rare
-deadlock or serialization failure a bounded number of times, inside a savepoint.
+A single-line reserve is one conditional UPDATE that also writes the reservation and its ledger row;
+multi-line ones lock levels in id order first. Release and commit close reservations in id order.
 """
 
 from __future__ import annotations
 
-import asyncio
-import random
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import ARRAY, String, and_, any_, bindparam, func, select, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from rappit.inventory.models import InventoryLevel, LedgerEntry, Reservation, Sku, Warehouse
-from rappit.platform.db import add_unique, get_or_404
-from rappit.platform.errors import BusinessRuleViolation, Conflict, NotFound, sqlstate_of
+from rappit.inventory.catalogue import sku_ids, warehouse_ids
+from rappit.inventory.models import InventoryLevel, Reservation, Sku
+from rappit.inventory.stock import LEDGER_COLUMNS, MAX_QUANTITY, InsufficientStock, with_retries
+from rappit.platform.db import get_or_404
+from rappit.platform.errors import BusinessRuleViolation
 from rappit.platform.logging import current_request_id
 from rappit.tenancy.context import current_actor, require_org_id
-
-T = TypeVar("T")
-RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
-MAX_QUANTITY = 1_000_000_000  # stock columns are int4; sums stay well inside it
-
-
-class InsufficientStock(BusinessRuleViolation):
-    code = "INSUFFICIENT_STOCK"
-
-
-class BelowReserved(BusinessRuleViolation):
-    code = "BELOW_RESERVED"
-
-
-async def with_retries(session: AsyncSession, fn: Callable[[], Awaitable[T]], *, attempts: int = 5) -> T:
-    """Run `fn` in a savepoint; on deadlock/serialization failure roll back to it and try again."""
-    for attempt in range(1, attempts + 1):
-        try:
-            async with session.begin_nested():
-                return await fn()
-        except DBAPIError as exc:
-            if sqlstate_of(exc) not in RETRYABLE_SQLSTATES or attempt == attempts:
-                raise
-            await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
-    raise AssertionError("unreachable")
-
-
-# ---------------------------------------------------------------- catalogue
-
-
-async def create_sku(session: AsyncSession, *, code: str, name: str = "", reorder_point: int = 0) -> Sku:
-    sku = Sku(code=code.strip(), name=name, reorder_point=reorder_point)
-    await add_unique(
-        session, sku, Conflict(f"SKU {code!r} already exists", code="SKU_EXISTS", details={"sku": code})
-    )
-    return sku
-
-
-async def create_warehouse(session: AsyncSession, *, code: str, name: str = "") -> Warehouse:
-    warehouse = Warehouse(code=code.strip(), name=name)
-    await add_unique(
-        session,
-        warehouse,
-        Conflict(f"warehouse {code!r} already exists", code="WAREHOUSE_EXISTS", details={"warehouse": code}),
-    )
-    return warehouse
-
-
-def _codes(codes: Sequence[str]) -> Any:
-    """One array parameter, however many codes (an IN list would hit asyncpg's 32,767-parameter cap)."""
-    return any_(bindparam("codes", sorted(set(codes)), type_=ARRAY(String)))
-
-
-async def sku_ids(session: AsyncSession, codes: Sequence[str]) -> dict[str, uuid.UUID]:
-    rows = await session.execute(select(Sku.code, Sku.id).where(Sku.code == _codes(codes)))
-    return dict(rows.all())
-
-
-async def warehouse_ids(session: AsyncSession, codes: Sequence[str]) -> dict[str, uuid.UUID]:
-    rows = await session.execute(select(Warehouse.code, Warehouse.id).where(Warehouse.code == _codes(codes)))
-    return dict(rows.all())
-
-
-async def resolve_pair(session: AsyncSession, sku: str, warehouse: str) -> tuple[uuid.UUID, uuid.UUID]:
-    skus, whs = await sku_ids(session, [sku]), await warehouse_ids(session, [warehouse])
-    if sku not in skus:
-        raise BusinessRuleViolation(f"no SKU {sku!r}", code="UNKNOWN_SKU", details={"sku": sku})
-    if warehouse not in whs:
-        raise BusinessRuleViolation(
-            f"no warehouse {warehouse!r}", code="UNKNOWN_WAREHOUSE", details={"warehouse": warehouse}
-        )
-    return skus[sku], whs[warehouse]
-
-
-# ---------------------------------------------------------------- receive / adjust
-
-
-@dataclass(frozen=True, slots=True)
-class LevelChange:
-    sku: str
-    warehouse: str
-    on_hand_before: int
-    on_hand_after: int
-    reserved: int
-    changed: bool
-
-
-_ENSURE_LEVEL = text(
-    """INSERT INTO inventory_levels (id, org_id, sku_id, warehouse_id, on_hand, reserved, updated_at)
-       VALUES (gen_random_uuid(), :org, :sku, :wh, 0, 0, now())
-       ON CONFLICT (org_id, sku_id, warehouse_id) DO NOTHING"""
-)
-
-_LEDGER_COLUMNS = """(org_id, level_id, sku_id, warehouse_id, reason, on_hand_before, on_hand_after,
-  on_hand_delta,
-    reserved_before, reserved_after, reserved_delta, actor, reference_type, reference_id, request_id,
-      note, created_at)"""
-
-_LOCK_LEVEL = text(
-    """SELECT id, on_hand, reserved FROM inventory_levels
-        WHERE org_id = :org AND sku_id = :sku AND warehouse_id = :wh
-        FOR NO KEY UPDATE"""
-)
-
-# Runs while the row lock from _LOCK_LEVEL is held, so `before` is exactly what is being replaced.
-_SET_ON_HAND = text(
-    f"""WITH upd AS (
-          UPDATE inventory_levels l SET on_hand = CAST(:after AS int), updated_at = now()
-           WHERE l.id = :level AND l.org_id = :org
-          RETURNING l.id, l.sku_id, l.warehouse_id, l.on_hand, l.reserved
-        )
-        INSERT INTO inventory_ledger {_LEDGER_COLUMNS}
-        SELECT :org, u.id, u.sku_id, u.warehouse_id, CAST(:reason AS text), CAST(:before AS int), u.on_hand,
-               u.on_hand - CAST(:before AS int), u.reserved, u.reserved, 0, :actor, :ref_type, :ref_id,
-               :request_id, :note, now()
-          FROM upd u"""
-)
-
-
-async def adjust(
-    session: AsyncSession,
-    *,
-    sku: str,
-    warehouse: str,
-    quantity: int,
-    mode: str = "delta",
-    reason: str = "adjust",
-    note: str | None = None,
-    reference_type: str | None = None,
-    reference_id: str | None = None,
-) -> LevelChange:
-    """Receive or adjust stock: `mode='delta'` adds `quantity` (may be negative), `mode='set'` sets on_hand.
-
-    Refuses (422) to take on_hand below what is reserved; the CHECK constraint backs this up.
-    """
-    if mode not in ("delta", "set"):
-        raise BusinessRuleViolation("mode must be 'delta' or 'set'", code="INVALID_MODE")
-    if reason not in ("receive", "adjust"):
-        raise BusinessRuleViolation("reason must be 'receive' or 'adjust'", code="INVALID_REASON")
-    if reason == "receive" and (mode != "delta" or quantity <= 0):
-        raise BusinessRuleViolation("a receipt adds a positive quantity", code="INVALID_QUANTITY")
-    if mode == "set" and quantity < 0:
-        raise BusinessRuleViolation("on_hand cannot be set below zero", code="INVALID_QUANTITY")
-    org_id = require_org_id()
-    sku_id, wh_id = await resolve_pair(session, sku, warehouse)
-    await session.execute(_ENSURE_LEVEL, {"org": org_id, "sku": sku_id, "wh": wh_id})
-    level_id, on_hand, reserved = (
-        await session.execute(_LOCK_LEVEL, {"org": org_id, "sku": sku_id, "wh": wh_id})
-    ).one()
-    new_on_hand = quantity if mode == "set" else on_hand + quantity
-    if new_on_hand > 2_000_000_000:
-        raise BusinessRuleViolation("on_hand would exceed 2,000,000,000", code="NUMBER_OUT_OF_RANGE")
-    if new_on_hand < reserved:
-        raise BelowReserved(
-            f"{sku} in {warehouse}: on_hand would be {new_on_hand}, below the {reserved} reserved",
-            details={
-                "sku": sku,
-                "warehouse": warehouse,
-                "on_hand": on_hand,
-                "reserved": reserved,
-                "requested_on_hand": new_on_hand,
-                "available": on_hand - reserved,
-            },
-        )
-    changed = new_on_hand != on_hand
-    if changed:
-        await session.execute(
-            _SET_ON_HAND,
-            {
-                "org": org_id,
-                "level": level_id,
-                "after": new_on_hand,
-                "before": on_hand,
-                "reason": reason,
-                "actor": current_actor().describe(),
-                "ref_type": reference_type,
-                "ref_id": reference_id,
-                "request_id": current_request_id(),
-                "note": note,
-            },
-        )
-    return LevelChange(sku, warehouse, on_hand, new_on_hand, reserved, changed)
-
-
-# ---------------------------------------------------------------- reserve
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +49,7 @@ _RESERVE_TAIL = f"""), res AS (
                  CAST(:expires AS timestamptz), :actor, now() FROM upd u
           RETURNING id, level_id, quantity
         ), led AS (
-          INSERT INTO inventory_ledger {_LEDGER_COLUMNS}
+          INSERT INTO inventory_ledger {LEDGER_COLUMNS}
           SELECT :org, u.id, u.sku_id, u.warehouse_id, 'reserve', u.on_hand, u.on_hand, 0,
                  u.reserved - u.qty, u.reserved, u.qty, :actor, :ref_type, :ref_id, :request_id, NULL, now()
             FROM upd u
@@ -398,8 +210,6 @@ async def reserve_by_codes(
     )
 
 
-# ---------------------------------------------------------------- release / commit / expire
-
 _LOCK_RESERVATIONS = """SELECT r.id, r.level_id, r.quantity, r.reference_type, r.reference_id
                           FROM reservations r
                          WHERE r.org_id = :org AND r.status = 'active' AND {where}
@@ -422,7 +232,7 @@ _CLOSE = text(
             FROM req r WHERE l.id = r.level_id AND l.org_id = :org
           RETURNING l.id, l.sku_id, l.warehouse_id, l.on_hand, l.reserved, r.qty, r.ref_type, r.ref_id
         ), led AS (
-          INSERT INTO inventory_ledger {_LEDGER_COLUMNS}
+          INSERT INTO inventory_ledger {LEDGER_COLUMNS}
           SELECT :org, u.id, u.sku_id, u.warehouse_id, CAST(:ledger_reason AS text),
                  u.on_hand + CASE WHEN CAST(:commit AS boolean) THEN u.qty ELSE 0 END, u.on_hand,
                  CASE WHEN CAST(:commit AS boolean) THEN -u.qty ELSE 0 END,
@@ -450,10 +260,10 @@ async def _close(
     if len(levels) > 1:
         await session.execute(
             text(
-                "SELECT id FROM inventory_levels WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR "
-                "NO KEY UPDATE"
+                """SELECT id FROM inventory_levels WHERE org_id = :org AND id = ANY(CAST(:ids AS uuid[]))
+                    ORDER BY id FOR NO KEY UPDATE"""
             ),
-            {"ids": levels},
+            {"org": org_id, "ids": levels},
         )
 
     def single(values: set[Any]) -> Any:
@@ -556,89 +366,3 @@ async def release_expired(session: AsyncSession, *, now: datetime | None = None)
 
 async def get_reservation(session: AsyncSession, reservation_id: uuid.UUID) -> Reservation:
     return await get_or_404(session, Reservation, reservation_id, "reservation")
-
-
-async def reservations_view(
-    session: AsyncSession, ids: Sequence[uuid.UUID] | None = None, *, reference: tuple[str, str] | None = None
-) -> list[Any]:
-    """Reservations (by id, or by reference type and id) with their SKU and warehouse codes, one query."""
-    query = (
-        select(Reservation, Sku.code, Warehouse.code)
-        .join(InventoryLevel, InventoryLevel.id == Reservation.level_id)
-        .join(Sku, Sku.id == InventoryLevel.sku_id)
-        .join(Warehouse, Warehouse.id == InventoryLevel.warehouse_id)
-        .order_by(Sku.code, Warehouse.code)
-    )
-    if ids is not None:
-        query = query.where(Reservation.id.in_(list(ids)))
-    if reference is not None:
-        query = query.where(
-            Reservation.reference_type == reference[0], Reservation.reference_id == reference[1]
-        )
-    return list((await session.execute(query)).all())
-
-
-async def list_skus(session: AsyncSession, *, limit: int, offset: int) -> list[Sku]:
-    return list((await session.execute(select(Sku).order_by(Sku.code).limit(limit).offset(offset))).scalars())
-
-
-async def list_warehouses(session: AsyncSession, *, limit: int, offset: int) -> list[Warehouse]:
-    rows = await session.execute(select(Warehouse).order_by(Warehouse.code).limit(limit).offset(offset))
-    return list(rows.scalars())
-
-
-# ---------------------------------------------------------------- reads
-
-
-async def list_levels(
-    session: AsyncSession,
-    *,
-    sku: str | None,
-    warehouse: str | None,
-    low_stock: bool,
-    limit: int,
-    offset: int,
-) -> tuple[list[Any], int]:
-    available = InventoryLevel.on_hand - InventoryLevel.reserved
-    query = (
-        select(
-            Sku.code,
-            Warehouse.code,
-            InventoryLevel.on_hand,
-            InventoryLevel.reserved,
-            available,
-            Sku.reorder_point,
-            InventoryLevel.updated_at,
-        )
-        .join(Sku, Sku.id == InventoryLevel.sku_id)
-        .join(Warehouse, Warehouse.id == InventoryLevel.warehouse_id)
-    )
-    conditions = []
-    if sku:
-        conditions.append(Sku.code == sku)
-    if warehouse:
-        conditions.append(Warehouse.code == warehouse)
-    if low_stock:
-        conditions.append(available <= Sku.reorder_point)
-    if conditions:
-        query = query.where(and_(*conditions))
-    total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
-    rows = await session.execute(query.order_by(Sku.code, Warehouse.code).limit(limit).offset(offset))
-    return list(rows.all()), total
-
-
-async def ledger_for_sku(
-    session: AsyncSession, *, sku: str, limit: int, before_id: int | None
-) -> list[tuple[LedgerEntry, str]]:
-    skus = await sku_ids(session, [sku])
-    if sku not in skus:
-        raise NotFound(f"no SKU {sku!r}", code="UNKNOWN_SKU", details={"sku": sku})
-    query = (
-        select(LedgerEntry, Warehouse.code)
-        .join(Warehouse, Warehouse.id == LedgerEntry.warehouse_id)
-        .where(LedgerEntry.sku_id == skus[sku])
-    )
-    if before_id is not None:
-        query = query.where(LedgerEntry.id < before_id)
-    rows = await session.execute(query.order_by(LedgerEntry.id.desc()).limit(limit))
-    return list(rows.all())

@@ -1,0 +1,88 @@
+"""Read queries over stock: levels with filters, reservations by reference, a SKU's ledger."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from rappit.inventory.catalogue import sku_ids
+from rappit.inventory.models import InventoryLevel, LedgerEntry, Reservation, Sku, Warehouse
+from rappit.platform.errors import NotFound
+
+
+async def reservations_view(
+    session: AsyncSession, ids: Sequence[uuid.UUID] | None = None, *, reference: tuple[str, str] | None = None
+) -> list[Any]:
+    """Reservations (by id, or by reference type and id) with their SKU and warehouse codes, one query."""
+    query = (
+        select(Reservation, Sku.code, Warehouse.code)
+        .join(InventoryLevel, InventoryLevel.id == Reservation.level_id)
+        .join(Sku, Sku.id == InventoryLevel.sku_id)
+        .join(Warehouse, Warehouse.id == InventoryLevel.warehouse_id)
+        .order_by(Sku.code, Warehouse.code)
+    )
+    if ids is not None:
+        query = query.where(Reservation.id.in_(list(ids)))
+    if reference is not None:
+        query = query.where(
+            Reservation.reference_type == reference[0], Reservation.reference_id == reference[1]
+        )
+    return list((await session.execute(query)).all())
+
+
+async def list_levels(
+    session: AsyncSession,
+    *,
+    sku: str | None,
+    warehouse: str | None,
+    low_stock: bool,
+    limit: int,
+    offset: int,
+) -> tuple[list[Any], int]:
+    available = InventoryLevel.on_hand - InventoryLevel.reserved
+    query = (
+        select(
+            Sku.code,
+            Warehouse.code,
+            InventoryLevel.on_hand,
+            InventoryLevel.reserved,
+            available,
+            Sku.reorder_point,
+            InventoryLevel.updated_at,
+        )
+        .join(Sku, Sku.id == InventoryLevel.sku_id)
+        .join(Warehouse, Warehouse.id == InventoryLevel.warehouse_id)
+    )
+    conditions = []
+    if sku:
+        conditions.append(Sku.code == sku)
+    if warehouse:
+        conditions.append(Warehouse.code == warehouse)
+    if low_stock:
+        conditions.append(available <= Sku.reorder_point)
+    if conditions:
+        query = query.where(and_(*conditions))
+    total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
+    rows = await session.execute(query.order_by(Sku.code, Warehouse.code).limit(limit).offset(offset))
+    return list(rows.all()), total
+
+
+async def ledger_for_sku(
+    session: AsyncSession, *, sku: str, limit: int, before_id: int | None
+) -> list[tuple[LedgerEntry, str]]:
+    skus = await sku_ids(session, [sku])
+    if sku not in skus:
+        raise NotFound(f"no SKU {sku!r}", code="UNKNOWN_SKU", details={"sku": sku})
+    query = (
+        select(LedgerEntry, Warehouse.code)
+        .join(Warehouse, Warehouse.id == LedgerEntry.warehouse_id)
+        .where(LedgerEntry.sku_id == skus[sku])
+    )
+    if before_id is not None:
+        query = query.where(LedgerEntry.id < before_id)
+    rows = await session.execute(query.order_by(LedgerEntry.id.desc()).limit(limit))
+    return list(rows.all())
