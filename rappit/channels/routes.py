@@ -18,6 +18,7 @@ from rappit.channels.schemas import (
     WebhookEventOut,
 )
 from rappit.platform.http import DbSession, Id, Limit, Offset
+from rappit.platform.settings import Settings
 from rappit.tenancy.auth import requires
 from rappit.tenancy.idempotency import idempotent
 
@@ -26,7 +27,8 @@ MANAGE = [requires("channels:manage")]
 
 
 def _base(state: State) -> str:
-    return state.settings.base_url()
+    settings: Settings = state.settings
+    return settings.base_url()
 
 
 class ChannelController(Controller):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -36,7 +38,7 @@ async def release_expired_reservations(sessionmaker: async_sessionmaker[AsyncSes
         with org_context(org_id, EXPIRY):
             async with provide_session(sessionmaker) as session:
                 ids = await stock.with_retries(
-                    session, lambda s=session: reservations.release_expired(s, now=now)
+                    session, partial(reservations.release_expired, session, now=now)
                 )
         released += len(ids)
         log.info("inventory.reservations_expired", org_id=str(org_id), count=len(ids))

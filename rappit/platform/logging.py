@@ -19,7 +19,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_HEADER = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_SHARED = [
+_SHARED: list[structlog.typing.Processor] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,
@@ -121,7 +121,7 @@ class RequestIdMiddleware(ASGIMiddleware):
         finally:
             structlog.get_logger("rappit.access").info(
                 "http.request",
-                method=scope["method"],
+                method=scope.get("method"),
                 path=scope["path"],
                 status=status_holder["status"],
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),

@@ -44,7 +44,7 @@ class TenantMixin:
         return mapped_column(ForeignKey("organizations.id", ondelete="RESTRICT"), primary_key=True)
 
     @declared_attr.directive
-    def __table_args__(cls) -> tuple:
+    def __table_args__(cls) -> tuple[Any, ...]:
         return (PrimaryKeyConstraint("org_id", "id"), *getattr(cls, "__extra_table_args__", ()))
 
     @declared_attr.directive

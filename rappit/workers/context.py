@@ -1,29 +1,55 @@
-"""What every job receives: arq's own keys plus the clients made once in `on_startup`."""
+"""What every job receives: arq's `ctx` (its own keys: redis, job_id, job_try) carries ours as one
+typed object under "deps", made once in `on_startup`."""
 
 from __future__ import annotations
 
-from typing import TypedDict
+from dataclasses import dataclass
+from typing import Any
 
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from rappit.integrations.channels.registry import ChannelRegistry
 from rappit.platform.crypto import SecretBox
+from rappit.platform.db import make_engine, make_sessionmaker
 from rappit.platform.settings import Settings
 
+Ctx = dict[Any, Any]
+"""arq's job context, as arq types it."""
 
-class WorkerContext(TypedDict, total=False):
-    # arq's
-    redis: ArqRedis
-    job_id: str
-    job_try: int
-    # made in on_startup (tests may pass settings and the tuning knobs below in ctx)
+
+@dataclass(frozen=True, slots=True)
+class Deps:
     settings: Settings
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     secret_box: SecretBox
     channels: ChannelRegistry
-    webhook_backoff: tuple[float, ...]
+    webhook_backoff: tuple[float, ...] = (2.0, 10.0, 30.0)
     """Seconds before the 2nd, 3rd... attempt of a failed webhook event."""
-    sweep_grace_seconds: float
+    sweep_grace_seconds: float = 20.0
     """How long an inbox row may stay pending before the sweeper re-enqueues it."""
+
+    @classmethod
+    def build(cls, settings: Settings, *, pool_size: int = 10, max_overflow: int = 12, **tuning: Any) -> Deps:
+        engine = make_engine(settings, pool_size=pool_size, max_overflow=max_overflow)
+        return cls(
+            settings=settings, engine=engine, sessionmaker=make_sessionmaker(engine),
+            secret_box=SecretBox(settings.encryption_keys), channels=ChannelRegistry.from_settings(settings),
+            **tuning,
+        )  # fmt: skip
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def deps(ctx: Ctx) -> Deps:
+    found = ctx["deps"]
+    assert isinstance(found, Deps), "the worker's on_startup did not run"
+    return found
+
+
+def redis(ctx: Ctx) -> ArqRedis:
+    found = ctx["redis"]
+    assert isinstance(found, ArqRedis)
+    return found

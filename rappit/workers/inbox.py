@@ -25,23 +25,21 @@ from rappit.platform.db import provide_session, utcnow
 from rappit.platform.logging import bind_request_id
 from rappit.tenancy.context import Actor, org_context
 from rappit.workers import dead_letters
-from rappit.workers.context import WorkerContext
+from rappit.workers.context import Ctx, deps, redis
 
 log = structlog.get_logger("rappit.workers.inbox")
 MAX_ATTEMPTS = 3
-BACKOFF_SECONDS = (2.0, 10.0, 30.0)
 EXPECTED = (PayloadError, ChannelActionNeeded)
 """Failures that need no stack trace in the log: the payload or the channel is at fault."""
 
 
-async def process_webhook_event(
-    ctx: WorkerContext, org_id: str, event_id: str, request_id: str | None = None
-) -> str:
+async def process_webhook_event(ctx: Ctx, org_id: str, event_id: str, request_id: str | None = None) -> str:
     bind_request_id(request_id)
     structlog.contextvars.bind_contextvars(job_id=ctx.get("job_id"), event_id=event_id, org_id=org_id)
     retry_in: float | None = None
+    d = deps(ctx)
     with org_context(uuid.UUID(org_id), Actor(kind="system", id="webhook-processor")):
-        async with provide_session(ctx["sessionmaker"]) as session:
+        async with provide_session(d.sessionmaker) as session:
             event = await inbox.lock(session, uuid.UUID(event_id))
             if event is None:
                 log.warning("webhook.event_missing")
@@ -51,7 +49,7 @@ async def process_webhook_event(
             event.attempts += 1
             try:
                 async with session.begin_nested():
-                    order_id, outcome = await apply_event(session, ctx["channels"], ctx["secret_box"], event)
+                    order_id, outcome = await apply_event(session, d.channels, d.secret_box, event)
                     event.order_id = order_id
                     event.status = "processed" if order_id else "ignored"
                     event.processed_at = utcnow()
@@ -70,7 +68,7 @@ async def process_webhook_event(
                     outcome = "dead"
                 else:
                     event.status = "failed"
-                    backoff = ctx.get("webhook_backoff", BACKOFF_SECONDS)
+                    backoff = d.webhook_backoff
                     retry_in = backoff[min(event.attempts - 1, len(backoff) - 1)]
                     outcome = "retry"
     if retry_in is not None:  # committed first: the attempt count survives whatever happens next
@@ -98,15 +96,15 @@ async def _dead(session: AsyncSession, event: WebhookEvent, error: str) -> None:
     )
 
 
-async def sweep_pending_webhooks(ctx: WorkerContext) -> int:
+async def sweep_pending_webhooks(ctx: Ctx) -> int:
     """Cron: enqueue inbox rows still pending or failed after a grace period (Redis was down, a
     worker died). The job id is the event id, so a row already queued is not queued twice."""
-    grace = timedelta(seconds=ctx.get("sweep_grace_seconds", 20))
-    async with provide_session(ctx["sessionmaker"]) as session:
-        rows = await inbox.stale(session, older_than=grace)
+    d = deps(ctx)
+    async with provide_session(d.sessionmaker) as session:
+        rows = await inbox.stale(session, older_than=timedelta(seconds=d.sweep_grace_seconds))
     queued = 0
     for org_id, event_id, request_id in rows:
-        if await inbox.enqueue(ctx["redis"], org_id, event_id, request_id):
+        if await inbox.enqueue(redis(ctx), org_id, event_id, request_id):
             queued += 1
     if rows:
         log.info("webhook.sweep", pending=len(rows), enqueued=queued)

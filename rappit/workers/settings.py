@@ -13,16 +13,14 @@ from arq.cron import CronJob
 from arq.worker import Function
 
 from rappit.channels import inbox as channel_inbox
-from rappit.integrations.channels.registry import ChannelRegistry
 from rappit.inventory import jobs as inventory_jobs
 from rappit.orders import jobs as order_jobs
-from rappit.platform.crypto import SecretBox
-from rappit.platform.db import make_engine, make_sessionmaker, provide_session
+from rappit.platform.db import provide_session
 from rappit.platform.logging import configure_logging
 from rappit.platform.settings import Settings
 from rappit.tenancy.idempotency import purge_expired
 from rappit.tenancy.scoping import install_scoping, unscoped
-from rappit.workers.context import WorkerContext
+from rappit.workers.context import Ctx, Deps, deps
 from rappit.workers.inbox import process_webhook_event, sweep_pending_webhooks
 
 log = structlog.get_logger("rappit.worker")
@@ -34,48 +32,44 @@ def redis_settings(settings: Settings) -> RedisSettings:
     return RedisSettings.from_dsn(settings.redis_url)
 
 
-async def startup(ctx: WorkerContext) -> None:
+async def startup(ctx: Ctx) -> None:
+    """Settings from ctx (tests, `rappit worker`) or the environment; tuning knobs from ctx (tests)."""
     settings = ctx.get("settings") or Settings.from_env()
     configure_logging(settings.log_level, json=settings.log_json)
     install_scoping()
-    engine = make_engine(settings, pool_size=10, max_overflow=12)  # max_jobs concurrent jobs + crons
-    ctx.update(
-        settings=settings,
-        engine=engine,
-        sessionmaker=make_sessionmaker(engine),
-        secret_box=SecretBox(settings.encryption_keys),
-        channels=ChannelRegistry.from_settings(settings),
-    )
+    tuning = {k: ctx[k] for k in ("webhook_backoff", "sweep_grace_seconds") if k in ctx}
+    ctx["deps"] = Deps.build(settings, **tuning)  # pool: max_jobs concurrent jobs + crons
     log.info("worker.started")
 
 
-async def shutdown(ctx: WorkerContext) -> None:
-    await ctx["engine"].dispose()
+async def shutdown(ctx: Ctx) -> None:
+    await deps(ctx).close()
     log.info("worker.stopped")
 
 
-async def ping(ctx: WorkerContext, value: str) -> str:
+async def ping(ctx: Ctx, value: str) -> str:
     """A no-op job: proves a worker is consuming the queue (tests and operators)."""
     structlog.contextvars.bind_contextvars(job_id=ctx.get("job_id"))
     log.info("worker.ping", value=value)
     return value
 
 
-async def purge_idempotency_keys(ctx: WorkerContext) -> int:
+async def purge_idempotency_keys(ctx: Ctx) -> int:
     """Hourly: forget Idempotency-Keys older than 24 hours, across orgs (logged bypass)."""
-    async with provide_session(ctx["sessionmaker"]) as session:
+    async with provide_session(deps(ctx).sessionmaker) as session:
         async with unscoped(session, reason="purge expired idempotency keys"):
             return await purge_expired(session)
 
 
-async def release_expired_reservations(ctx: WorkerContext) -> int:
+async def release_expired_reservations(ctx: Ctx) -> int:
     """Every minute: release holds past their expiry, org by org."""
-    return await inventory_jobs.release_expired_reservations(ctx["sessionmaker"])
+    return await inventory_jobs.release_expired_reservations(deps(ctx).sessionmaker)
 
 
-async def reconcile_channels(ctx: WorkerContext) -> int:
+async def reconcile_channels(ctx: Ctx) -> int:
     """Every 5 minutes: ingest orders whose webhooks never came, from channels that can list them."""
-    return await order_jobs.reconcile_all(ctx["sessionmaker"], ctx["channels"], ctx["secret_box"])
+    d = deps(ctx)
+    return await order_jobs.reconcile_all(d.sessionmaker, d.channels, d.secret_box)
 
 
 def functions(timeout: int) -> Sequence[Function]:

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from sqlalchemy import text
 
+from rappit.inventory import jobs as inventory_jobs
 from rappit.inventory import reservations, stock
 from rappit.platform.db import provide_session, utcnow
 from rappit.platform.errors import BusinessRuleViolation
@@ -203,7 +204,7 @@ async def test_expired_holds_are_released_by_the_cron_job(
             text("update reservations set expires_at = :t where id = :i"),
             {"t": utcnow() - timedelta(seconds=1), "i": short["id"]},
         )
-    released = await release_expired_reservations({"sessionmaker": sessionmaker})
+    released = await inventory_jobs.release_expired_reservations(sessionmaker)
     assert released >= 1
     assert (await client.get(f"/api/v1/reservations/{short['id']}", headers=org.headers)).json()[
         "close_reason"

@@ -16,10 +16,8 @@ from pathlib import Path
 from arq.connections import ArqRedis
 
 from rappit.app.factory import create_app
-from rappit.integrations.channels.registry import ChannelRegistry
-from rappit.platform.crypto import SecretBox
-from rappit.platform.db import make_engine, make_sessionmaker
 from rappit.platform.localstack import EmbeddedRedis
+from rappit.workers.context import Deps
 from rappit.workers.inbox import sweep_pending_webhooks
 from rappit.workers.settings import reconcile_channels
 from tests.conftest import admin_scalar, client_for, start_app, stop_app
@@ -60,15 +58,13 @@ async def test_webhooks_are_accepted_while_redis_is_down_and_processed_when_it_r
             == 10
         )
         own.start()  # Redis is back (empty: nothing was ever queued)
-        engine = make_engine(isolated, pool_size=2, max_overflow=0)
+        deps = Deps.build(isolated, pool_size=2, max_overflow=0, sweep_grace_seconds=0)
         arq = ArqRedis.from_url(own.url)
         try:
-            queued = await sweep_pending_webhooks(
-                {"sessionmaker": make_sessionmaker(engine), "redis": arq, "sweep_grace_seconds": 0}
-            )
+            queued = await sweep_pending_webhooks({"deps": deps, "redis": arq})
         finally:
             await arq.aclose()
-            await engine.dispose()
+            await deps.close()
         assert queued >= 10
         await run_worker(isolated)
     finally:
@@ -170,17 +166,12 @@ async def test_reconciliation_recovers_an_order_whose_webhook_never_arrived(
         fake.put_order(delivered)
         fake.put_order(lost)  # paid, but its webhook never arrived
         sandboxed = dataclasses.replace(settings, shopify_admin_url=fake.url)
-        engine = make_engine(sandboxed, pool_size=2, max_overflow=0)
-        ctx = {
-            "sessionmaker": make_sessionmaker(engine),
-            "channels": ChannelRegistry.from_settings(sandboxed),
-            "secret_box": SecretBox(settings.encryption_keys),
-        }
+        deps = Deps.build(sandboxed, pool_size=2, max_overflow=0)
         try:
-            assert await reconcile_channels(ctx) >= 1
-            await reconcile_channels(ctx)  # again: nothing new, nothing doubled
+            assert await reconcile_channels({"deps": deps}) >= 1
+            await reconcile_channels({"deps": deps})  # again: nothing new, nothing doubled
         finally:
-            await engine.dispose()
+            await deps.close()
     finally:
         fake.stop()
     assert any("orders.json" in p and "updated_at_min" in p for p in fake.requests)

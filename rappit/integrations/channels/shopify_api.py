@@ -27,7 +27,8 @@ def _use(site_url: str, token: str) -> Any:
 
 
 def _order(site_url: str, token: str, order_id: str) -> dict[str, Any]:
-    return _use(site_url, token).Order.find(order_id).to_dict()
+    found: dict[str, Any] = _use(site_url, token).Order.find(order_id).to_dict()
+    return found
 
 
 def _orders_since(site_url: str, token: str, since: datetime) -> list[dict[str, Any]]:
