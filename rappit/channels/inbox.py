@@ -34,7 +34,7 @@ DONE = ("processed", "ignored", "dead")
 async def record(
     session: AsyncSession, channel_id: uuid.UUID, delivery: Delivery, payload: bytes
 ) -> uuid.UUID | None:
-    """Insert the delivery for the current org; None for a duplicate (same delivery id or dedup key)."""
+    """Insert the delivery for the current org; None for a duplicate (the same dedup key)."""
     stmt = (
         insert(WebhookEvent)
         .values(
@@ -43,7 +43,7 @@ async def record(
             channel_id=channel_id,
             topic=delivery.topic[:100],
             delivery_id=delivery.delivery_id[:200],
-            dedup_key=delivery.dedup_key[:300] if delivery.dedup_key else None,
+            dedup_key=delivery.dedup_key[:300],
             payload=payload,
             triggered_at=delivery.triggered_at,
             request_id=current_request_id(),

@@ -60,7 +60,6 @@ class WebhookEvent(IdMixin, TenantMixin, Base):
     __org_fk__ = False  # implied by the FK to channels
     __extra_table_args__ = (
         org_fk("channel_id", "channels"),
-        UniqueConstraint("org_id", "channel_id", "delivery_id"),
         UniqueConstraint("org_id", "channel_id", "dedup_key"),
         CheckConstraint("status in ('pending','processed','ignored','failed','dead')", name="status_known"),
         CheckConstraint(
@@ -78,8 +77,9 @@ class WebhookEvent(IdMixin, TenantMixin, Base):
     channel_id: Mapped[uuid.UUID] = mapped_column()
     topic: Mapped[str] = mapped_column(String(100))
     delivery_id: Mapped[str] = mapped_column(String(200))
-    dedup_key: Mapped[str | None] = mapped_column(String(300))
-    """A second key for platforms whose delivery ids repeat (WooCommerce: resource id + date_modified_gmt)."""
+    dedup_key: Mapped[str] = mapped_column(String(300))
+    """What identifies the change (the adapter decides): Shopify's event id, WooCommerce's topic +
+    order id + date_modified_gmt. Never a delivery id alone: WooCommerce's repeat within a second."""
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     """The raw body exactly as signed."""
     received_at: Mapped[datetime] = mapped_column(

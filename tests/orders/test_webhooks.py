@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 
 from tests.conftest import admin_scalar
 from tests.inventory.helpers import assert_inventory_consistent, setup_stock
@@ -402,3 +403,81 @@ async def test_the_database_keeps_order_and_event_state_consistent(
                 await conn.execute(text("select set_config('app.org_id', :o, true)"), {"o": str(org.id)})
                 result = await conn.execute(text(sql))
                 assert result.rowcount  # the statement reached a row (RLS let it through)
+
+
+async def woo_channel(client, org) -> tuple[str, str]:
+    made = (
+        await client.post(
+            "/api/v1/channels",
+            json={
+                "type": "woocommerce",
+                "name": "Woo",
+                "address": f"https://{uuid.uuid4().hex[:8]}.example.test",
+            },
+            headers=org.headers,
+        )
+    ).json()
+    return made["channel"]["id"], made["webhook_secret"]
+
+
+async def send_woo(client, cid: str, secret: str, order: dict, *, topic: str, delivery: str):
+    from rappit.integrations.channels.signatures import sign
+
+    raw = json.dumps(order).encode()
+    headers = {
+        "X-WC-Webhook-Signature": sign(secret, raw),
+        "X-WC-Webhook-Topic": topic,
+        "X-WC-Webhook-Delivery-ID": delivery,
+        "content-type": "application/json",
+    }
+    return await client.post(f"/webhooks/woocommerce/{cid}", content=raw, headers=headers)
+
+
+async def test_two_woocommerce_orders_sharing_a_delivery_id_both_become_orders(
+    client, make_org, settings, admin_engine
+) -> None:
+    """WooCommerce makes X-WC-Webhook-Delivery-ID from the webhook id and the current second
+    (wp_hash(id . strtotime('now'))): one webhook delivering two orders in one second repeats it."""
+    org = await make_org()
+    await setup_stock(client, org, {("MUG", "W1"): 10})
+    cid, secret = await woo_channel(client, org)
+    same_second = "9c1b2f0f6a4c1e0d8b7a6f5e4d3c2b1a"
+    for order_id in (601, 602):
+        order = {
+            "id": order_id, "number": str(order_id), "currency": "EUR", "status": "processing",
+            "date_modified_gmt": "2026-11-01T10:00:00",
+            "line_items": [{"id": 1, "sku": "MUG", "name": "Mug", "quantity": 1, "price": 9.5}],
+        }  # fmt: skip
+        resp = await send_woo(client, cid, secret, order, topic="order.created", delivery=same_second)
+        assert resp.json()["status"] == "accepted", resp.text
+    # The same delivery again (a retry of the second one) is still a duplicate.
+    resp = await send_woo(client, cid, secret, order, topic="order.created", delivery=same_second)
+    assert resp.json()["status"] == "duplicate"
+    await run_worker(settings)
+    assert sorted(o["external_id"] for o in await orders_of(client, org)) == ["601", "602"]
+    assert await reserved(client, org, "MUG") == 2
+
+
+async def test_shopify_dedups_on_the_event_id_not_the_delivery(client, make_org, settings) -> None:
+    """X-Shopify-Event-Id names the event; X-Shopify-Webhook-Id one delivery of it: two deliveries
+    of one event (two subscriptions, or a retry) are one change."""
+    org = await make_org()
+    await setup_stock(client, org, {("A", "W1"): 10})
+    channel = await shopify_channel(client, org)
+    payload = shopify_order(8101, [("A", 1)])
+    first = await send_shopify(
+        client, channel, payload, event_id="evt-1", headers={"X-Shopify-Webhook-Id": "d-1"}
+    )
+    again = await send_shopify(
+        client, channel, payload, event_id="evt-1", headers={"X-Shopify-Webhook-Id": "d-2"}
+    )
+    other = await send_shopify(
+        client,
+        channel,
+        shopify_order(8102, [("A", 1)]),
+        event_id="evt-2",
+        headers={"X-Shopify-Webhook-Id": "d-1"},
+    )
+    assert [r.json()["status"] for r in (first, again, other)] == ["accepted", "duplicate", "accepted"]
+    await run_worker(settings)
+    assert sorted(o["external_id"] for o in await orders_of(client, org)) == ["8101", "8102"]

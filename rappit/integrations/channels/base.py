@@ -35,9 +35,9 @@ class Delivery:
 
     topic: str
     delivery_id: str
-    """The channel's id of this delivery (a retry of it repeats it)."""
-    dedup_key: str | None
-    """What identifies the change itself, where delivery ids are not enough."""
+    """The channel's id of this delivery, kept for support (not unique: WooCommerce's repeat)."""
+    dedup_key: str
+    """What identifies the change itself: a second delivery with the same key is a duplicate."""
     triggered_at: datetime | None
 
 

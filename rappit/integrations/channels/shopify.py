@@ -109,8 +109,8 @@ class ShopifyAdapter:
         if (headers.get(SHOP_HEADER) or "").strip().lower() != address:
             raise DeliveryRefused(401, "SHOP_MISMATCH", "X-Shopify-Shop-Domain does not match this channel")
         topic = headers.get(TOPIC_HEADER)
-        delivery = headers.get(EVENT_ID_HEADER) or headers.get(WEBHOOK_ID_HEADER)
-        if not topic or not delivery:
+        event_id, webhook_id = headers.get(EVENT_ID_HEADER), headers.get(WEBHOOK_ID_HEADER)
+        if not topic or not (event_id or webhook_id):
             raise DeliveryRefused(
                 400,
                 "MISSING_HEADER",
@@ -120,7 +120,12 @@ class ShopifyAdapter:
             triggered = parse_time(headers.get(TRIGGERED_AT_HEADER))
         except PayloadError:
             triggered = None
-        return Delivery(topic=topic, delivery_id=delivery, dedup_key=None, triggered_at=triggered)
+        # X-Shopify-Event-Id names the event (the same for every delivery of it); X-Shopify-Webhook-Id
+        # names one delivery and is the fallback for payloads sent without an event id.
+        dedup_key = f"event:{event_id}" if event_id else f"webhook:{webhook_id}"
+        return Delivery(
+            topic=topic, delivery_id=webhook_id or event_id or "", dedup_key=dedup_key, triggered_at=triggered
+        )
 
     def classify(self, topic: str) -> TopicKind:
         if topic in ORDER_TOPICS:

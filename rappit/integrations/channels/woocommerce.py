@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from datetime import datetime
@@ -74,6 +75,21 @@ def map_order(payload: dict[str, Any], *, deleted: bool = False) -> CanonicalOrd
     )
 
 
+def dedup_key(topic: str, delivery_id: str, body: bytes) -> str:
+    """What identifies a WooCommerce change. X-WC-Webhook-Delivery-ID is a hash of the webhook id and
+    the current second, so two orders sent by one webhook in one second share it: the key is the
+    topic, the order id and its date_modified_gmt (a deletion carries only the id, so its delivery
+    id joins it). A body without an id (garbled, stored to be dead-lettered) keys on its own hash."""
+    try:
+        data = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        data = None
+    if isinstance(data, dict) and data.get("id") is not None:
+        modified = data.get("date_modified_gmt")
+        return f"{topic}:{data['id']}:{modified}" if modified else f"{topic}:{data['id']}:d:{delivery_id}"
+    return f"body:{hashlib.sha256(body).hexdigest()}"
+
+
 class WooCommerceAdapter:
     type = "woocommerce"
     number_letter = "W"
@@ -105,15 +121,7 @@ class WooCommerceAdapter:
             raise DeliveryRefused(
                 400, "MISSING_HEADER", "X-WC-Webhook-Topic and X-WC-Webhook-Delivery-ID are required"
             )
-        # Delivery ids can repeat for two events in one second: also dedup on resource id + modification time.
-        dedup_key = None
-        try:
-            data = msgspec.json.decode(body)
-            if isinstance(data, dict) and data.get("id") is not None:
-                dedup_key = f"{topic}:{data['id']}:{data.get('date_modified_gmt') or 'deleted'}"
-        except msgspec.DecodeError:
-            pass  # stored as is; processing will fail it into a dead letter with the reason
-        return Delivery(topic=topic, delivery_id=delivery, dedup_key=dedup_key, triggered_at=None)
+        return Delivery(topic=topic, delivery_id=delivery, dedup_key=dedup_key(topic, delivery, body), triggered_at=None)
 
     def classify(self, topic: str) -> TopicKind:
         if topic in ORDER_TOPICS:
