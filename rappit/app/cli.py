@@ -260,9 +260,11 @@ def serve(host: str | None, port: int | None, run_migrations: bool, workers: int
 
 @rappit.command()
 def worker() -> None:
-    """Run an arq worker (jobs, cron, dead letters)."""
-    from arq.worker import run_worker
+    """Run an arq worker (jobs, cron, dead letters); it rides out a Redis outage, retrying with backoff."""
+    from arq.worker import create_worker
 
+    from rappit.platform.logging import configure_logging
+    from rappit.workers.runner import run_worker_forever
     from rappit.workers.settings import WorkerSettings, redis_settings, worker_options
 
     settings = load_settings()
@@ -271,12 +273,20 @@ def worker() -> None:
             "rappit: worker needs DATABASE_URL and REDIS_URL (use `rappit up` for the local stack)", err=True
         )
         sys.exit(2)
-    run_worker(  # type: ignore[arg-type]
-        WorkerSettings,
-        redis_settings=redis_settings(settings),
-        ctx={"settings": settings},
-        **worker_options(settings),
-    )
+    configure_logging(settings.log_level, json=settings.log_json)
+
+    async def main() -> None:
+        await run_worker_forever(
+            lambda: create_worker(
+                WorkerSettings,  # type: ignore[arg-type]
+                redis_settings=redis_settings(settings),
+                ctx={"settings": settings},  # a fresh one per connection: on_startup fills it
+                handle_signals=False,  # run_worker_forever handles them, across reconnects
+                **worker_options(settings),
+            )
+        )
+
+    asyncio.run(main())
 
 
 @rappit.group()

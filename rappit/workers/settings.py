@@ -50,7 +50,9 @@ async def startup(ctx: WorkerContext) -> None:
 
 
 async def shutdown(ctx: WorkerContext) -> None:
-    await ctx["engine"].dispose()
+    engine = ctx.get("engine")
+    if engine is not None:  # None when Redis went away before on_startup ran (workers/runner.py)
+        await engine.dispose()
     log.info("worker.stopped")
 
 
