@@ -3,9 +3,11 @@ under .data/bench/, a fresh database per run, migrated; or BENCH_DATABASE_URL / 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform as _platform  # the stdlib module (rappit's is rappit.platform)
+import socket
 import subprocess
 import sys
 import time
@@ -28,9 +30,25 @@ from rappit.platform.settings import REPO_ROOT, Settings
 from rappit.tenancy.rls import APP_ROLE
 from rappit.tenancy.scoping import install_scoping
 
-DATA = REPO_ROOT / ".data" / "bench"
+DATA = Settings.from_env().data_dir / "bench"  # RAPPIT_DATA_DIR, else .data/ in the checkout
 RESULTS = REPO_ROOT / "bench" / "results"
 install_scoping()
+
+
+def bench_args(doc: str | None) -> argparse.Namespace:
+    """Every benchmark's options: --smoke (tiny sizes, for tests/test_bench_smoke.py: proves the script
+    runs start to finish; its figures mean nothing) and --results DIR (where the JSON goes)."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: a run-through, not a measurement")
+    parser.add_argument("--results", type=Path, default=RESULTS, help=f"where to write NAME.json ({RESULTS})")
+    return parser.parse_args()
+
+
+def free_port() -> int:
+    """A free loopback port: fixed ones collide with another run (or test suite) on the machine."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -80,9 +98,9 @@ def machine() -> dict[str, object]:
     return {"cpus": os.cpu_count(), "python": sys.version.split()[0], "platform": _platform.platform()}
 
 
-def write_results(name: str, payload: dict[str, object]) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def write_results(name: str, payload: dict[str, object], results: Path = RESULTS) -> Path:
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / f"{name}.json"
     payload = {
         "benchmark": name,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -94,7 +112,7 @@ def write_results(name: str, payload: dict[str, object]) -> Path:
 
 
 @contextmanager
-def api_server(settings: Settings, port: int) -> Iterator[str]:
+def api_server(settings: Settings, port: int | None = None) -> Iterator[str]:
     """The real API in its own process (uvicorn), as production runs it."""
     env = dict(os.environ)
     env.update(
@@ -108,6 +126,7 @@ def api_server(settings: Settings, port: int) -> Iterator[str]:
         RATE_LIMIT_CHANNEL_PER_MINUTE="1000000",
         MAX_BODY_BYTES=str(50 * 2**20),
     )
+    port = port or free_port()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -135,6 +154,9 @@ def api_server(settings: Settings, port: int) -> Iterator[str]:
                 break
         except httpx.HTTPError:
             time.sleep(0.1)
+    else:
+        proc.terminate()
+        raise RuntimeError(f"the API did not come up on {base} within 30 s")
     try:
         yield base
     finally:

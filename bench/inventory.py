@@ -16,10 +16,11 @@ import statistics
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
-from _stack import api_server, bench_stack, write_results
+from _stack import api_server, bench_args, bench_stack, write_results
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -32,6 +33,19 @@ CLIENTS = int(os.environ.get("BENCH_CLIENTS", "64"))
 HOT_STOCK = int(os.environ.get("BENCH_HOT_STOCK", "6000"))
 IMPORT_ROWS = 100_000
 LATENCY_SAMPLES = int(os.environ.get("BENCH_LATENCY_SAMPLES", "2000"))
+LATENCY_WARMUP = 200
+LATENCY_TABLE_ROWS = (1_000, 1_000_000)
+
+
+def smoke_sizes() -> None:
+    """--smoke: every section, tiny (a run-through in seconds, not a measurement)."""
+    global CLIENTS, HOT_STOCK, IMPORT_ROWS, LATENCY_SAMPLES, LATENCY_WARMUP, LATENCY_TABLE_ROWS
+    CLIENTS, HOT_STOCK, IMPORT_ROWS = 4, 20, 200
+    LATENCY_SAMPLES, LATENCY_WARMUP, LATENCY_TABLE_ROWS = 20, 5, (100, 1_000)
+
+
+def rows_label(n: int) -> str:
+    return f"{n // 1_000_000}M" if n >= 1_000_000 else f"{n // 1_000}k" if n >= 1_000 else str(n)
 
 
 async def seed_org(sessionmaker: Any) -> tuple[uuid.UUID, str]:
@@ -198,7 +212,7 @@ async def bulk_import(
     csv1 = ("sku,quantity,warehouse_code\n" + "".join(f"{s},{q},{w}\n" for s, q, w in rows)).encode()
     csv2 = ("sku,quantity,warehouse_code\n" + "".join(f"{s},{q + 5},{w}\n" for s, q, w in rows)).encode()
     out: dict[str, Any] = {"rows": len(rows), "csv_bytes": len(csv1)}
-    with api_server(settings, port=18731) as base:
+    with api_server(settings) as base:
         async with httpx.AsyncClient(base_url=base, timeout=300) as client:
             headers = {"Authorization": f"Bearer {token}", "content-type": "text/csv"}
             for label, body in (("http_import_new_levels", csv1), ("http_import_existing_levels", csv2)):
@@ -245,7 +259,7 @@ async def latency(sessionmaker: Any, admin_url: str, org_id: uuid.UUID) -> dict[
         ).scalar_one()
     out: dict[str, Any] = {}
     have = 0
-    for target in (1_000, 1_000_000):
+    for target in LATENCY_TABLE_ROWS:
         async with admin.begin() as conn:
             await conn.execute(
                 text(
@@ -281,7 +295,7 @@ async def latency(sessionmaker: Any, admin_url: str, org_id: uuid.UUID) -> dict[
             await conn.execute(text("vacuum analyze inventory_levels"))
             await conn.execute(text("checkpoint"))
         samples = []
-        for i in range(-200, LATENCY_SAMPLES):  # the first 200 warm the cache and are not counted
+        for i in range(-LATENCY_WARMUP, LATENCY_SAMPLES):  # the warm-up runs are not counted
             sku_id = ids[abs(i) % len(ids)]
             started = time.perf_counter()
             with org_context(org_id):
@@ -298,8 +312,10 @@ async def latency(sessionmaker: Any, admin_url: str, org_id: uuid.UUID) -> dict[
             "p50_ms": round(statistics.median(samples), 3),
             "p99_ms": round(samples[int(len(samples) * 0.99) - 1], 3),
         }
-    out["p50_ratio_1M_vs_1k"] = round(out["rows_1000000"]["p50_ms"] / out["rows_1000"]["p50_ms"], 2)
-    out["p99_ratio_1M_vs_1k"] = round(out["rows_1000000"]["p99_ms"] / out["rows_1000"]["p99_ms"], 2)
+    small, large = (f"rows_{n}" for n in LATENCY_TABLE_ROWS)
+    ratio = "{}_vs_{}".format(*(rows_label(n) for n in reversed(LATENCY_TABLE_ROWS)))
+    out[f"p50_ratio_{ratio}"] = round(out[large]["p50_ms"] / out[small]["p50_ms"], 2)
+    out[f"p99_ratio_{ratio}"] = round(out[large]["p99_ms"] / out[small]["p99_ms"], 2)
     await admin.dispose()
     return out
 
@@ -319,16 +335,17 @@ async def section(name: str, fn: Any) -> Any:
             await engine.dispose()
 
 
-async def main() -> None:
+async def main(results_dir: Path) -> None:
     hot = bulk = lat = None
     if not ONLY or "hot" in ONLY:
         print(f"hot SKU: {CLIENTS} clients, {HOT_STOCK} units per run...", flush=True)
         hot = await section("hot", lambda st, e, sm, o, t: hot_sku(sm, e, o))
     if not ONLY or "bulk" in ONLY:
-        print("bulk import: 100,000 rows...", flush=True)
+        print(f"bulk import: {IMPORT_ROWS:,} rows...", flush=True)
         bulk = await section("bulk", lambda st, e, sm, o, t: bulk_import(st.settings, e, st.admin_url, o, t))
     if not ONLY or "latency" in ONLY:
-        print("reserve latency at 1k and 1M rows (seeding 1M rows takes a minute)...", flush=True)
+        small, large = (rows_label(n) for n in LATENCY_TABLE_ROWS)
+        print(f"reserve latency at {small} and {large} rows (seeding 1M rows takes a minute)...", flush=True)
         lat = await section("latency", lambda st, e, sm, o, t: latency(sm, st.admin_url, o))
     if ONLY:
         print({"hot_sku": hot, "bulk_import": bulk, "reserve_latency": lat})
@@ -339,8 +356,9 @@ async def main() -> None:
             "hot_sku": hot,
             "bulk_import": bulk,
             "reserve_latency": lat,
-            "config": {"clients": CLIENTS, "hot_stock": HOT_STOCK},
+            "config": {"clients": CLIENTS, "hot_stock": HOT_STOCK, "import_rows": IMPORT_ROWS},
         },
+        results_dir,
     )
     print(f"\n1. Hot SKU, {CLIENTS} clients, {HOT_STOCK} units")
     print(f"   {'method':<24}{'res/s':>10}{'ratio':>8}{'granted':>9}{'oversold':>10}{'lost upd':>10}")
@@ -349,17 +367,23 @@ async def main() -> None:
             f"   {name:<24}{r['reservations_per_s']:>10}{r['ratio_vs_select_for_update']:>8}"
             f"{r['reservations_granted']:>9}{r['oversold']:>10}{r['lost_updates']:>10}"
         )
-    print("\n2. Bulk import, 100,000 rows")
+    print(f"\n2. Bulk import, {IMPORT_ROWS:,} rows")
     for label in ("http_import_new_levels", "http_import_existing_levels"):
         print(f"   {label:<32}{bulk[label]['seconds']:>8} s   {bulk[label]['ratio_vs_raw_copy']}x raw COPY")
     print(f"   {'raw_copy':<32}{bulk['raw_copy']['seconds']:>8} s")
     print("\n3. Reserve latency")
-    for key in ("rows_1000", "rows_1000000"):
-        r = lat[key]
+    for n in LATENCY_TABLE_ROWS:
+        r = lat[f"rows_{n}"]
         print(f"   {r['inventory_rows_in_table']:>9} rows: p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms")
-    print(f"   1M/1k ratio: p50 {lat['p50_ratio_1M_vs_1k']}, p99 {lat['p99_ratio_1M_vs_1k']}")
+    ratios = [k for k in lat if k.startswith("p50_ratio_")]
+    for key in ratios:
+        name = key.removeprefix("p50_ratio_")
+        print(f"   {name} ratio: p50 {lat[key]}, p99 {lat['p99_ratio_' + name]}")
     print(f"\nwritten to {path}")
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    args = bench_args(__doc__)
+    if args.smoke:
+        smoke_sizes()
+    sys.exit(asyncio.run(main(args.results)))

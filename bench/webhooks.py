@@ -11,15 +11,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
-from _stack import api_server, bench_stack, write_results
+from _stack import api_server, bench_args, bench_stack, free_port, write_results
 from sqlalchemy import text
 
 from rappit.integrations.channels.signatures import sign
@@ -32,6 +35,13 @@ CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "32"))
 INGRESS_REQUESTS = int(os.environ.get("BENCH_INGRESS_REQUESTS", "3000"))
 E2E_ORDERS = int(os.environ.get("BENCH_E2E_ORDERS", "2000"))
 SECRET = "shpss_bench_secret_0123456789abcdef"
+
+
+def smoke_sizes() -> None:
+    """--smoke: both sections, tiny (a run-through in seconds, not a measurement)."""
+    global CONCURRENCY, INGRESS_REQUESTS, E2E_ORDERS
+    CONCURRENCY, INGRESS_REQUESTS, E2E_ORDERS = 4, 20, 20
+
 
 BARE_APP = """
 from litestar import Litestar, Request, post
@@ -91,7 +101,7 @@ async def blast(url: str, bodies: list[bytes], headers_for: Any) -> dict[str, An
     }
 
 
-async def main() -> None:
+async def main(results_dir: Path) -> None:
     with bench_stack("webhooks") as stack:
         settings = stack.settings
         engine = make_engine(settings, pool_size=4, max_overflow=0)
@@ -113,7 +123,7 @@ async def main() -> None:
                 )
         token = org.token.plaintext
         results: dict[str, Any] = {}
-        with api_server(settings, port=18741) as base:
+        with api_server(settings) as base:
             async with httpx.AsyncClient(base_url=base) as c:
                 made = (
                     await c.post(
@@ -139,10 +149,10 @@ async def main() -> None:
                 }
 
             # Baseline: a bare Litestar endpoint, same server, same client, same bodies.
-            bare_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-            bare_file = os.path.join(bare_dir, "_bare_app.py")
-            with open(bare_file, "w") as f:
+            bare_dir = tempfile.mkdtemp(prefix="rappit-bench-")
+            with open(os.path.join(bare_dir, "_bare_app.py"), "w") as f:
                 f.write(BARE_APP)
+            bare_port = free_port()
             bare = subprocess.Popen(
                 [
                     sys.executable,
@@ -154,7 +164,7 @@ async def main() -> None:
                     "--host",
                     "127.0.0.1",
                     "--port",
-                    "18742",
+                    str(bare_port),
                     "--no-access-log",
                     "--log-level",
                     "warning",
@@ -163,20 +173,22 @@ async def main() -> None:
             try:
                 for _ in range(50):
                     try:
-                        httpx.post("http://127.0.0.1:18742/hook", content=b"{}")
+                        httpx.post(f"http://127.0.0.1:{bare_port}/hook", content=b"{}")
                         break
                     except httpx.HTTPError:
                         time.sleep(0.1)
                 bodies = [order(i) for i in range(INGRESS_REQUESTS)]
                 print(f"1. ingress: {INGRESS_REQUESTS} requests at concurrency {CONCURRENCY}", flush=True)
-                results["bare_litestar"] = await blast("http://127.0.0.1:18742/hook", bodies, shopify_headers)
+                results["bare_litestar"] = await blast(
+                    f"http://127.0.0.1:{bare_port}/hook", bodies, shopify_headers
+                )
                 results["rappit_ingress"] = await blast(
                     f"{base}/webhooks/shopify/{channel_id}", bodies, shopify_headers
                 )
             finally:
                 bare.terminate()
                 bare.wait(10)
-                os.unlink(bare_file)
+                shutil.rmtree(bare_dir, ignore_errors=True)
             results["ingress_ratio_vs_bare"] = round(
                 results["rappit_ingress"]["requests_per_s"] / results["bare_litestar"]["requests_per_s"], 2
             )
@@ -224,9 +236,8 @@ async def main() -> None:
                 worker.terminate()
                 worker.wait(15)
         await engine.dispose()
-    path = write_results(
-        "webhooks", {**results, "config": {"concurrency": CONCURRENCY, "ingress_requests": INGRESS_REQUESTS}}
-    )
+    config = {"concurrency": CONCURRENCY, "ingress_requests": INGRESS_REQUESTS, "e2e_orders": E2E_ORDERS}
+    path = write_results("webhooks", {**results, "config": config}, results_dir)
     print(f"\n   {'endpoint':<18}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}  statuses")
     for name in ("bare_litestar", "rappit_ingress"):
         r = results[name]
@@ -240,4 +251,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    args = bench_args(__doc__)
+    if args.smoke:
+        smoke_sizes()
+    asyncio.run(main(args.results))

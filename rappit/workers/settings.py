@@ -43,7 +43,9 @@ async def startup(ctx: Ctx) -> None:
 
 
 async def shutdown(ctx: Ctx) -> None:
-    await deps(ctx).close()
+    found = ctx.get("deps")
+    if found is not None:  # None when Redis went away before on_startup ran (workers/runner.py)
+        await found.close()
     log.info("worker.stopped")
 
 

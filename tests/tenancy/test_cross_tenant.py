@@ -65,9 +65,9 @@ async def seed_org_a(client, org, admin_engine) -> dict[str, str]:
         event_id = (
             await conn.execute(
                 text(
-                    "insert into webhook_events (id, org_id, channel_id, topic, delivery_id, payload, "
+                    "insert into webhook_events (id, org_id, channel_id, topic, delivery_id, dedup_key, payload, "
                     "status, attempts, received_at)"
-                    " values (gen_random_uuid(), :o, :c, 'orders/create', :d, '{}', 'dead', 3, now()) "
+                    " values (gen_random_uuid(), :o, :c, 'orders/create', :d, :d, '{}', 'dead', 3, now()) "
                     "returning id"
                 ),
                 {"o": org.id, "c": channel.json()["channel"]["id"], "d": str(uuid.uuid4())},

@@ -121,7 +121,9 @@ class WooCommerceAdapter:
             raise DeliveryRefused(
                 400, "MISSING_HEADER", "X-WC-Webhook-Topic and X-WC-Webhook-Delivery-ID are required"
             )
-        return Delivery(topic=topic, delivery_id=delivery, dedup_key=dedup_key(topic, delivery, body), triggered_at=None)
+        return Delivery(
+            topic=topic, delivery_id=delivery, dedup_key=dedup_key(topic, delivery, body), triggered_at=None
+        )
 
     def classify(self, topic: str) -> TopicKind:
         if topic in ORDER_TOPICS:
