@@ -20,10 +20,11 @@ DEV_DATABASE = "rappit"
 DEMO_CODE = "DEMO"
 
 
-def load_settings() -> Settings:
-    """Settings or a clean exit listing every problem (the production fail-fast path)."""
+def load_settings(system_db: str = "optional") -> Settings:
+    """Settings or a clean exit listing every problem (the production fail-fast path). `system_db`:
+    whether this command needs (worker), may not hold (API) or ignores SYSTEM_DATABASE_URL."""
     try:
-        return Settings.from_env()
+        return Settings.from_env(system_db=system_db)
     except SettingsError as exc:
         click.echo(f"rappit: refusing to start, {exc}", err=True)
         sys.exit(2)
@@ -48,16 +49,21 @@ def stack(settings: Settings, *, migrate: bool = True) -> Iterator[Settings]:
     try:
         database_url = settings.database_url
         migration_url = settings.migration_database_url
+        system_url = settings.system_database_url
         if pg is not None:
             pg.start()
             ensure_database(pg, DEV_DATABASE)
             database_url, migration_url = pg.app_url(DEV_DATABASE), pg.superuser_url(DEV_DATABASE)
+            system_url = pg.system_url(DEV_DATABASE)
         redis_url = redis.start().url if redis is not None else settings.redis_url
         assert database_url and migration_url and redis_url
         if migrate:
             migrations.upgrade(migration_url)
         yield settings.with_stack(
-            database_url=database_url, migration_database_url=migration_url, redis_url=redis_url
+            database_url=database_url,
+            migration_database_url=migration_url,
+            redis_url=redis_url,
+            system_database_url=system_url,
         )
     finally:
         if redis is not None:
@@ -66,8 +72,11 @@ def stack(settings: Settings, *, migrate: bool = True) -> Iterator[Settings]:
             pg.stop()
 
 
-def child_env(settings: Settings) -> dict[str, str]:
+def child_env(settings: Settings, *, system: bool) -> dict[str, str]:
+    """The environment of a child process. Only the worker (`system=True`) gets SYSTEM_DATABASE_URL,
+    the BYPASSRLS role: the API process never holds it, even if the operator's shell exports it."""
     env = dict(os.environ)
+    env.pop("SYSTEM_DATABASE_URL", None)
     env.update(
         {
             "RAPPIT_ENV": settings.env,
@@ -78,7 +87,25 @@ def child_env(settings: Settings) -> dict[str, str]:
             "PORT": str(settings.port),
         }
     )
+    if system and settings.system_database_url:
+        env["SYSTEM_DATABASE_URL"] = settings.system_database_url
     return env
+
+
+def uvicorn_proxy_options(settings: Settings) -> dict[str, Any]:
+    """Forwarded headers are believed only from FORWARDED_ALLOW_IPS (none by default). uvicorn's own
+    default trusts 127.0.0.1, so behind nothing, any local client could pick the address the login
+    limit keys on with X-Forwarded-For."""
+    if not settings.forwarded_allow_ips:
+        return {"proxy_headers": False, "forwarded_allow_ips": ""}
+    return {"proxy_headers": True, "forwarded_allow_ips": ",".join(settings.forwarded_allow_ips)}
+
+
+def uvicorn_proxy_args(settings: Settings) -> list[str]:
+    options = uvicorn_proxy_options(settings)
+    if not options["proxy_headers"]:
+        return ["--no-proxy-headers"]
+    return ["--proxy-headers", "--forwarded-allow-ips", options["forwarded_allow_ips"]]
 
 
 async def _with_session(settings: Settings, fn: Any) -> Any:
@@ -146,7 +173,6 @@ def up(demo: bool, worker: bool) -> None:
     with stack(settings) as live:
         if demo:
             asyncio.run(_ensure_demo(live))
-        env = child_env(live)
         procs = [
             subprocess.Popen(
                 [
@@ -160,15 +186,18 @@ def up(demo: bool, worker: bool) -> None:
                     "--port",
                     str(live.port),
                     "--no-access-log",
+                    *uvicorn_proxy_args(live),
                 ],
-                env=env,
+                env=child_env(live, system=False),
                 start_new_session=True,  # we signal them ourselves, once
             )
         ]
         if worker:
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "rappit.app.cli", "worker"], env=env, start_new_session=True
+                    [sys.executable, "-m", "rappit.app.cli", "worker"],
+                    env=child_env(live, system=True),
+                    start_new_session=True,
                 )
             )
         click.echo(
@@ -240,7 +269,7 @@ def serve(host: str | None, port: int | None, run_migrations: bool, workers: int
     """Run the API (production entry point): migrations, then uvicorn."""
     import uvicorn
 
-    settings = load_settings()
+    settings = load_settings(system_db="forbidden")
     if settings.embedded:
         click.echo(
             "rappit: serve needs DATABASE_URL and REDIS_URL (use `rappit up` for the local stack)", err=True
@@ -254,7 +283,7 @@ def serve(host: str | None, port: int | None, run_migrations: bool, workers: int
             port=port or settings.port,
             workers=workers,
             access_log=False,
-            proxy_headers=True,
+            **uvicorn_proxy_options(settings),
         )
 
 
@@ -265,7 +294,7 @@ def worker() -> None:
 
     from rappit.workers.settings import WorkerSettings, redis_settings, worker_options
 
-    settings = load_settings()
+    settings = load_settings(system_db="required")
     if settings.embedded:
         click.echo(
             "rappit: worker needs DATABASE_URL and REDIS_URL (use `rappit up` for the local stack)", err=True

@@ -155,7 +155,7 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
 
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the API. Reads settings from the environment unless given (fails fast in production)."""
-    settings = settings or Settings.from_env()
+    settings = settings or Settings.from_env(system_db="forbidden")  # the API never holds the system role
     install_scoping()
     configure_logging(settings.log_level, json=settings.log_json)
     return Litestar(plugins=[RappitPlugin(settings)])

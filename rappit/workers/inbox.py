@@ -102,8 +102,7 @@ async def sweep_pending_webhooks(ctx: WorkerContext) -> int:
     """Cron: enqueue inbox rows still pending or failed after a grace period (Redis was down, a
     worker died). The job id is the event id, so a row already queued is not queued twice."""
     grace = timedelta(seconds=ctx.get("sweep_grace_seconds", 20))
-    async with provide_session(ctx["sessionmaker"]) as session:
-        rows = await inbox.stale(session, older_than=grace)
+    rows = await inbox.stale(ctx["system_sessionmaker"], older_than=grace)
     queued = 0
     for org_id, event_id, request_id in rows:
         if await inbox.enqueue(ctx["redis"], org_id, event_id, request_id):

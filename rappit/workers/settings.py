@@ -17,7 +17,7 @@ from rappit.integrations.channels.registry import ChannelRegistry
 from rappit.inventory import jobs as inventory_jobs
 from rappit.orders import jobs as order_jobs
 from rappit.platform.crypto import SecretBox
-from rappit.platform.db import make_engine, make_sessionmaker, provide_session
+from rappit.platform.db import assert_bypasses_rls, make_engine, make_sessionmaker
 from rappit.platform.logging import configure_logging
 from rappit.platform.settings import Settings
 from rappit.tenancy.idempotency import purge_expired
@@ -35,14 +35,21 @@ def redis_settings(settings: Settings) -> RedisSettings:
 
 
 async def startup(ctx: WorkerContext) -> None:
-    settings = ctx.get("settings") or Settings.from_env()
+    settings = ctx.get("settings") or Settings.from_env(system_db="required")
     configure_logging(settings.log_level, json=settings.log_json)
     install_scoping()
+    if not settings.system_database_url:
+        raise RuntimeError("the worker needs SYSTEM_DATABASE_URL (the BYPASSRLS role) for cross-org jobs")
     engine = make_engine(settings, pool_size=10, max_overflow=12)  # max_jobs concurrent jobs + crons
+    # Cross-org reads (sweeper, expiry, reconciliation, purge) are a few cron queries: a small pool.
+    system_engine = make_engine(settings, url=settings.system_database_url, pool_size=2, max_overflow=2)
+    await assert_bypasses_rls(system_engine)
     ctx.update(
         settings=settings,
         engine=engine,
+        system_engine=system_engine,
         sessionmaker=make_sessionmaker(engine),
+        system_sessionmaker=make_sessionmaker(system_engine, system=True),
         secret_box=SecretBox(settings.encryption_keys),
         channels=ChannelRegistry.from_settings(settings),
     )
@@ -51,6 +58,7 @@ async def startup(ctx: WorkerContext) -> None:
 
 async def shutdown(ctx: WorkerContext) -> None:
     await ctx["engine"].dispose()
+    await ctx["system_engine"].dispose()
     log.info("worker.stopped")
 
 
@@ -62,20 +70,21 @@ async def ping(ctx: WorkerContext, value: str) -> str:
 
 
 async def purge_idempotency_keys(ctx: WorkerContext) -> int:
-    """Hourly: forget Idempotency-Keys older than 24 hours, across orgs (logged bypass)."""
-    async with provide_session(ctx["sessionmaker"]) as session:
-        async with unscoped(session, reason="purge expired idempotency keys"):
-            return await purge_expired(session)
+    """Hourly: forget Idempotency-Keys older than 24 hours, across orgs (as the system role, logged)."""
+    async with unscoped(ctx["system_sessionmaker"], reason="purge expired idempotency keys") as session:
+        return await purge_expired(session)
 
 
 async def release_expired_reservations(ctx: WorkerContext) -> int:
     """Every minute: release holds past their expiry, org by org."""
-    return await inventory_jobs.release_expired_reservations(ctx["sessionmaker"])
+    return await inventory_jobs.release_expired_reservations(ctx["sessionmaker"], ctx["system_sessionmaker"])
 
 
 async def reconcile_channels(ctx: WorkerContext) -> int:
     """Every 5 minutes: ingest orders whose webhooks never came, from channels that can list them."""
-    return await order_jobs.reconcile_all(ctx["sessionmaker"], ctx["channels"], ctx["secret_box"])
+    return await order_jobs.reconcile_all(
+        ctx["sessionmaker"], ctx["system_sessionmaker"], ctx["channels"], ctx["secret_box"]
+    )
 
 
 def functions(timeout: int) -> Sequence[Function]:

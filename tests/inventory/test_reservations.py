@@ -178,7 +178,7 @@ async def test_randomized_concurrent_mix_keeps_every_invariant(
 
 
 async def test_expired_holds_are_released_by_the_cron_job(
-    client, make_org, admin_engine, sessionmaker
+    client, make_org, admin_engine, sessionmaker, system_sessionmaker
 ) -> None:
     assert any(job.coroutine is release_expired_reservations for job in WorkerSettings.cron_jobs)
     org = await make_org()
@@ -202,7 +202,9 @@ async def test_expired_holds_are_released_by_the_cron_job(
             text("update reservations set expires_at = :t where id = :i"),
             {"t": utcnow() - timedelta(seconds=1), "i": short["id"]},
         )
-    released = await release_expired_reservations({"sessionmaker": sessionmaker})
+    released = await release_expired_reservations(
+        {"sessionmaker": sessionmaker, "system_sessionmaker": system_sessionmaker}
+    )
     assert released >= 1
     assert (await client.get(f"/api/v1/reservations/{short['id']}", headers=org.headers)).json()[
         "close_reason"

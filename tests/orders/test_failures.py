@@ -60,11 +60,15 @@ async def test_webhooks_are_accepted_while_redis_is_down_and_processed_when_it_r
             == 10
         )
         own.start()  # Redis is back (empty: nothing was ever queued)
-        engine = make_engine(isolated, pool_size=2, max_overflow=0)
+        engine = make_engine(isolated, url=isolated.system_database_url, pool_size=2, max_overflow=0)
         arq = ArqRedis.from_url(own.url)
         try:
             queued = await sweep_pending_webhooks(
-                {"sessionmaker": make_sessionmaker(engine), "redis": arq, "sweep_grace_seconds": 0}
+                {
+                    "system_sessionmaker": make_sessionmaker(engine, system=True),
+                    "redis": arq,
+                    "sweep_grace_seconds": 0,
+                }
             )
         finally:
             await arq.aclose()
@@ -101,6 +105,7 @@ async def test_a_worker_killed_mid_batch_loses_nothing_and_applies_nothing_twice
         DATABASE_URL=settings.database_url,
         REDIS_URL=settings.redis_url,
         MIGRATION_DATABASE_URL=settings.migration_database_url,
+        SYSTEM_DATABASE_URL=settings.system_database_url,
         JOB_TIMEOUT_SECONDS="2",
         LOG_LEVEL="WARNING",
     )
@@ -171,8 +176,10 @@ async def test_reconciliation_recovers_an_order_whose_webhook_never_arrived(
         fake.put_order(lost)  # paid, but its webhook never arrived
         sandboxed = dataclasses.replace(settings, shopify_admin_url=fake.url)
         engine = make_engine(sandboxed, pool_size=2, max_overflow=0)
+        system_engine = make_engine(sandboxed, url=sandboxed.system_database_url, pool_size=1, max_overflow=0)
         ctx = {
             "sessionmaker": make_sessionmaker(engine),
+            "system_sessionmaker": make_sessionmaker(system_engine, system=True),
             "channels": ChannelRegistry.from_settings(sandboxed),
             "secret_box": SecretBox(settings.encryption_keys),
         }
@@ -181,6 +188,7 @@ async def test_reconciliation_recovers_an_order_whose_webhook_never_arrived(
             await reconcile_channels(ctx)  # again: nothing new, nothing doubled
         finally:
             await engine.dispose()
+            await system_engine.dispose()
     finally:
         fake.stop()
     assert any("orders.json" in p and "updated_at_min" in p for p in fake.requests)
