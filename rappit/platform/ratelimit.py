@@ -29,6 +29,58 @@ local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return {n, redis.call('TTL', KEYS[1])}
 """
+# Give back a slot taken by INCR (the outcome was not one the limit counts); never resurrect an
+# expired key (a DECR on it would leave -1 with no expiry).
+_REFUND = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end
+return 0
+"""
+
+
+def window_key(name: str, ident: str, window_seconds: int) -> str:
+    return f"rappit:rl:{name}:{ident}:{int(time.time()) // window_seconds}"
+
+
+async def take(redis: Redis, key: str, window_seconds: int) -> tuple[int, int]:
+    """Count one against `key` (atomically, expiry set with the first): (count so far, seconds left)."""
+    count, ttl = await redis.eval(_INCR, 1, key, window_seconds)  # type: ignore[misc]
+    return int(count), int(ttl)
+
+
+async def refund(redis: Redis, key: str) -> None:
+    await redis.eval(_REFUND, 1, key)  # type: ignore[misc]
+
+
+@dataclass(frozen=True, slots=True)
+class FailureLimit:
+    """At most `limit` failures per identity per fixed window, whatever address they come from (failed
+    logins per account). A slot is taken before the attempt, so concurrent attempts cannot overshoot,
+    and given back when the attempt did not fail; past the limit every attempt is refused, right or
+    wrong, until the window ends. Fails open (logged) when Redis is down, as the request limits do."""
+
+    name: str
+    limit: int
+    window_seconds: int
+
+    async def attempt(self, redis: Redis, ident: str) -> tuple[str | None, int]:
+        """(the slot's key, to `give_back` unless the attempt failed; seconds to wait if over, else 0)."""
+        key = window_key(self.name, ident, self.window_seconds)
+        try:
+            count, ttl = await take(redis, key, self.window_seconds)
+        except RedisError as exc:
+            log.warning("ratelimit.redis_unavailable", policy=self.name, error=str(exc))
+            return None, 0
+        if count > self.limit:
+            return None, max(ttl, 1)
+        return key, 0
+
+    async def give_back(self, redis: Redis, key: str | None) -> None:
+        if key is None:
+            return
+        try:
+            await refund(redis, key)
+        except RedisError as exc:
+            log.warning("ratelimit.redis_unavailable", policy=self.name, error=str(exc))
 
 
 @dataclass(frozen=True, slots=True)
