@@ -90,6 +90,9 @@ class Policy:
     limit: int
     window_seconds: int
     identify: Callable[[Request[Any, Any, Any]], str]
+    counts_only: frozenset[int] = frozenset()
+    """If set, only responses with these statuses count (the slot is given back otherwise): e.g.
+    401s per address before authentication, so invented credentials cannot each get a bucket."""
 
 
 def client_ip(request: Request[Any, Any, Any]) -> str:
@@ -110,14 +113,14 @@ class RateLimitMiddleware(ASGIMiddleware):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         path = scope["path"]
+        conditional: list[tuple[Policy, str]] = []
         for policy in self._policies:
             if not path.startswith(policy.path_prefix):
                 continue
             request: Request[Any, Any, Any] = Request(scope)
-            window = int(time.time()) // policy.window_seconds
-            key = f"rappit:rl:{policy.name}:{policy.identify(request)}:{window}"
+            key = window_key(policy.name, policy.identify(request), policy.window_seconds)
             try:
-                count, ttl = await self._redis().eval(_INCR, 1, key, policy.window_seconds)  # type: ignore[misc]
+                count, ttl = await take(self._redis(), key, policy.window_seconds)
             except RedisError as exc:
                 # Fail open: losing Redis must not take ingestion down; the event is logged.
                 log.warning("ratelimit.redis_unavailable", policy=policy.name, error=str(exc))
@@ -138,4 +141,28 @@ class RateLimitMiddleware(ASGIMiddleware):
                 )
                 await response.to_asgi_response(app=None, request=request)(scope, receive, send)  # type: ignore[arg-type]
                 return
-        await next_app(scope, receive, send)
+            if policy.counts_only:
+                conditional.append((policy, key))
+        if not conditional:
+            await next_app(scope, receive, send)
+            return
+        status = 500
+
+        async def watch(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await next_app(scope, receive, watch)
+        except Exception as exc:  # handled further out (auth failures arrive here as exceptions)
+            status = getattr(exc, "status_code", 500)
+            raise
+        finally:
+            for policy, key in conditional:
+                if status not in policy.counts_only:
+                    try:
+                        await refund(self._redis(), key)
+                    except RedisError as exc:
+                        log.warning("ratelimit.redis_unavailable", policy=policy.name, error=str(exc))

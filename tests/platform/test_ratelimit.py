@@ -138,3 +138,38 @@ async def test_successful_logins_do_not_use_up_the_account_limit(app, make_org) 
     for _ in range(12):
         async with client_for(app, ip=unique_ip()) as c:
             assert (await c.post("/auth/login", json=right)).status_code == 200
+
+
+async def test_api_limit_follows_the_token_across_addresses(settings, make_org) -> None:
+    await clear_of_window_edge()
+    one, two = await make_org(), await make_org()
+    app = create_app(replace(settings, rate_limit_api_per_minute=3))
+    await start_app(app)
+    try:
+        async with client_for(app, ip=unique_ip()) as a, client_for(app, ip=unique_ip()) as b:
+            # One token from two addresses: one bucket of 3.
+            spread = [(await c.get("/api/v1/me", headers=one.headers)).status_code for c in (a, b, a, b)]
+            # Two tokens from one address: a bucket each.
+            shared_ip = [(await a.get("/api/v1/me", headers=two.headers)).status_code for _ in range(3)]
+    finally:
+        await stop_app(app)
+    assert spread == [200, 200, 200, 429]
+    assert shared_ip == [200, 200, 200]
+
+
+async def test_made_up_tokens_share_their_address_bucket(settings) -> None:
+    """Keying on an unverified header would give every invented token a fresh bucket."""
+    await clear_of_window_edge()
+    app = create_app(replace(settings, rate_limit_api_per_minute=3))
+    await start_app(app)
+    try:
+        async with client_for(app, ip=unique_ip()) as c:
+            statuses = [
+                (
+                    await c.get("/api/v1/me", headers={"Authorization": f"Bearer rpt_{uuid.uuid4().hex}"})
+                ).status_code
+                for _ in range(5)
+            ]
+    finally:
+        await stop_app(app)
+    assert statuses == [401, 401, 401, 429, 429]
