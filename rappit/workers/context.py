@@ -21,8 +21,8 @@ class WorkerContext(TypedDict, total=False):
     settings: Settings
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
+    # system_*: SYSTEM_DATABASE_URL, the BYPASSRLS role, for the cross-org reads of the crons only
     system_engine: AsyncEngine
-    """SYSTEM_DATABASE_URL: the BYPASSRLS role, for the cross-org reads of the crons only."""
     system_sessionmaker: async_sessionmaker[AsyncSession]
     secret_box: SecretBox
     channels: ChannelRegistry

@@ -47,12 +47,12 @@ async def startup(ctx: WorkerContext) -> None:
     ctx.update(
         settings=settings,
         engine=engine,
-        system_engine=system_engine,
         sessionmaker=make_sessionmaker(engine),
-        system_sessionmaker=make_sessionmaker(system_engine, system=True),
         secret_box=SecretBox(settings.encryption_keys),
         channels=ChannelRegistry.from_settings(settings),
     )
+    ctx["system_engine"] = system_engine
+    ctx["system_sessionmaker"] = make_sessionmaker(system_engine, system=True)
     log.info("worker.started")
 
 
