@@ -27,7 +27,7 @@ from rappit.platform.localstack import (
     ensure_database,
 )
 from rappit.platform.settings import REPO_ROOT, Settings
-from rappit.tenancy.rls import APP_ROLE
+from rappit.tenancy.rls import APP_ROLE, SYSTEM_ROLE
 from rappit.tenancy.scoping import install_scoping
 
 DATA = Settings.from_env().data_dir / "bench"  # RAPPIT_DATA_DIR, else .data/ in the checkout
@@ -83,6 +83,9 @@ def bench_stack(name: str) -> Iterator[BenchStack]:
         env="development", log_json=True, log_level="WARNING", db_pool_size=70, db_max_overflow=10
     ).with_stack(
         database_url=admin.set(username=APP_ROLE, password=None).render_as_string(hide_password=False),
+        system_database_url=admin.set(username=SYSTEM_ROLE, password=None).render_as_string(
+            hide_password=False
+        ),
         migration_database_url=admin_url,
         redis_url=redis_url,
     )

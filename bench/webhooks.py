@@ -198,6 +198,7 @@ async def main(results_dir: Path) -> None:
             env.update(
                 RAPPIT_ENV="development",
                 DATABASE_URL=settings.database_url or "",
+                SYSTEM_DATABASE_URL=settings.system_database_url or "",
                 REDIS_URL=settings.redis_url or "",
                 MIGRATION_DATABASE_URL=settings.migration_database_url or "",
                 LOG_LEVEL="WARNING",

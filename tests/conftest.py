@@ -32,7 +32,7 @@ from rappit.platform.localstack import (
     ensure_database,
 )
 from rappit.platform.settings import REPO_ROOT, Settings
-from rappit.tenancy.rls import APP_ROLE
+from rappit.tenancy.rls import APP_ROLE, SYSTEM_ROLE
 from rappit.tenancy.scoping import install_scoping
 from rappit.tenancy.service import create_organization
 
@@ -46,6 +46,8 @@ class Stack:
     """Superuser / table owner: migrations and assertions that must see every org."""
     app_url: str
     """The app role, bound by row-level security."""
+    system_url: str
+    """The system role (BYPASSRLS): cross-org work, as the worker runs it."""
     redis_url: str
     database: str
 
@@ -64,6 +66,7 @@ def stack() -> Iterator[Stack]:
     ensure_database(server_admin, database)
     admin = make_url(server_admin.replace("postgresql+asyncpg://", "postgresql://")).set(database=database)
     app = admin.set(username=APP_ROLE, password=None)
+    system = admin.set(username=SYSTEM_ROLE, password=None)
     redis_url = os.environ.get("TEST_REDIS_URL")
     if not redis_url:
         redis = EmbeddedRedis(TEST_DATA / "redis").start()
@@ -75,6 +78,7 @@ def stack() -> Iterator[Stack]:
         yield Stack(
             admin_url=admin_url,
             app_url=app.render_as_string(hide_password=False),
+            system_url=system.render_as_string(hide_password=False),
             redis_url=redis_url,
             database=database,
         )
@@ -96,7 +100,10 @@ def settings(stack: Stack) -> Settings:
         rate_limit_webhooks_per_minute=generous,
         rate_limit_channel_per_minute=generous,
     ).with_stack(
-        database_url=stack.app_url, migration_database_url=stack.admin_url, redis_url=stack.redis_url
+        database_url=stack.app_url,
+        migration_database_url=stack.admin_url,
+        redis_url=stack.redis_url,
+        system_database_url=stack.system_url,
     )
 
 
@@ -118,6 +125,19 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture(scope="session")
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return make_sessionmaker(engine)
+
+
+@pytest.fixture(scope="session")
+async def system_engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    eng = make_engine(settings, url=settings.system_database_url, pool_size=5, max_overflow=5)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def system_sessionmaker(system_engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """What the worker hands to `unscoped()`."""
+    return make_sessionmaker(system_engine, system=True)
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.create_unique_constraint(
-        "uq_webhook_events_org_id_channel_id_delivery_id", "webhook_events", ["org_id", "channel_id", "delivery_id"]
+        "uq_webhook_events_org_id_channel_id_delivery_id",
+        "webhook_events",
+        ["org_id", "channel_id", "delivery_id"],
     )
     op.alter_column("webhook_events", "dedup_key", nullable=True)

@@ -18,10 +18,11 @@ DEV_DATABASE = "rappit"
 DEMO_CODE = "DEMO"
 
 
-def load_settings() -> Settings:
-    """Settings or a clean exit listing every problem (the production fail-fast path)."""
+def load_settings(system_db: str = "optional") -> Settings:
+    """Settings or a clean exit listing every problem (the production fail-fast path). `system_db`:
+    whether this command needs (worker), may not hold (API) or ignores SYSTEM_DATABASE_URL."""
     try:
-        return Settings.from_env()
+        return Settings.from_env(system_db=system_db)
     except SettingsError as exc:
         click.echo(f"rappit: refusing to start, {exc}", err=True)
         sys.exit(2)
@@ -46,16 +47,21 @@ def stack(settings: Settings, *, migrate: bool = True) -> Iterator[Settings]:
     try:
         database_url = settings.database_url
         migration_url = settings.migration_database_url
+        system_url = settings.system_database_url
         if pg is not None:
             pg.start()
             ensure_database(pg, DEV_DATABASE)
             database_url, migration_url = pg.app_url(DEV_DATABASE), pg.superuser_url(DEV_DATABASE)
+            system_url = pg.system_url(DEV_DATABASE)
         redis_url = redis.start().url if redis is not None else settings.redis_url
         assert database_url and migration_url and redis_url
         if migrate:
             migrations.upgrade(migration_url)
         yield settings.with_stack(
-            database_url=database_url, migration_database_url=migration_url, redis_url=redis_url
+            database_url=database_url,
+            migration_database_url=migration_url,
+            redis_url=redis_url,
+            system_database_url=system_url,
         )
     finally:
         if redis is not None:
@@ -64,8 +70,11 @@ def stack(settings: Settings, *, migrate: bool = True) -> Iterator[Settings]:
             pg.stop()
 
 
-def child_env(settings: Settings) -> dict[str, str]:
+def child_env(settings: Settings, *, system: bool) -> dict[str, str]:
+    """The environment of a child process. Only the worker (`system=True`) gets SYSTEM_DATABASE_URL,
+    the BYPASSRLS role: the API process never holds it, even if the operator's shell exports it."""
     env = dict(os.environ)
+    env.pop("SYSTEM_DATABASE_URL", None)
     env.update(
         {
             "RAPPIT_ENV": settings.env,
@@ -76,7 +85,25 @@ def child_env(settings: Settings) -> dict[str, str]:
             "PORT": str(settings.port),
         }
     )
+    if system and settings.system_database_url:
+        env["SYSTEM_DATABASE_URL"] = settings.system_database_url
     return env
+
+
+def uvicorn_proxy_options(settings: Settings) -> dict[str, Any]:
+    """Forwarded headers are believed only from FORWARDED_ALLOW_IPS (none by default). uvicorn's own
+    default trusts 127.0.0.1, so behind nothing, any local client could pick the address the login
+    limit keys on with X-Forwarded-For."""
+    if not settings.forwarded_allow_ips:
+        return {"proxy_headers": False, "forwarded_allow_ips": ""}
+    return {"proxy_headers": True, "forwarded_allow_ips": ",".join(settings.forwarded_allow_ips)}
+
+
+def uvicorn_proxy_args(settings: Settings) -> list[str]:
+    options = uvicorn_proxy_options(settings)
+    if not options["proxy_headers"]:
+        return ["--no-proxy-headers"]
+    return ["--proxy-headers", "--forwarded-allow-ips", options["forwarded_allow_ips"]]
 
 
 async def _with_session(settings: Settings, fn: Any) -> Any:
@@ -153,11 +180,12 @@ def up(demo: bool, worker: bool) -> None:
         if demo:
             asyncio.run(_ensure_demo(live))
         api = [sys.executable, "-m", "uvicorn", "--factory", "rappit.app.factory:create_app"]
-        api += ["--host", live.host, "--port", str(live.port), "--no-access-log"]
-        children = [ChildSpec("api", api)]
+        api += ["--host", live.host, "--port", str(live.port), "--no-access-log", *uvicorn_proxy_args(live)]
+        children = [ChildSpec("api", api, env=child_env(live, system=False))]
         if worker:
-            children.append(ChildSpec("worker", [sys.executable, "-m", "rappit.app.cli", "worker"]))
-        supervisor = Supervisor(children, env=child_env(live))
+            worker_argv = [sys.executable, "-m", "rappit.app.cli", "worker"]
+            children.append(ChildSpec("worker", worker_argv, env=child_env(live, system=True)))
+        supervisor = Supervisor(children)
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
         supervisor.start()
@@ -209,7 +237,7 @@ def serve(host: str | None, port: int | None, run_migrations: bool, workers: int
     """Run the API (production entry point): migrations, then uvicorn."""
     import uvicorn
 
-    settings = load_settings()
+    settings = load_settings(system_db="forbidden")
     if settings.embedded:
         click.echo(
             "rappit: serve needs DATABASE_URL and REDIS_URL (use `rappit up` for the local stack)", err=True
@@ -223,7 +251,7 @@ def serve(host: str | None, port: int | None, run_migrations: bool, workers: int
             port=port or settings.port,
             workers=workers,
             access_log=False,
-            proxy_headers=True,
+            **uvicorn_proxy_options(settings),
         )
 
 
@@ -236,7 +264,7 @@ def worker() -> None:
     from rappit.workers.runner import run_worker_forever
     from rappit.workers.settings import WorkerSettings, redis_settings, worker_options
 
-    settings = load_settings()
+    settings = load_settings(system_db="required")
     if settings.embedded:
         click.echo(
             "rappit: worker needs DATABASE_URL and REDIS_URL (use `rappit up` for the local stack)", err=True

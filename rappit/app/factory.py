@@ -33,7 +33,7 @@ from rappit.platform.logging import RequestIdMiddleware, configure_logging
 from rappit.platform.ratelimit import Policy, RateLimitMiddleware, channel_of_path, client_ip
 from rappit.platform.settings import Settings
 from rappit.tenancy import routes as tenancy_routes
-from rappit.tenancy.auth import AUTH_EXCLUDE, AuthMiddleware, Principal
+from rappit.tenancy.auth import AUTH_EXCLUDE, AuthMiddleware, Principal, rate_limit_key
 from rappit.tenancy.context import clear_org_context
 from rappit.tenancy.scoping import install_scoping
 from rappit.tenancy.sessions import SESSION_COOKIE, RotatingSessionConfig
@@ -125,10 +125,19 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
             Policy("auth", "/auth/", settings.rate_limit_auth_per_minute, minute, client_ip),
             Policy("webhooks", "/webhooks/", settings.rate_limit_webhooks_per_minute, minute, client_ip),
             Policy("channel", "/webhooks/", settings.rate_limit_channel_per_minute, minute, channel_of_path),
-            # By client IP: keying on the (caller-chosen) Authorization header would let made-up tokens
-            # each get a fresh bucket, every one costing a database look-up.
-            Policy("api", "/api/", settings.rate_limit_api_per_minute, minute, client_ip),
+            # Before authentication, rejected credentials count per address: keying on the (caller-chosen)
+            # Authorization header would give every made-up token a fresh bucket and a database look-up.
+            Policy(
+                "api_rejected",
+                "/api/",
+                settings.rate_limit_api_per_minute,
+                minute,
+                client_ip,
+                counts_only=frozenset({401}),
+            ),
         ]
+        # After authentication, per verified token (or session user), whatever address it comes from.
+        api_policy = Policy("api", "/api/", settings.rate_limit_api_per_minute, minute, rate_limit_key)
         prometheus = PrometheusConfig(
             app_name="rappit", prefix="rappit", group_path=True, exclude=["^/metrics"]
         )
@@ -139,6 +148,7 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
             session_config.middleware,
         ]
         app_config.middleware.append(DefineMiddleware(AuthMiddleware, exclude=AUTH_EXCLUDE))
+        app_config.middleware.append(RateLimitMiddleware(lambda: redis, [api_policy]))
         app_config.cors_config = CORSConfig(
             allow_origins=list(settings.cors_allowed_origins),
             allow_credentials=True,
@@ -155,7 +165,7 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
 
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the API. Reads settings from the environment unless given (fails fast in production)."""
-    settings = settings or Settings.from_env()
+    settings = settings or Settings.from_env(system_db="forbidden")  # the API never holds the system role
     install_scoping()
     configure_logging(settings.log_level, json=settings.log_json)
     return Litestar(plugins=[RappitPlugin(settings)])

@@ -22,6 +22,8 @@ from rappit.platform.backoff import Backoff
 class ChildSpec:
     name: str
     argv: Sequence[str]
+    env: Mapping[str, str] | None = None
+    """This child's environment (else the supervisor's): only the worker holds the system role's URL."""
 
 
 @dataclass
@@ -110,7 +112,7 @@ class Supervisor:
     def _spawn(self, child: _Child) -> None:
         child.proc = subprocess.Popen(
             list(child.spec.argv),
-            env=dict(self.env) if self.env is not None else None,
+            env=dict(env) if (env := child.spec.env or self.env) is not None else None,
             start_new_session=True,  # a terminal's Ctrl-C reaches `up` only; it signals them, once
         )
         child.started_at, child.restart_at = self.clock(), None

@@ -16,7 +16,7 @@ import structlog
 from arq.connections import ArqRedis
 from sqlalchemy import Row, select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from rappit.channels.models import WebhookEvent
 from rappit.integrations.channels.base import Delivery
@@ -100,10 +100,15 @@ async def list_events(
     return rows.scalars().all()
 
 
-async def stale(session: AsyncSession, *, older_than: timedelta, limit: int = 1000) -> Sequence[Row[Any]]:
-    """(org_id, id, request_id) of every org's events still pending or failed after `older_than`."""
+async def stale(
+    system_sessionmaker: async_sessionmaker[AsyncSession], *, older_than: timedelta, limit: int = 1000
+) -> Sequence[Row[Any]]:
+    """(org_id, id, request_id) of every org's events still pending or failed after `older_than`: one
+    read as the system role (the sweeper runs in the worker, which holds it)."""
     cutoff: datetime = utcnow() - older_than
-    async with unscoped(session, reason="webhook sweeper: pending events of every org"):
+    async with unscoped(
+        system_sessionmaker, reason="webhook sweeper: pending events of every org"
+    ) as session:
         rows = await session.execute(
             select(WebhookEvent.org_id, WebhookEvent.id, WebhookEvent.request_id)
             .where(WebhookEvent.status.in_(("pending", "failed")), WebhookEvent.received_at < cutoff)

@@ -18,21 +18,25 @@ log = structlog.get_logger("rappit.inventory.jobs")
 EXPIRY = Actor(kind="system", id="reservation-expiry", label="reservation expiry sweep")
 
 
-async def release_expired_reservations(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
-    """Find the orgs with expired active holds (one logged cross-org read), then release each org's
-    holds in its own transaction, as that org, through the same service as a manual release."""
+async def release_expired_reservations(
+    sessionmaker: async_sessionmaker[AsyncSession], system_sessionmaker: async_sessionmaker[AsyncSession]
+) -> int:
+    """Find the orgs with expired active holds (one logged cross-org read as the system role), then
+    release each org's holds in its own transaction, as that org (the app role, row-level security on),
+    through the same service as a manual release."""
     now = utcnow()
-    async with provide_session(sessionmaker) as session:
-        async with unscoped(session, reason="expiry sweep: which orgs have expired reservations"):
-            org_ids = list(
-                (
-                    await session.execute(
-                        select(Reservation.org_id)
-                        .where(Reservation.status == "active", Reservation.expires_at <= now)
-                        .distinct()
-                    )
-                ).scalars()
-            )
+    async with unscoped(
+        system_sessionmaker, reason="expiry sweep: which orgs have expired reservations"
+    ) as s:
+        org_ids = list(
+            (
+                await s.execute(
+                    select(Reservation.org_id)
+                    .where(Reservation.status == "active", Reservation.expires_at <= now)
+                    .distinct()
+                )
+            ).scalars()
+        )
     released = 0
     for org_id in org_ids:
         with org_context(org_id, EXPIRY):

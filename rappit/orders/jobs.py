@@ -62,20 +62,23 @@ async def apply_event(
 
 
 async def reconcile_all(
-    sessionmaker: async_sessionmaker[AsyncSession], registry: ChannelRegistry, box: SecretBox
+    sessionmaker: async_sessionmaker[AsyncSession],
+    system_sessionmaker: async_sessionmaker[AsyncSession],
+    registry: ChannelRegistry,
+    box: SecretBox,
 ) -> int:
     """For each active channel with API credentials, ingest orders updated since its watermark through
     the same idempotent path as webhooks, so a paid order whose webhook never came still becomes an
-    order. Channels whose adapter cannot list orders are skipped. Returns how many orders it created."""
-    async with provide_session(sessionmaker) as session:
-        async with unscoped(session, reason="reconciliation: channels with API credentials"):
-            targets = (
-                await session.execute(
-                    select(Channel.org_id, Channel.id, Channel.type).where(
-                        Channel.status == "active", Channel.api_credentials.is_not(None)
-                    )
+    order. Channels whose adapter cannot list orders are skipped. Returns how many orders it created.
+    Only the list of channels is read as the system role; each channel is reconciled as its org."""
+    async with unscoped(system_sessionmaker, reason="reconciliation: channels with API credentials") as s:
+        targets = (
+            await s.execute(
+                select(Channel.org_id, Channel.id, Channel.type).where(
+                    Channel.status == "active", Channel.api_credentials.is_not(None)
                 )
-            ).all()
+            )
+        ).all()
     created = 0
     for org_id, channel_id, channel_type in targets:
         with org_context(org_id, Actor(kind="system", id="reconciliation")):

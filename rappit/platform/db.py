@@ -24,6 +24,11 @@ T = TypeVar("T")
 APP_ROLE = os.environ.get("RAPPIT_DB_APP_ROLE", "rappit_app")
 """The role the app connects as: it owns no table, so row-level security binds it. Read here, once,
 because migrations and the local stack run outside the app's settings object."""
+SYSTEM_ROLE = os.environ.get("RAPPIT_DB_SYSTEM_ROLE", "rappit_system")
+"""The role cross-org work connects as (SYSTEM_DATABASE_URL, held by the worker, never the API): the
+app role's privileges plus BYPASSRLS, so the database, not a setting any SQL can flip, allows it."""
+SYSTEM_SESSION = "rappit_system"
+"""`Session.info` key marking a session on the system engine; the scoping hook leaves those alone."""
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -74,10 +79,18 @@ def make_engine(settings: Settings, *, url: str | None = None, **kwargs: object)
     return create_async_engine(target, **options)  # type: ignore[arg-type]
 
 
-def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+def make_sessionmaker(engine: AsyncEngine, *, system: bool = False) -> async_sessionmaker[AsyncSession]:
+    """Sessions for `engine`; `system=True` for the system engine (SYSTEM_DATABASE_URL), whose sessions
+    only `rappit.tenancy.scoping.unscoped()` hands out."""
     if not RappitSession.scoped:
         raise RuntimeError("the org-scoping hooks are not installed: call install_scoping() at start-up")
-    return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=RappitSession)
+    return async_sessionmaker(
+        engine, expire_on_commit=False, sync_session_class=RappitSession, info={SYSTEM_SESSION: system}
+    )
+
+
+def is_system(sessionmaker: async_sessionmaker[AsyncSession]) -> bool:
+    return bool(sessionmaker.kw.get("info", {}).get(SYSTEM_SESSION))
 
 
 async def assert_rls_binds(engine: AsyncEngine) -> None:
@@ -101,6 +114,24 @@ async def assert_rls_binds(engine: AsyncEngine) -> None:
             f"DATABASE_URL connects as {row.rolname!r}, which "
             f"{'bypasses' if row.bypasses else 'owns the tables, so bypasses'} row-level security; "
             "connect as the app role (rappit_app) and run migrations with MIGRATION_DATABASE_URL"
+        )
+
+
+async def assert_bypasses_rls(engine: AsyncEngine) -> None:
+    """The system engine must connect as a role with BYPASSRLS: otherwise every cross-org sweep would
+    silently find nothing (row-level security shows a role with no org no rows)."""
+    from sqlalchemy import text
+
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                text("select rolname, rolsuper or rolbypassrls from pg_roles where rolname = current_user")
+            )
+        ).one()
+    if not row[1]:
+        raise RuntimeError(
+            f"SYSTEM_DATABASE_URL connects as {row[0]!r}, which does not bypass row-level security; "
+            f"connect as the system role ({SYSTEM_ROLE}, BYPASSRLS)"
         )
 
 

@@ -80,6 +80,17 @@ def is_unique_violation(exc: BaseException) -> bool:
     return sqlstate_of(exc) == "23505"
 
 
+class TooManyRequests(DomainError):
+    """A limit was reached; `retry_after` seconds until it lifts (sent as Retry-After)."""
+
+    status_code = 429
+    code = "RATE_LIMITED"
+
+    def __init__(self, message: str, *, retry_after: int, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details=details)
+        self.headers = {"Retry-After": str(max(int(retry_after), 1))}
+
+
 class ServiceUnavailable(DomainError):
     status_code = 503
     code = "SERVICE_UNAVAILABLE"
@@ -131,7 +142,14 @@ def envelope(
 
 
 def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
-    return envelope(request, status=exc.status_code, code=exc.code, message=exc.message, details=exc.details)
+    return envelope(
+        request,
+        status=exc.status_code,
+        code=exc.code,
+        message=exc.message,
+        details=exc.details,
+        headers=getattr(exc, "headers", None),
+    )
 
 
 def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:

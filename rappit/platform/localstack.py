@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from rappit.platform.db import APP_ROLE
+from rappit.platform.db import APP_ROLE, SYSTEM_ROLE
 
 # Settings for a throwaway test cluster: durability traded for speed (the data is dropped anyway).
 TEST_TUNING = {
@@ -122,6 +122,9 @@ class EmbeddedPostgres:
     def app_url(self, database: str) -> str:
         return f"postgresql://{APP_ROLE}@/{database}?host={quote(self.uri_host())}"
 
+    def system_url(self, database: str) -> str:
+        return f"postgresql://{SYSTEM_ROLE}@/{database}?host={quote(self.uri_host())}"
+
     def psql(self, sql: str, database: str = "postgres") -> str:
         return psql(self.superuser_url(database), sql)
 
@@ -165,7 +168,8 @@ def with_database(url: str, database: str) -> str:
 
 
 def ensure_database(pg: EmbeddedPostgres | str, database: str) -> None:
-    """Create the app role and the database if missing (idempotent). `pg`: embedded server or admin URL."""
+    """Create the app and system roles (with LOGIN) and the database if missing (idempotent). `pg`:
+    embedded server or admin URL. The migrations create both roles NOLOGIN where they are missing."""
     run = pg.psql if isinstance(pg, EmbeddedPostgres) else (lambda sql: psql(pg, sql))
     run(
         f"""
@@ -173,13 +177,18 @@ def ensure_database(pg: EmbeddedPostgres | str, database: str) -> None:
           IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
             CREATE ROLE {APP_ROLE} LOGIN;
           END IF;
+          IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{SYSTEM_ROLE}') THEN
+            CREATE ROLE {SYSTEM_ROLE} LOGIN BYPASSRLS;
+          END IF;
         END $$;
+        ALTER ROLE {SYSTEM_ROLE} LOGIN BYPASSRLS;
+        GRANT {APP_ROLE} TO {SYSTEM_ROLE};
         """
     )
     exists = run(f"SELECT 1 FROM pg_database WHERE datname = '{database}'").strip()
     if not exists:
         run(f'CREATE DATABASE "{database}"')
-    run(f'GRANT CONNECT, TEMPORARY ON DATABASE "{database}" TO {APP_ROLE}')
+    run(f'GRANT CONNECT, TEMPORARY ON DATABASE "{database}" TO {APP_ROLE}, {SYSTEM_ROLE}')
 
 
 def drop_database(pg: EmbeddedPostgres | str, database: str) -> None:

@@ -29,6 +29,58 @@ local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return {n, redis.call('TTL', KEYS[1])}
 """
+# Give back a slot taken by INCR (the outcome was not one the limit counts); never resurrect an
+# expired key (a DECR on it would leave -1 with no expiry).
+_REFUND = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end
+return 0
+"""
+
+
+def window_key(name: str, ident: str, window_seconds: int) -> str:
+    return f"rappit:rl:{name}:{ident}:{int(time.time()) // window_seconds}"
+
+
+async def take(redis: Redis, key: str, window_seconds: int) -> tuple[int, int]:
+    """Count one against `key` (atomically, expiry set with the first): (count so far, seconds left)."""
+    count, ttl = await redis.eval(_INCR, 1, key, window_seconds)  # type: ignore[misc]
+    return int(count), int(ttl)
+
+
+async def refund(redis: Redis, key: str) -> None:
+    await redis.eval(_REFUND, 1, key)  # type: ignore[misc]
+
+
+@dataclass(frozen=True, slots=True)
+class FailureLimit:
+    """At most `limit` failures per identity per fixed window, whatever address they come from (failed
+    logins per account). A slot is taken before the attempt, so concurrent attempts cannot overshoot,
+    and given back when the attempt did not fail; past the limit every attempt is refused, right or
+    wrong, until the window ends. Fails open (logged) when Redis is down, as the request limits do."""
+
+    name: str
+    limit: int
+    window_seconds: int
+
+    async def attempt(self, redis: Redis, ident: str) -> tuple[str | None, int]:
+        """(the slot's key, to `give_back` unless the attempt failed; seconds to wait if over, else 0)."""
+        key = window_key(self.name, ident, self.window_seconds)
+        try:
+            count, ttl = await take(redis, key, self.window_seconds)
+        except RedisError as exc:
+            log.warning("ratelimit.redis_unavailable", policy=self.name, error=str(exc))
+            return None, 0
+        if count > self.limit:
+            return None, max(ttl, 1)
+        return key, 0
+
+    async def give_back(self, redis: Redis, key: str | None) -> None:
+        if key is None:
+            return
+        try:
+            await refund(redis, key)
+        except RedisError as exc:
+            log.warning("ratelimit.redis_unavailable", policy=self.name, error=str(exc))
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +90,9 @@ class Policy:
     limit: int
     window_seconds: int
     identify: Callable[[Request[Any, Any, Any]], str]
+    counts_only: frozenset[int] = frozenset()
+    """If set, only responses with these statuses count (the slot is given back otherwise): e.g.
+    401s per address before authentication, so invented credentials cannot each get a bucket."""
 
 
 def client_ip(request: Request[Any, Any, Any]) -> str:
@@ -58,14 +113,14 @@ class RateLimitMiddleware(ASGIMiddleware):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         path = scope["path"]
+        conditional: list[tuple[Policy, str]] = []
         for policy in self._policies:
             if not path.startswith(policy.path_prefix):
                 continue
             request: Request[Any, Any, Any] = Request(scope)
-            window = int(time.time()) // policy.window_seconds
-            key = f"rappit:rl:{policy.name}:{policy.identify(request)}:{window}"
+            key = window_key(policy.name, policy.identify(request), policy.window_seconds)
             try:
-                count, ttl = await self._redis().eval(_INCR, 1, key, policy.window_seconds)  # type: ignore[misc]
+                count, ttl = await take(self._redis(), key, policy.window_seconds)
             except RedisError as exc:
                 # Fail open: losing Redis must not take ingestion down; the event is logged.
                 log.warning("ratelimit.redis_unavailable", policy=policy.name, error=str(exc))
@@ -86,4 +141,28 @@ class RateLimitMiddleware(ASGIMiddleware):
                 )
                 await response.to_asgi_response(app=None, request=request)(scope, receive, send)  # type: ignore[arg-type]
                 return
-        await next_app(scope, receive, send)
+            if policy.counts_only:
+                conditional.append((policy, key))
+        if not conditional:
+            await next_app(scope, receive, send)
+            return
+        status = 500
+
+        async def watch(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await next_app(scope, receive, watch)
+        except Exception as exc:  # handled further out (auth failures arrive here as exceptions)
+            status = getattr(exc, "status_code", 500)
+            raise
+        finally:
+            for policy, key in conditional:
+                if status not in policy.counts_only:
+                    try:
+                        await refund(self._redis(), key)
+                    except RedisError as exc:
+                        log.warning("ratelimit.redis_unavailable", policy=policy.name, error=str(exc))

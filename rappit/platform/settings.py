@@ -44,6 +44,9 @@ class Settings:
     """SQLAlchemy URL the app and workers use; must be a role that does not own the tables (RLS)."""
     migration_database_url: str | None = None
     """URL alembic uses (the table owner). Defaults to DATABASE_URL."""
+    system_database_url: str | None = None
+    """The system role (rappit_system, BYPASSRLS) for cross-org work: the worker and the CLI only,
+    never the API. Required in production for the worker."""
     redis_url: str | None = None
     """redis:// or unix:// URL for jobs, rate-limit counters, breaker state and sessions."""
     cors_allowed_origins: tuple[str, ...] = ()
@@ -61,7 +64,13 @@ class Settings:
     rate_limit_webhooks_per_minute: int = 60
     """Per client IP on /webhooks/* routes (issue 4 adds a per-channel limit)."""
     rate_limit_api_per_minute: int = 1200
-    """Per API token on /api/v1/*."""
+    """Per API token (or session user) on /api/v1/*; calls with no valid credentials per client IP."""
+    login_failures_per_account: int = 10
+    """Failed logins allowed per org code + e-mail per window, from any address (then 429)."""
+    login_failure_window_seconds: int = 15 * 60
+    forwarded_allow_ips: tuple[str, ...] = ()
+    """Proxies whose X-Forwarded-For / -Proto uvicorn believes (FORWARDED_ALLOW_IPS, comma separated).
+    Empty: none, the client address is the TCP peer, so no client can choose the IP it is limited by."""
     max_body_bytes: int = 10 * 1024 * 1024
     """Largest request body accepted anywhere (413 beyond)."""
     max_webhook_bytes: int = 1024 * 1024
@@ -87,8 +96,10 @@ class Settings:
         return not self.is_production and (self.database_url is None or self.redis_url is None)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read and validate; raises SettingsError listing every problem."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, system_db: str = "optional") -> Settings:
+        """Read and validate; raises SettingsError listing every problem. `system_db`: "required" for
+        processes that do cross-org work (the worker: production fails without SYSTEM_DATABASE_URL),
+        "forbidden" for the API (production refuses to serve holding it), "optional" otherwise."""
         env = dict(os.environ if environ is None else environ)
         problems: list[str] = []
 
@@ -151,6 +162,21 @@ class Settings:
                 "(rappit_app):"
                 " row-level security does not bind a table's owner"
             )
+        system_url = get("SYSTEM_DATABASE_URL")
+        if production and system_db == "required" and system_url is None:
+            problems.append("SYSTEM_DATABASE_URL is required in production for the worker (cross-org jobs)")
+        if production and system_db == "forbidden" and system_url is not None:
+            problems.append(
+                "SYSTEM_DATABASE_URL must not be set for the API: it bypasses row-level security; "
+                "give it to the worker only"
+            )
+        if system_url and is_placeholder(system_url):
+            problems.append("SYSTEM_DATABASE_URL holds a placeholder value; set a real one")
+        if system_url and system_url in (database_url, migration_url):
+            problems.append(
+                "SYSTEM_DATABASE_URL must be its own role (rappit_system, BYPASSRLS), not DATABASE_URL's "
+                "or MIGRATION_DATABASE_URL's"
+            )
         log_level = (get("LOG_LEVEL") or "INFO").upper()
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             problems.append(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {log_level!r}")
@@ -171,6 +197,7 @@ class Settings:
             encryption_keys=encryption or (DEV_ENCRYPTION_KEY,),
             database_url=_async_url(database_url) if database_url else None,
             migration_database_url=_async_url(migration_url or database_url or "") or None,
+            system_database_url=_async_url(system_url) if system_url and system_db != "forbidden" else None,
             redis_url=redis_url,
             cors_allowed_origins=cors
             or (() if production else ("http://localhost:8000", "http://127.0.0.1:8000")),
@@ -183,6 +210,9 @@ class Settings:
             rate_limit_auth_per_minute=integer("RATE_LIMIT_AUTH_PER_MINUTE", 60),
             rate_limit_webhooks_per_minute=integer("RATE_LIMIT_WEBHOOKS_PER_MINUTE", 60),
             rate_limit_api_per_minute=integer("RATE_LIMIT_API_PER_MINUTE", 1200),
+            login_failures_per_account=integer("LOGIN_FAILURES_PER_ACCOUNT", 10),
+            login_failure_window_seconds=integer("LOGIN_FAILURE_WINDOW_SECONDS", 15 * 60),
+            forwarded_allow_ips=csv("FORWARDED_ALLOW_IPS"),
             max_body_bytes=integer("MAX_BODY_BYTES", 10 * 1024 * 1024),
             max_webhook_bytes=integer("MAX_WEBHOOK_BYTES", 1024 * 1024),
             rate_limit_channel_per_minute=integer("RATE_LIMIT_CHANNEL_PER_MINUTE", 600),
@@ -196,14 +226,23 @@ class Settings:
             raise SettingsError(problems)
         return settings
 
-    def with_stack(self, *, database_url: str, migration_database_url: str, redis_url: str) -> Settings:
+    def with_stack(
+        self,
+        *,
+        database_url: str,
+        migration_database_url: str,
+        redis_url: str,
+        system_database_url: str | None = None,
+    ) -> Settings:
         """A copy pointing at a started local stack."""
         from dataclasses import replace
 
+        system = system_database_url or self.system_database_url
         return replace(
             self,
             database_url=_async_url(database_url),
             migration_database_url=_async_url(migration_database_url),
+            system_database_url=_async_url(system) if system else None,
             redis_url=redis_url,
         )
 

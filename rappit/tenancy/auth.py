@@ -19,6 +19,7 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from rappit.platform.ratelimit import client_ip
 from rappit.tenancy.context import Actor, set_org_context
 from rappit.tenancy.permissions import permissions_for
 from rappit.tenancy.service import hash_token
@@ -79,6 +80,15 @@ async def principal_for_user(engine: AsyncEngine, user_id: uuid.UUID) -> Princip
         actor=Actor(kind="user", id=str(row.user_id)),
         user_id=row.user_id,
     )
+
+
+def rate_limit_key(request: Any) -> str:
+    """The API limit's bucket, once authentication has run: the verified token (or the session's
+    user), so one token is one bucket from any address; the address only if nobody was verified."""
+    principal = request.scope.get("user")
+    if isinstance(principal, Principal):
+        return f"token:{principal.token_id}" if principal.token_id else f"user:{principal.user_id}"
+    return f"ip:{client_ip(request)}"
 
 
 class AuthMiddleware(AbstractAuthenticationMiddleware):

@@ -29,11 +29,10 @@ SYSTEM = Actor(kind="system", label="system")
 
 _org: ContextVar[uuid.UUID | None] = ContextVar("rappit_org", default=None)
 _actor: ContextVar[Actor] = ContextVar("rappit_actor", default=SYSTEM)
-_bypass: ContextVar[str | None] = ContextVar("rappit_bypass", default=None)
 
 
 class TenantContextMissing(RuntimeError):
-    """A tenant table was queried with no org in context and no explicit bypass."""
+    """A tenant table was queried with no org in context (cross-org work uses `unscoped()`)."""
 
 
 def current_org_id() -> uuid.UUID | None:
@@ -49,10 +48,6 @@ def require_org_id() -> uuid.UUID:
 
 def current_actor() -> Actor:
     return _actor.get()
-
-
-def bypass_reason() -> str | None:
-    return _bypass.get()
 
 
 def set_org_context(org_id: uuid.UUID | None, actor: Actor | None = None) -> None:
@@ -76,12 +71,3 @@ def org_context(org_id: uuid.UUID, actor: Actor | None = None) -> Iterator[None]
     finally:
         _org.reset(org_token)
         _actor.reset(actor_token)
-
-
-@contextmanager
-def _bypass_context(reason: str) -> Iterator[None]:
-    token = _bypass.set(reason)
-    try:
-        yield
-    finally:
-        _bypass.reset(token)

@@ -108,7 +108,7 @@ async def idempotent(
 
 
 async def purge_expired(session: AsyncSession) -> int:
-    """Delete expired keys across orgs (the caller opens the logged unscoped bypass)."""
+    """Delete expired keys across orgs (the caller passes a system-role session from `unscoped()`)."""
     result = await session.execute(delete(IdempotencyKey).where(IdempotencyKey.expires_at <= utcnow()))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 

@@ -1,22 +1,26 @@
 """Row-level security, as migrations apply it.
 
 The app connects as APP_ROLE, which owns no table, so these policies bind it: a query sees only
-rows of `current_setting('app.org_id')` (set with SET LOCAL by the session hook) unless the
-logged `unscoped()` bypass set `app.bypass_rls` for that transaction. With no org set it sees nothing.
+rows of `current_setting('app.org_id')` (set with SET LOCAL by the session hook); with no org set it
+sees nothing. No other setting opens them: cross-org work connects as SYSTEM_ROLE (BYPASSRLS), whose
+credentials only the worker and the CLI hold (`unscoped()`).
 """
 
 from __future__ import annotations
 
-from rappit.platform.db import APP_ROLE
+from rappit.platform.db import APP_ROLE, SYSTEM_ROLE
 
-__all__ = ["APP_ROLE", "definer_function_sql", "grants_sql", "policy_sql"]
+__all__ = ["APP_ROLE", "SYSTEM_ROLE", "definer_function_sql", "grants_sql", "policy_sql", "system_role_sql"]
 
 _ORG = "nullif(current_setting('app.org_id', true), '')::uuid"
-_BYPASS = "current_setting('app.bypass_rls', true) = 'on'"
+
+
+def org_predicate(column: str = "org_id") -> str:
+    return f"({column} = {_ORG})"
 
 
 def policy_sql(table: str, column: str = "org_id") -> list[str]:
-    predicate = f"({column} = {_ORG} OR {_BYPASS})"
+    predicate = org_predicate(column)
     return [
         f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
         f"CREATE POLICY org_isolation ON {table} USING {predicate} WITH CHECK {predicate}",
@@ -35,6 +39,21 @@ def grants_sql() -> list[str]:
         "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO "
         f"{APP_ROLE}",
         f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {APP_ROLE}",
+    ]
+
+
+def system_role_sql() -> list[str]:
+    """The role cross-org work runs as: a member of the app role (its privileges, nothing more) with
+    BYPASSRLS. NOLOGIN here; the deployment (or the local stack) gives it LOGIN and a password.
+    Creating a BYPASSRLS role needs a superuser: where migrations run as a plain owner, create it
+    first (`CREATE ROLE rappit_system LOGIN BYPASSRLS PASSWORD '...'`) and this leaves it alone."""
+    return [
+        f"""DO $$ BEGIN
+              IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{SYSTEM_ROLE}') THEN
+                CREATE ROLE {SYSTEM_ROLE} NOLOGIN BYPASSRLS;
+              END IF;
+            END $$""",
+        f"GRANT {APP_ROLE} TO {SYSTEM_ROLE}",
     ]
 
 

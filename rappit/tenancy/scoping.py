@@ -5,7 +5,9 @@
 * `before_flush` stamps the current org on new tenant rows and refuses rows of another org.
 * `after_begin` runs `set_config('app.org_id', ..., true)` (SET LOCAL) so PostgreSQL's row-level
   security policies see the same org: raw SQL that forgets the filter still sees only that org.
-* `unscoped(session, reason=...)` is the only way across orgs; it is logged every time.
+* `unscoped(system_sessionmaker, reason=...)` is the only way across orgs: a session on the system
+  engine, whose role has BYPASSRLS; it is logged every time. No setting switches the policies off, so
+  SQL running as the app role cannot cross orgs whatever it sets.
 """
 
 from __future__ import annotations
@@ -17,27 +19,24 @@ from typing import Any
 
 import structlog
 from sqlalchemy import event, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, with_loader_criteria
 
-from rappit.platform.db import RappitSession
-from rappit.tenancy.context import (
-    TenantContextMissing,
-    _bypass_context,
-    bypass_reason,
-    current_org_id,
-)
+from rappit.platform.db import SYSTEM_SESSION, RappitSession, is_system
+from rappit.tenancy.context import TenantContextMissing, current_org_id
 from rappit.tenancy.models import TenantMixin
 
 log = structlog.get_logger("rappit.tenancy")
 
-_SET_CONTEXT = text(
-    "select set_config('app.org_id', :org, true), set_config('app.bypass_rls', :bypass, true)"
-)
+_SET_CONTEXT = text("select set_config('app.org_id', :org, true)")
 
 
 class CrossTenantWrite(RuntimeError):
     """A flush tried to write a row that belongs to another org."""
+
+
+def _system(session: Session) -> bool:
+    return bool(session.info.get(SYSTEM_SESSION))
 
 
 def _touches_tenant(state: ORMExecuteState) -> bool:
@@ -49,7 +48,7 @@ def _scope_to_org(state: ORMExecuteState) -> None:
         return
     if state.is_column_load or state.is_relationship_load:
         return  # the criteria added to the parent statement propagate to these loads
-    if state.execution_options.get("rappit_unscoped") or bypass_reason() is not None:
+    if state.execution_options.get("rappit_unscoped") or _system(state.session):
         return
     org_id = current_org_id()
     if org_id is None:
@@ -67,6 +66,7 @@ def _scope_to_org(state: ORMExecuteState) -> None:
 
 def _stamp_org(session: Session, flush_context: UOWTransaction, instances: Any) -> None:
     org_id = current_org_id()
+    system = _system(session)
     for obj in session.new:
         if not isinstance(obj, TenantMixin):
             continue
@@ -74,16 +74,13 @@ def _stamp_org(session: Session, flush_context: UOWTransaction, instances: Any) 
             if org_id is None:
                 raise TenantContextMissing(f"new {type(obj).__name__} with no organization in context")
             obj.org_id = org_id
-        elif org_id is not None and obj.org_id != org_id and bypass_reason() is None:
+        elif org_id is not None and obj.org_id != org_id and not system:
             raise CrossTenantWrite(f"{type(obj).__name__} belongs to another organization")
 
 
 def _set_local_org(session: Session, transaction: Any, connection: Any) -> None:
     org_id = current_org_id()
-    connection.execute(
-        _SET_CONTEXT,
-        {"org": str(org_id) if org_id else "", "bypass": "on" if bypass_reason() is not None else "off"},
-    )
+    connection.execute(_SET_CONTEXT, {"org": str(org_id) if org_id else ""})
 
 
 _HOOKS = (("do_orm_execute", _scope_to_org), ("before_flush", _stamp_org), ("after_begin", _set_local_org))
@@ -99,21 +96,22 @@ def install_scoping() -> None:
 
 
 @asynccontextmanager
-async def unscoped(session: AsyncSession, *, reason: str) -> AsyncIterator[None]:
-    """Cross-org access for a named reason (auth lookups, sweepers, platform admin). Logged."""
+async def unscoped(
+    system_sessionmaker: async_sessionmaker[AsyncSession] | None, *, reason: str
+) -> AsyncIterator[AsyncSession]:
+    """Cross-org access for a named reason (sweepers, expiry, reconciliation): one transaction on the
+    system engine (SYSTEM_DATABASE_URL, a BYPASSRLS role only the worker and the CLI hold), committed
+    on success. Logged every time. Credential look-ups by the API use narrow definer functions instead."""
+    if system_sessionmaker is None or not is_system(system_sessionmaker):
+        raise RuntimeError(
+            f"unscoped({reason!r}) needs the system engine's sessionmaker (SYSTEM_DATABASE_URL); "
+            "the app role cannot cross orgs"
+        )
     log.info("tenancy.unscoped", reason=reason, org_id=str(current_org_id() or ""))
-    with _bypass_context(reason):
-        await session.execute(text("select set_config('app.bypass_rls', 'on', true)"))
-        try:
-            yield
-        finally:
-            if session.in_transaction():
-                try:
-                    await session.execute(text("select set_config('app.bypass_rls', 'off', true)"))
-                except Exception:  # the transaction is already failed; it will roll back anyway
-                    pass
+    async with system_sessionmaker() as session, session.begin():
+        yield session
 
 
 async def set_transaction_org(session: AsyncSession, org_id: uuid.UUID) -> None:
     """Re-point RLS at `org_id` inside an open transaction (after org_context() changed mid-way)."""
-    await session.execute(_SET_CONTEXT, {"org": str(org_id), "bypass": "off"})
+    await session.execute(_SET_CONTEXT, {"org": str(org_id)})

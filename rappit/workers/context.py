@@ -23,6 +23,9 @@ class Deps:
     settings: Settings
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
+    # system_*: SYSTEM_DATABASE_URL, the BYPASSRLS role, for the cross-org reads of the crons only
+    system_engine: AsyncEngine
+    system_sessionmaker: async_sessionmaker[AsyncSession]
     secret_box: SecretBox
     channels: ChannelRegistry
     webhook_backoff: tuple[float, ...] = (2.0, 10.0, 30.0)
@@ -32,15 +35,21 @@ class Deps:
 
     @classmethod
     def build(cls, settings: Settings, *, pool_size: int = 10, max_overflow: int = 12, **tuning: Any) -> Deps:
+        if not settings.system_database_url:
+            raise RuntimeError("the worker needs SYSTEM_DATABASE_URL (the BYPASSRLS role) for cross-org jobs")
         engine = make_engine(settings, pool_size=pool_size, max_overflow=max_overflow)
+        # Cross-org reads (sweeper, expiry, reconciliation, purge) are a few cron queries: a small pool.
+        system = make_engine(settings, url=settings.system_database_url, pool_size=2, max_overflow=2)
         return cls(
             settings=settings, engine=engine, sessionmaker=make_sessionmaker(engine),
+            system_engine=system, system_sessionmaker=make_sessionmaker(system, system=True),
             secret_box=SecretBox(settings.encryption_keys), channels=ChannelRegistry.from_settings(settings),
             **tuning,
         )  # fmt: skip
 
     async def close(self) -> None:
         await self.engine.dispose()
+        await self.system_engine.dispose()
 
 
 def deps(ctx: Ctx) -> Deps:

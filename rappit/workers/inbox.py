@@ -100,8 +100,7 @@ async def sweep_pending_webhooks(ctx: Ctx) -> int:
     """Cron: enqueue inbox rows still pending or failed after a grace period (Redis was down, a
     worker died). The job id is the event id, so a row already queued is not queued twice."""
     d = deps(ctx)
-    async with provide_session(d.sessionmaker) as session:
-        rows = await inbox.stale(session, older_than=timedelta(seconds=d.sweep_grace_seconds))
+    rows = await inbox.stale(d.system_sessionmaker, older_than=timedelta(seconds=d.sweep_grace_seconds))
     queued = 0
     for org_id, event_id, request_id in rows:
         if await inbox.enqueue(redis(ctx), org_id, event_id, request_id):

@@ -15,7 +15,7 @@ from arq.worker import Function
 from rappit.channels import inbox as channel_inbox
 from rappit.inventory import jobs as inventory_jobs
 from rappit.orders import jobs as order_jobs
-from rappit.platform.db import provide_session
+from rappit.platform.db import assert_bypasses_rls
 from rappit.platform.logging import configure_logging
 from rappit.platform.settings import Settings
 from rappit.tenancy.idempotency import purge_expired
@@ -34,11 +34,12 @@ def redis_settings(settings: Settings) -> RedisSettings:
 
 async def startup(ctx: Ctx) -> None:
     """Settings from ctx (tests, `rappit worker`) or the environment; tuning knobs from ctx (tests)."""
-    settings = ctx.get("settings") or Settings.from_env()
+    settings = ctx.get("settings") or Settings.from_env(system_db="required")
     configure_logging(settings.log_level, json=settings.log_json)
     install_scoping()
     tuning = {k: ctx[k] for k in ("webhook_backoff", "sweep_grace_seconds") if k in ctx}
-    ctx["deps"] = Deps.build(settings, **tuning)  # pool: max_jobs concurrent jobs + crons
+    ctx["deps"] = built = Deps.build(settings, **tuning)  # pool: max_jobs concurrent jobs + crons
+    await assert_bypasses_rls(built.system_engine)
     log.info("worker.started")
 
 
@@ -57,21 +58,21 @@ async def ping(ctx: Ctx, value: str) -> str:
 
 
 async def purge_idempotency_keys(ctx: Ctx) -> int:
-    """Hourly: forget Idempotency-Keys older than 24 hours, across orgs (logged bypass)."""
-    async with provide_session(deps(ctx).sessionmaker) as session:
-        async with unscoped(session, reason="purge expired idempotency keys"):
-            return await purge_expired(session)
+    """Hourly: forget Idempotency-Keys older than 24 hours, across orgs (as the system role, logged)."""
+    async with unscoped(deps(ctx).system_sessionmaker, reason="purge expired idempotency keys") as session:
+        return await purge_expired(session)
 
 
 async def release_expired_reservations(ctx: Ctx) -> int:
     """Every minute: release holds past their expiry, org by org."""
-    return await inventory_jobs.release_expired_reservations(deps(ctx).sessionmaker)
+    d = deps(ctx)
+    return await inventory_jobs.release_expired_reservations(d.sessionmaker, d.system_sessionmaker)
 
 
 async def reconcile_channels(ctx: Ctx) -> int:
     """Every 5 minutes: ingest orders whose webhooks never came, from channels that can list them."""
     d = deps(ctx)
-    return await order_jobs.reconcile_all(d.sessionmaker, d.channels, d.secret_box)
+    return await order_jobs.reconcile_all(d.sessionmaker, d.system_sessionmaker, d.channels, d.secret_box)
 
 
 def functions(timeout: int) -> Sequence[Function]:

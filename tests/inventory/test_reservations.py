@@ -180,7 +180,7 @@ async def test_randomized_concurrent_mix_keeps_every_invariant(
 
 
 async def test_expired_holds_are_released_by_the_cron_job(
-    client, make_org, admin_engine, sessionmaker
+    client, make_org, admin_engine, sessionmaker, system_sessionmaker
 ) -> None:
     assert any(job.coroutine is release_expired_reservations for job in WorkerSettings.cron_jobs)
     org = await make_org()
@@ -204,7 +204,7 @@ async def test_expired_holds_are_released_by_the_cron_job(
             text("update reservations set expires_at = :t where id = :i"),
             {"t": utcnow() - timedelta(seconds=1), "i": short["id"]},
         )
-    released = await inventory_jobs.release_expired_reservations(sessionmaker)
+    released = await inventory_jobs.release_expired_reservations(sessionmaker, system_sessionmaker)
     assert released >= 1
     assert (await client.get(f"/api/v1/reservations/{short['id']}", headers=org.headers)).json()[
         "close_reason"

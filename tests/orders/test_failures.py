@@ -97,6 +97,7 @@ async def test_a_worker_killed_mid_batch_loses_nothing_and_applies_nothing_twice
         DATABASE_URL=settings.database_url,
         REDIS_URL=settings.redis_url,
         MIGRATION_DATABASE_URL=settings.migration_database_url,
+        SYSTEM_DATABASE_URL=settings.system_database_url,
         JOB_TIMEOUT_SECONDS="2",
         LOG_LEVEL="WARNING",
     )

@@ -117,3 +117,52 @@ def test_production_boot_exits_non_zero_listing_every_problem(command: list[str]
     assert proc.returncode == 2
     for name in REQUIRED:
         assert name in proc.stderr
+
+
+SYSTEM_URL = "postgresql://rappit_system@db.internal/rappit"
+
+
+def test_worker_in_production_needs_the_system_database_url() -> None:
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env(production_env(), system_db="required")
+    assert any("SYSTEM_DATABASE_URL is required" in p for p in err.value.problems)
+    ok = Settings.from_env(production_env(SYSTEM_DATABASE_URL=SYSTEM_URL), system_db="required")
+    assert ok.system_database_url == "postgresql+asyncpg://rappit_system@db.internal/rappit"
+
+
+def test_api_in_production_refuses_to_hold_the_system_database_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env(production_env(SYSTEM_DATABASE_URL=SYSTEM_URL), system_db="forbidden")
+    assert any("SYSTEM_DATABASE_URL must not be set for the API" in p for p in err.value.problems)
+    for name, value in production_env(SYSTEM_DATABASE_URL=SYSTEM_URL).items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match="SYSTEM_DATABASE_URL"):
+        create_app()  # the uvicorn factory path reads the environment itself
+
+
+def test_system_database_url_must_be_its_own_role() -> None:
+    env = production_env(SYSTEM_DATABASE_URL="postgresql://rappit_app@db.internal/rappit")
+    with pytest.raises(SettingsError, match="its own role"):
+        Settings.from_env(env, system_db="required")
+
+
+def test_production_worker_command_exits_naming_the_system_database_url() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "SYSTEM_DATABASE_URL"}
+    env.update(production_env())
+    proc = subprocess.run(
+        [sys.executable, "-m", "rappit.app.cli", "worker"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "SYSTEM_DATABASE_URL is required" in proc.stderr
+
+
+def test_up_gives_the_system_url_to_the_worker_but_never_to_the_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rappit.app.cli import child_env
+
+    monkeypatch.setenv("SYSTEM_DATABASE_URL", "postgresql://rappit_system@/exported-in-the-shell")
+    live = Settings(database_url="postgresql+asyncpg://rappit_app@/x", system_database_url=SYSTEM_URL)
+    assert "SYSTEM_DATABASE_URL" not in child_env(live, system=False)
+    assert child_env(live, system=True)["SYSTEM_DATABASE_URL"] == SYSTEM_URL

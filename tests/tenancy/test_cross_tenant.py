@@ -65,8 +65,8 @@ async def seed_org_a(client, org, admin_engine) -> dict[str, str]:
         event_id = (
             await conn.execute(
                 text(
-                    "insert into webhook_events (id, org_id, channel_id, topic, delivery_id, dedup_key, payload, "
-                    "status, attempts, received_at)"
+                    "insert into webhook_events (id, org_id, channel_id, topic, delivery_id, dedup_key, "
+                    "payload, status, attempts, received_at)"
                     " values (gen_random_uuid(), :o, :c, 'orders/create', :d, :d, '{}', 'dead', 3, now()) "
                     "returning id"
                 ),

@@ -65,11 +65,10 @@ async def test_writing_a_row_for_another_org_is_refused(sessionmaker, make_org) 
                 await session.flush()
 
 
-async def test_unscoped_orm_query_sees_every_org(sessionmaker, make_org) -> None:
+async def test_unscoped_orm_query_sees_every_org(system_sessionmaker, make_org) -> None:
     a, b = await make_org(), await make_org()
-    async with sessionmaker() as session, session.begin():
-        async with unscoped(session, reason="test: cross-org ORM read"):
-            orgs = set(
-                (await session.execute(select(User.org_id).where(User.org_id.in_([a.id, b.id])))).scalars()
-            )
+    async with unscoped(system_sessionmaker, reason="test: cross-org ORM read") as session:
+        orgs = set(
+            (await session.execute(select(User.org_id).where(User.org_id.in_([a.id, b.id])))).scalars()
+        )
     assert orgs == {a.id, b.id}

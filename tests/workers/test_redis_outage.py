@@ -46,6 +46,7 @@ async def test_a_worker_survives_a_redis_outage_and_runs_jobs_when_redis_returns
     env.update(
         RAPPIT_ENV="development",
         DATABASE_URL=settings.database_url,
+        SYSTEM_DATABASE_URL=settings.system_database_url,
         MIGRATION_DATABASE_URL=settings.migration_database_url,
         REDIS_URL=own.url,
         LOG_LEVEL="INFO",
