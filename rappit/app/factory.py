@@ -29,6 +29,7 @@ from rappit.platform import health
 from rappit.platform.crypto import SecretBox
 from rappit.platform.db import assert_rls_binds, make_engine, make_sessionmaker
 from rappit.platform.errors import EXCEPTION_HANDLERS
+from rappit.platform.http import check_json_body
 from rappit.platform.logging import RequestIdMiddleware, configure_logging
 from rappit.platform.ratelimit import Policy, RateLimitMiddleware, channel_of_path, client_ip
 from rappit.platform.settings import Settings
@@ -110,6 +111,7 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
             }
         )
         app_config.exception_handlers.update(EXCEPTION_HANDLERS)  # type: ignore[arg-type]
+        app_config.before_request = check_json_body  # 415 / 400 MALFORMED_JSON for every JSON route
         app_config.stores = {"sessions": RedisStore(redis, namespace="rappit:sessions")}
         session_config = RotatingSessionConfig(
             store="sessions",

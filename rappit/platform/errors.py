@@ -80,6 +80,11 @@ def is_unique_violation(exc: BaseException) -> bool:
     return sqlstate_of(exc) == "23505"
 
 
+class UnsupportedMediaType(DomainError):
+    status_code = 415
+    code = "UNSUPPORTED_MEDIA_TYPE"
+
+
 class ServiceUnavailable(DomainError):
     status_code = 503
     code = "SERVICE_UNAVAILABLE"
