@@ -17,6 +17,7 @@ from litestar.exceptions import (
     ValidationException,
 )
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
 log = structlog.get_logger("rappit.errors")
@@ -90,6 +91,22 @@ class ServiceUnavailable(DomainError):
     code = "SERVICE_UNAVAILABLE"
 
 
+RETRY_AFTER_SECONDS = 5
+"""What a 503 tells the caller to wait: a dependency outage is worth one retry soon, not a hammering."""
+
+
+class DependencyUnavailable(ServiceUnavailable):
+    """PostgreSQL or Redis did not answer (in time): the request may be retried as it is."""
+
+    code = "DEPENDENCY_UNAVAILABLE"
+
+    def __init__(self, dependency: str, message: str | None = None) -> None:
+        super().__init__(
+            message or f"a service this request needs ({dependency}) is unavailable; retry shortly",
+            details={"dependency": dependency, "retry_after_seconds": RETRY_AFTER_SECONDS},
+        )
+
+
 HTTP_CODES = {
     400: "BAD_REQUEST",
     401: "UNAUTHORIZED",
@@ -136,7 +153,31 @@ def envelope(
 
 
 def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
-    return envelope(request, status=exc.status_code, code=exc.code, message=exc.message, details=exc.details)
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status_code == 503 else None
+    return envelope(
+        request,
+        status=exc.status_code,
+        code=exc.code,
+        message=exc.message,
+        details=exc.details,
+        headers=headers,
+    )
+
+
+def dependency_error_response(
+    request: Request[Any, Any, Any], dependency: str, exc: BaseException
+) -> Response[dict[str, Any]]:
+    """503 DEPENDENCY_UNAVAILABLE with Retry-After for an outage or a timeout; logged, without a trace."""
+    log.warning(
+        "dependency.unavailable", dependency=dependency, error_type=type(exc).__name__, error=str(exc)
+    )
+    return domain_error_handler(request, DependencyUnavailable(dependency))
+
+
+def redis_error_handler(request: Request[Any, Any, Any], exc: RedisError) -> Response[dict[str, Any]]:
+    """Redis carries sessions and the login path; it down means 503, not 500. (Bearer tokens, webhooks
+    and rate limits do not need it and never get here.)"""
+    return dependency_error_response(request, "redis", exc)
 
 
 def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
@@ -201,6 +242,7 @@ def unhandled_error_handler(request: Request[Any, Any, Any], exc: Exception) -> 
 
 EXCEPTION_HANDLERS = {
     DomainError: domain_error_handler,
+    RedisError: redis_error_handler,
     DBAPIError: database_error_handler,
     HTTPException: http_error_handler,
     Exception: unhandled_error_handler,
