@@ -19,6 +19,7 @@ from litestar.exceptions import (
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 log = structlog.get_logger("rappit.errors")
 
@@ -201,9 +202,43 @@ def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> R
     return envelope(request, status=status, code=code, message=message, details=details, headers=headers)
 
 
+# query_canceled (statement_timeout), lock_not_available (lock_timeout), too_many_connections, the server
+# shutting down or starting up; class 08 is every connection exception.
+UNAVAILABLE_SQLSTATES = frozenset({"57014", "55P03", "53300", "57P01", "57P02", "57P03"})
+_DATABASE_MODULES = ("asyncpg", "sqlalchemy")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """PostgreSQL is unreachable, stalled or refused to wait: the request may succeed if retried."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    if isinstance(exc, DBAPIError):
+        sqlstate = sqlstate_of(exc) or ""
+        cause = getattr(exc.orig, "__cause__", None)
+        return (
+            exc.connection_invalidated
+            or sqlstate in UNAVAILABLE_SQLSTATES
+            or sqlstate.startswith("08")
+            or isinstance(cause, OSError)
+        )
+    if isinstance(
+        exc, OSError
+    ):  # TimeoutError included: raised raw by asyncpg's connect and command timeouts
+        tb = exc.__traceback__
+        while tb is not None:
+            module = tb.tb_frame.f_globals.get("__name__", "")
+            if module.split(".")[0] in _DATABASE_MODULES:
+                return True
+            tb = tb.tb_next
+    return False
+
+
 def database_error_handler(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[dict[str, Any]]:
     """The database said no. Input it cannot store (NUL bytes, numbers out of range) and constraint
-    violations that no service turned into a domain error become 4xx, never 500."""
+    violations that no service turned into a domain error become 4xx, never 500; a database that is
+    down, stalled or timed out is a 503 with Retry-After."""
+    if database_unavailable(exc):
+        return dependency_error_response(request, "postgres", exc)
     orig = getattr(exc, "orig", None)
     sqlstate = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
     if sqlstate in ("22021", "22P05"):
@@ -230,6 +265,14 @@ def database_error_handler(request: Request[Any, Any, Any], exc: DBAPIError) -> 
     return unhandled_error_handler(request, exc)
 
 
+def os_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """Connection refused, reset or timed out on the way to PostgreSQL (or the pool's wait) is a 503;
+    an OS error from anywhere else is a bug like any other."""
+    if database_unavailable(exc):
+        return dependency_error_response(request, "postgres", exc)
+    return unhandled_error_handler(request, exc)
+
+
 def unhandled_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     log.exception("http.unhandled_exception", error_type=type(exc).__name__)
     return envelope(
@@ -244,6 +287,8 @@ EXCEPTION_HANDLERS = {
     DomainError: domain_error_handler,
     RedisError: redis_error_handler,
     DBAPIError: database_error_handler,
+    PoolTimeout: os_error_handler,
+    OSError: os_error_handler,
     HTTPException: http_error_handler,
     Exception: unhandled_error_handler,
 }
