@@ -96,7 +96,19 @@ def _validate(
     parsed.rows.append(Row(line, sku, warehouse, qty, row_mode))
 
 
+def check_mode(mode: Any) -> str:
+    """The file-wide default mode (query or form field): a bad one refuses the whole upload."""
+    if mode not in MODES:
+        raise BadRequest(
+            f"mode must be one of {', '.join(MODES)}; got {mode!r}",
+            code="INVALID_MODE",
+            details={"mode": mode if isinstance(mode, str) else repr(mode), "allowed": list(MODES)},
+        )
+    return mode
+
+
 def parse_csv(body: bytes, default_mode: str) -> Parsed:
+    default_mode = check_mode(default_mode)
     try:
         content = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -151,6 +163,7 @@ def parse_csv(body: bytes, default_mode: str) -> Parsed:
 
 
 def parse_json(items: Any, default_mode: str) -> Parsed:
+    default_mode = check_mode(default_mode)
     if not isinstance(items, list):
         raise BadRequest(
             "expected a JSON array of {sku, quantity, warehouse_code} objects", code="MALFORMED_JSON"

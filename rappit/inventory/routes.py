@@ -27,7 +27,7 @@ from rappit.inventory.schemas import (
 )
 from rappit.platform.db import utcnow
 from rappit.platform.errors import BadRequest, UnsupportedMediaType
-from rappit.platform.http import DbSession, Id, Limit, Offset, is_json_media_type, json_body
+from rappit.platform.http import INT64_MAX, DbSession, Id, Limit, Offset, is_json_media_type, json_body
 from rappit.tenancy.auth import requires
 from rappit.tenancy.idempotency import idempotent
 
@@ -142,7 +142,7 @@ class InventoryController(Controller):
         sku: Annotated[str, PathParameter()],
         limit: Limit = 100,
         before_id: Annotated[
-            int | None, QueryParameter(ge=1, description="page: entries older than this id")
+            int | None, QueryParameter(ge=1, le=INT64_MAX, description="page: entries older than this id")
         ] = None,
     ) -> LedgerPage:
         rows = await service.ledger_for_sku(db_session, sku=sku, limit=limit, before_id=before_id)

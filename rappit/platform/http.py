@@ -17,8 +17,10 @@ from rappit.platform.errors import BadRequest, UnsupportedMediaType
 
 DbSession = NamedDependency[AsyncSession]
 """The request's session, inside the request's one transaction."""
+INT64_MAX = 2**63 - 1
+"""PostgreSQL's bigint: a larger offset or id is the caller's mistake (400), not the database's (422)."""
 Limit = Annotated[int, QueryParameter(ge=1, le=200, description="page size")]
-Offset = Annotated[int, QueryParameter(ge=0, description="rows to skip")]
+Offset = Annotated[int, QueryParameter(ge=0, le=INT64_MAX, description="rows to skip")]
 Id = Annotated[uuid.UUID, PathParameter()]
 
 
