@@ -106,7 +106,7 @@ class InventoryController(Controller):
         ]
         return LevelPage(items=items, total=total, limit=limit, offset=offset)
 
-    @post("/adjust", guards=WRITE)
+    @post("/adjust", guards=WRITE, status_code=200)
     async def adjust(
         self, request: Request[Any, Any, Any], db_session: DbSession, data: JSONBody[AdjustIn]
     ) -> Response[Any]:
@@ -168,7 +168,7 @@ class InventoryController(Controller):
         ]
         return LedgerPage(sku=sku, items=items, next_before_id=items[-1].id if len(items) == limit else None)
 
-    @post("/bulk", guards=WRITE)
+    @post("/bulk", guards=WRITE, status_code=200)
     async def bulk_import(
         self,
         request: Request[Any, Any, Any],
@@ -232,7 +232,7 @@ class ReservationController(Controller):
         await service.get_reservation(db_session, reservation_id)
         return (await _views(db_session, [reservation_id]))[0]
 
-    @post("/{reservation_id:uuid}/release", guards=WRITE)
+    @post("/{reservation_id:uuid}/release", guards=WRITE, status_code=200)
     async def release(
         self, request: Request[Any, Any, Any], db_session: DbSession, reservation_id: Id
     ) -> Response[Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import (
@@ -16,6 +17,7 @@ from litestar.exceptions import (
     PermissionDeniedException,
     ValidationException,
 )
+from litestar.openapi import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
@@ -122,6 +124,46 @@ HTTP_CODES = {
     500: "INTERNAL_ERROR",
     503: "SERVICE_UNAVAILABLE",
 }
+
+
+class ErrorBody(msgspec.Struct):
+    code: str
+    """Stable, machine-readable: VALIDATION_ERROR, MALFORMED_JSON, NOT_FOUND, INSUFFICIENT_STOCK, ..."""
+    message: str
+    details: dict[str, Any]
+    request_id: str
+    """Also in the X-Request-ID header: quote it when reporting a problem."""
+
+
+class ErrorEnvelope(msgspec.Struct):
+    """Every error response, whatever its status."""
+
+    error: ErrorBody
+
+
+ERROR_DESCRIPTIONS = {
+    400: "Bad request: VALIDATION_ERROR (parameters or body), MALFORMED_JSON, or a rule on the input",
+    401: "No, invalid, expired or revoked credentials",
+    403: "Your role lacks a permission this route needs",
+    404: "No such resource in your organization",
+    409: "Conflict: it already exists, or the same Idempotency-Key is in flight or was used for another body",
+    413: "The body is larger than the limit",
+    415: "Unsupported content type (JSON routes take application/json)",
+    422: "A business rule refused the change (INSUFFICIENT_STOCK, NUMBER_OUT_OF_RANGE, ...)",
+    429: "Rate limited: see Retry-After",
+    503: "A dependency (PostgreSQL, Redis) is unavailable or timed out: retry after Retry-After seconds",
+}
+
+
+def error_responses(statuses: set[int]) -> dict[int, ResponseSpec]:
+    """OpenAPI descriptions of the envelope for the given statuses (replacing Litestar's own
+    `{status_code, detail, extra}`, which this API never sends)."""
+    return {
+        status: ResponseSpec(
+            data_container=ErrorEnvelope, description=ERROR_DESCRIPTIONS[status], generate_examples=False
+        )
+        for status in sorted(statuses)
+    }
 
 
 def request_id_of(request: Request[Any, Any, Any]) -> str:
