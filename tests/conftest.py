@@ -91,11 +91,13 @@ def stack() -> Iterator[Stack]:
 @pytest.fixture(scope="session")
 def settings(stack: Stack) -> Settings:
     # Every test calls from 127.0.0.1 within the same minutes: the shared app gets limits no test
-    # reaches; the rate-limit tests build their own apps with small ones.
+    # reaches; the rate-limit tests build their own apps with small ones. Likewise a pool wait that the
+    # 200-request bursts on two shared cores never hit; the timeout tests build apps with small ones.
     generous = 1_000_000
     return Settings(
         env="test",
         log_json=True,
+        db_pool_timeout_seconds=60,
         rate_limit_api_per_minute=generous,
         rate_limit_webhooks_per_minute=generous,
         rate_limit_channel_per_minute=generous,

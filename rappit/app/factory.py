@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
 import click
@@ -11,10 +12,12 @@ from litestar.config.app import AppConfig
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.handlers import HTTPRouteHandler
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins import CLIPluginProtocol, InitPluginProtocol
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.routes import HTTPRoute
 from litestar.stores.redis import RedisStore
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,7 +31,8 @@ from rappit.orders import routes as order_routes
 from rappit.platform import health
 from rappit.platform.crypto import SecretBox
 from rappit.platform.db import assert_rls_binds, make_engine, make_sessionmaker
-from rappit.platform.errors import EXCEPTION_HANDLERS
+from rappit.platform.errors import EXCEPTION_HANDLERS, error_responses
+from rappit.platform.http import check_json_body
 from rappit.platform.logging import RequestIdMiddleware, configure_logging
 from rappit.platform.ratelimit import Policy, RateLimitMiddleware, channel_of_path, client_ip
 from rappit.platform.settings import Settings
@@ -110,6 +114,7 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
             }
         )
         app_config.exception_handlers.update(EXCEPTION_HANDLERS)  # type: ignore[arg-type]
+        app_config.before_request = check_json_body  # 415 / 400 MALFORMED_JSON for every JSON route
         app_config.stores = {"sessions": RedisStore(redis, namespace="rappit:sessions")}
         session_config = RotatingSessionConfig(
             store="sessions",
@@ -163,9 +168,47 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
         return app_config
 
 
+_UNDOCUMENTED = re.compile("^/(schema|metrics)")
+_WRITES = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+def error_statuses(path: str, handler: HTTPRouteHandler) -> set[int]:
+    """The error statuses a route can answer, from what every route shares and what this one has."""
+    statuses = {400, 503}
+    if path.startswith(("/api/", "/auth/", "/webhooks/")):
+        statuses.add(429)
+    if not any(re.match(pattern, path) for pattern in AUTH_EXCLUDE) and not handler.opt.get(
+        "exclude_from_auth"
+    ):
+        statuses.update({401, 403})
+    if "{" in path or path.startswith("/webhooks/"):
+        statuses.add(404)
+    if path.startswith(("/webhooks/", "/auth/")):
+        statuses.add(401)  # the signature check; wrong credentials at login
+    if handler.http_methods & _WRITES:
+        statuses.update({409, 413, 415, 422})
+    return statuses
+
+
+def document_error_responses(app: Litestar) -> None:
+    """Describe the error envelope and the statuses each route really answers in the OpenAPI document,
+    once for every route (a route's own `responses=` still wins)."""
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute) or _UNDOCUMENTED.match(route.path):
+            continue
+        for handler in route.route_handlers:
+            path = route.path_format or route.path
+            handler.responses = {
+                **error_responses(error_statuses(path, handler)),
+                **(handler.responses or {}),
+            }
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the API. Reads settings from the environment unless given (fails fast in production)."""
     settings = settings or Settings.from_env(system_db="forbidden")  # the API never holds the system role
     install_scoping()
     configure_logging(settings.log_level, json=settings.log_json)
-    return Litestar(plugins=[RappitPlugin(settings)])
+    app = Litestar(plugins=[RappitPlugin(settings)])
+    document_error_responses(app)
+    return app

@@ -74,7 +74,7 @@ class ChannelController(Controller):
             channel=ChannelOut.of(made.channel, _base(state)), webhook_secret=made.webhook_secret
         )
 
-    @post("/{channel_id:uuid}/settings", guards=MANAGE)
+    @post("/{channel_id:uuid}/settings", guards=MANAGE, status_code=200)
     async def update_settings(
         self,
         request: Request[Any, Any, Any],
@@ -97,7 +97,7 @@ class ChannelController(Controller):
 
         return await idempotent(request, db_session, op, status_code=200)
 
-    @post("/{channel_id:uuid}/disable", guards=MANAGE)
+    @post("/{channel_id:uuid}/disable", guards=MANAGE, status_code=200)
     async def disable(
         self, request: Request[Any, Any, Any], state: State, db_session: DbSession, channel_id: Id
     ) -> Response[Any]:

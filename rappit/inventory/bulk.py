@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from rappit.inventory.catalogue import sku_ids, warehouse_ids
 from rappit.inventory.stock import LEDGER_COLUMNS, MAX_QUANTITY
+from rappit.platform.db import long_statements
 from rappit.platform.errors import BadRequest
 from rappit.platform.logging import current_request_id
 from rappit.tenancy.context import current_actor, require_org_id
@@ -95,7 +96,19 @@ def _validate(
     parsed.rows.append(Row(line, sku, warehouse, qty, row_mode))
 
 
+def check_mode(mode: Any) -> str:
+    """The file-wide default mode (query or form field): a bad one refuses the whole upload."""
+    if mode not in MODES:
+        raise BadRequest(
+            f"mode must be one of {', '.join(MODES)}; got {mode!r}",
+            code="INVALID_MODE",
+            details={"mode": mode if isinstance(mode, str) else repr(mode), "allowed": list(MODES)},
+        )
+    return mode
+
+
 def parse_csv(body: bytes, default_mode: str) -> Parsed:
+    default_mode = check_mode(default_mode)
     try:
         content = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -150,6 +163,7 @@ def parse_csv(body: bytes, default_mode: str) -> Parsed:
 
 
 def parse_json(items: Any, default_mode: str) -> Parsed:
+    default_mode = check_mode(default_mode)
     if not isinstance(items, list):
         raise BadRequest(
             "expected a JSON array of {sku, quantity, warehouse_code} objects", code="MALFORMED_JSON"
@@ -205,6 +219,9 @@ def _reject_duplicates(parsed: Parsed) -> None:
             keep.append(row)
     parsed.rows = keep
 
+
+BULK_STATEMENT_TIMEOUT_MS = 120_000
+"""An import is the one deliberately long write: it gets this instead of DB_STATEMENT_TIMEOUT_MS."""
 
 _STAGE = """CREATE TEMP TABLE import_stage (
     line int, sku text, qty int, mode text, sku_id uuid NOT NULL, wh_id uuid NOT NULL, done boolean NOT
@@ -305,38 +322,40 @@ async def apply(session: AsyncSession, parsed: Parsed) -> dict[str, Any]:
                 known.append((r.line, r.sku, r.quantity, r.mode, skus[r.sku], whs[r.warehouse]))
         parsed.rows = []
     if known:
-        conn = await session.connection()
-        raw = (await conn.get_raw_connection()).driver_connection
-        await session.execute(text(_STAGE))
-        await raw.copy_records_to_table(  # type: ignore[union-attr]
-            "import_stage", records=known, columns=["line", "sku", "qty", "mode", "sku_id", "wh_id"]
-        )
-        await session.execute(text("ANALYZE import_stage"))
-        params = {
-            "org": org_id,
-            "actor": current_actor().describe(),
-            "import_id": import_id,
-            "request_id": current_request_id(),
-        }
-        unchanged += (await session.execute(_INSERT_NEW, params)).scalar_one()
-        await session.execute(_LOCK, params)
-        result = await session.execute(_APPLY, params)
-        for line, sku, on_hand, reserved, new_on_hand in result.all():
-            if new_on_hand > 2_000_000_000:
-                parsed.errors.append(
-                    RowError(line, sku, "NUMBER_OUT_OF_RANGE", "on_hand would exceed 2,000,000,000")
-                )
-            elif new_on_hand < reserved:
-                parsed.errors.append(
-                    RowError(
-                        line,
-                        sku,
-                        "BELOW_RESERVED",
-                        f"cannot set on_hand to {new_on_hand}: {reserved} are reserved (on_hand {on_hand})",
+        async with long_statements(session, BULK_STATEMENT_TIMEOUT_MS):
+            conn = await session.connection()
+            raw = (await conn.get_raw_connection()).driver_connection
+            await session.execute(text(_STAGE))
+            await raw.copy_records_to_table(  # type: ignore[union-attr]
+                "import_stage", records=known, columns=["line", "sku", "qty", "mode", "sku_id", "wh_id"]
+            )
+            await session.execute(text("ANALYZE import_stage"))
+            params = {
+                "org": org_id,
+                "actor": current_actor().describe(),
+                "import_id": import_id,
+                "request_id": current_request_id(),
+            }
+            unchanged += (await session.execute(_INSERT_NEW, params)).scalar_one()
+            await session.execute(_LOCK, params)
+            result = await session.execute(_APPLY, params)
+            for line, sku, on_hand, reserved, new_on_hand in result.all():
+                if new_on_hand > 2_000_000_000:
+                    parsed.errors.append(
+                        RowError(line, sku, "NUMBER_OUT_OF_RANGE", "on_hand would exceed 2,000,000,000")
                     )
-                )
-            else:
-                unchanged += 1
+                elif new_on_hand < reserved:
+                    parsed.errors.append(
+                        RowError(
+                            line,
+                            sku,
+                            "BELOW_RESERVED",
+                            f"cannot set on_hand to {new_on_hand}: {reserved} are reserved"
+                            f" (on_hand {on_hand})",
+                        )
+                    )
+                else:
+                    unchanged += 1
     parsed.errors.sort(key=lambda e: e.line)
     failed = len(parsed.errors)
     return {

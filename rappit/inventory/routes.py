@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import UploadFile
 from litestar.params import JSONBody, PathParameter, QueryParameter
@@ -27,8 +26,8 @@ from rappit.inventory.schemas import (
     WarehouseOut,
 )
 from rappit.platform.db import utcnow
-from rappit.platform.errors import BadRequest
-from rappit.platform.http import DbSession, Id, Limit, Offset
+from rappit.platform.errors import BadRequest, UnsupportedMediaType
+from rappit.platform.http import INT64_MAX, DbSession, Id, Limit, Offset, is_json_media_type, json_body
 from rappit.tenancy.auth import requires
 from rappit.tenancy.idempotency import idempotent
 
@@ -107,7 +106,7 @@ class InventoryController(Controller):
         ]
         return LevelPage(items=items, total=total, limit=limit, offset=offset)
 
-    @post("/adjust", guards=WRITE)
+    @post("/adjust", guards=WRITE, status_code=200)
     async def adjust(
         self, request: Request[Any, Any, Any], db_session: DbSession, data: JSONBody[AdjustIn]
     ) -> Response[Any]:
@@ -143,7 +142,7 @@ class InventoryController(Controller):
         sku: Annotated[str, PathParameter()],
         limit: Limit = 100,
         before_id: Annotated[
-            int | None, QueryParameter(ge=1, description="page: entries older than this id")
+            int | None, QueryParameter(ge=1, le=INT64_MAX, description="page: entries older than this id")
         ] = None,
     ) -> LedgerPage:
         rows = await queries.ledger_for_sku(db_session, sku=sku, limit=limit, before_id=before_id)
@@ -169,7 +168,7 @@ class InventoryController(Controller):
         ]
         return LedgerPage(sku=sku, items=items, next_before_id=items[-1].id if len(items) == limit else None)
 
-    @post("/bulk", guards=WRITE)
+    @post("/bulk", guards=WRITE, status_code=200)
     async def bulk_import(
         self,
         request: Request[Any, Any, Any],
@@ -182,12 +181,8 @@ class InventoryController(Controller):
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type in ("text/csv", "application/csv", "text/plain"):
             parsed = bulk.parse_csv(await request.body(), mode)
-        elif content_type == "application/json":
-            try:
-                items = msgspec.json.decode(await request.body())
-            except msgspec.DecodeError as exc:
-                raise BadRequest(f"malformed JSON: {exc}", code="MALFORMED_JSON") from exc
-            parsed = bulk.parse_json(items, mode)
+        elif is_json_media_type(content_type):
+            parsed = bulk.parse_json(await json_body(request), mode)
         elif content_type == "multipart/form-data":
             await request.body()  # cache the raw body first: the Idempotency-Key fingerprint needs it
             form = await request.form()
@@ -196,9 +191,8 @@ class InventoryController(Controller):
                 raise BadRequest("multipart upload needs a file field named 'file'", code="MISSING_FILE")
             parsed = bulk.parse_csv(await upload.read(), form.get("mode") or mode)
         else:
-            raise BadRequest(
+            raise UnsupportedMediaType(
                 "send text/csv, application/json or multipart/form-data",
-                code="UNSUPPORTED_MEDIA_TYPE",
                 details={"content_type": content_type},
             )
 
@@ -238,7 +232,7 @@ class ReservationController(Controller):
         await reservations.get_reservation(db_session, reservation_id)
         return (await _views(db_session, [reservation_id]))[0]
 
-    @post("/{reservation_id:uuid}/release", guards=WRITE)
+    @post("/{reservation_id:uuid}/release", guards=WRITE, status_code=200)
     async def release(
         self, request: Request[Any, Any, Any], db_session: DbSession, reservation_id: Id
     ) -> Response[Any]:

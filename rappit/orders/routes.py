@@ -125,7 +125,7 @@ class OrderController(Controller):
 
         return await idempotent(request, db_session, op)
 
-    @post("/{order_id:uuid}/cancel", guards=[requires("orders:write")])
+    @post("/{order_id:uuid}/cancel", guards=[requires("orders:write")], status_code=200)
     async def cancel(
         self, request: Request[Any, Any, Any], db_session: DbSession, order_id: Id
     ) -> Response[Any]:
@@ -136,7 +136,7 @@ class OrderController(Controller):
 
         return await idempotent(request, db_session, op, status_code=200)
 
-    @post("/{order_id:uuid}/retry-reservation", guards=[requires("orders:write")])
+    @post("/{order_id:uuid}/retry-reservation", guards=[requires("orders:write")], status_code=200)
     async def retry_reservation(
         self, request: Request[Principal, Any, Any], db_session: DbSession, order_id: Id
     ) -> Response[Any]:

@@ -68,15 +68,44 @@ def make_engine(settings: Settings, *, url: str | None = None, **kwargs: object)
     target = url or settings.database_url
     if not target:
         raise RuntimeError("no DATABASE_URL configured (the local stack sets it in development)")
+    statement_ms = settings.db_statement_timeout_ms
     options: dict[str, object] = {
         "pool_size": settings.db_pool_size,
         "max_overflow": settings.db_max_overflow,
+        "pool_timeout": settings.db_pool_timeout_seconds,
         "pool_pre_ping": True,
         "hide_parameters": True,  # no e-mails, hashes or notes in error logs
-        "connect_args": {"server_settings": {"application_name": "rappit"}},
+        "connect_args": {
+            # asyncpg's connect timeout (its default is 60 s) and a client-side backstop for a server
+            # too stalled (SIGSTOP, a dead network) to enforce its own statement_timeout.
+            "timeout": settings.db_connect_timeout_seconds,
+            "command_timeout": statement_ms / 1000 + 1,
+            "server_settings": {"application_name": "rappit", "statement_timeout": str(statement_ms)},
+        },
     }
     options.update(kwargs)
     return create_async_engine(target, **options)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def long_statements(session: AsyncSession, timeout_ms: int) -> AsyncIterator[None]:
+    """Give the statements in this block (a bulk import) `timeout_ms` instead of the request budget.
+
+    The server-side limit is `SET LOCAL` (ends with the transaction); asyncpg's client-side backstop
+    (`command_timeout`) has no public per-connection setter, so it is raised on this connection's
+    config for the block and restored after."""
+    from sqlalchemy import text
+
+    await session.execute(text(f"SET LOCAL statement_timeout = {int(timeout_ms)}"))
+    raw = (await (await session.connection()).get_raw_connection()).driver_connection
+    config = getattr(raw, "_config", None)
+    if config is not None and hasattr(config, "_replace"):
+        raw._config = config._replace(command_timeout=timeout_ms / 1000 + 1)  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        if config is not None and hasattr(config, "_replace"):
+            raw._config = config  # type: ignore[union-attr]
 
 
 def make_sessionmaker(engine: AsyncEngine, *, system: bool = False) -> async_sessionmaker[AsyncSession]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import (
@@ -16,8 +17,11 @@ from litestar.exceptions import (
     PermissionDeniedException,
     ValidationException,
 )
+from litestar.openapi import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 log = structlog.get_logger("rappit.errors")
 
@@ -91,9 +95,30 @@ class TooManyRequests(DomainError):
         self.headers = {"Retry-After": str(max(int(retry_after), 1))}
 
 
+class UnsupportedMediaType(DomainError):
+    status_code = 415
+    code = "UNSUPPORTED_MEDIA_TYPE"
+
+
 class ServiceUnavailable(DomainError):
     status_code = 503
     code = "SERVICE_UNAVAILABLE"
+
+
+RETRY_AFTER_SECONDS = 5
+"""What a 503 tells the caller to wait: a dependency outage is worth one retry soon, not a hammering."""
+
+
+class DependencyUnavailable(ServiceUnavailable):
+    """PostgreSQL or Redis did not answer (in time): the request may be retried as it is."""
+
+    code = "DEPENDENCY_UNAVAILABLE"
+
+    def __init__(self, dependency: str, message: str | None = None) -> None:
+        super().__init__(
+            message or f"a service this request needs ({dependency}) is unavailable; retry shortly",
+            details={"dependency": dependency, "retry_after_seconds": RETRY_AFTER_SECONDS},
+        )
 
 
 HTTP_CODES = {
@@ -110,6 +135,46 @@ HTTP_CODES = {
     500: "INTERNAL_ERROR",
     503: "SERVICE_UNAVAILABLE",
 }
+
+
+class ErrorBody(msgspec.Struct):
+    code: str
+    """Stable, machine-readable: VALIDATION_ERROR, MALFORMED_JSON, NOT_FOUND, INSUFFICIENT_STOCK, ..."""
+    message: str
+    details: dict[str, Any]
+    request_id: str
+    """Also in the X-Request-ID header: quote it when reporting a problem."""
+
+
+class ErrorEnvelope(msgspec.Struct):
+    """Every error response, whatever its status."""
+
+    error: ErrorBody
+
+
+ERROR_DESCRIPTIONS = {
+    400: "Bad request: VALIDATION_ERROR (parameters or body), MALFORMED_JSON, or a rule on the input",
+    401: "No, invalid, expired or revoked credentials",
+    403: "Your role lacks a permission this route needs",
+    404: "No such resource in your organization",
+    409: "Conflict: it already exists, or the same Idempotency-Key is in flight or was used for another body",
+    413: "The body is larger than the limit",
+    415: "Unsupported content type (JSON routes take application/json)",
+    422: "A business rule refused the change (INSUFFICIENT_STOCK, NUMBER_OUT_OF_RANGE, ...)",
+    429: "Rate limited: see Retry-After",
+    503: "A dependency (PostgreSQL, Redis) is unavailable or timed out: retry after Retry-After seconds",
+}
+
+
+def error_responses(statuses: set[int]) -> dict[int, ResponseSpec]:
+    """OpenAPI descriptions of the envelope for the given statuses (replacing Litestar's own
+    `{status_code, detail, extra}`, which this API never sends)."""
+    return {
+        status: ResponseSpec(
+            data_container=ErrorEnvelope, description=ERROR_DESCRIPTIONS[status], generate_examples=False
+        )
+        for status in sorted(statuses)
+    }
 
 
 def request_id_of(request: Request[Any, Any, Any]) -> str:
@@ -142,14 +207,33 @@ def envelope(
 
 
 def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
+    headers = getattr(exc, "headers", None)
+    if exc.status_code == 503:
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS), **(headers or {})}
     return envelope(
         request,
         status=exc.status_code,
         code=exc.code,
         message=exc.message,
         details=exc.details,
-        headers=getattr(exc, "headers", None),
+        headers=headers,
     )
+
+
+def dependency_error_response(
+    request: Request[Any, Any, Any], dependency: str, exc: BaseException
+) -> Response[dict[str, Any]]:
+    """503 DEPENDENCY_UNAVAILABLE with Retry-After for an outage or a timeout; logged, without a trace."""
+    log.warning(
+        "dependency.unavailable", dependency=dependency, error_type=type(exc).__name__, error=str(exc)
+    )
+    return domain_error_handler(request, DependencyUnavailable(dependency))
+
+
+def redis_error_handler(request: Request[Any, Any, Any], exc: RedisError) -> Response[dict[str, Any]]:
+    """Redis carries sessions and the login path; it down means 503, not 500. (Bearer tokens, webhooks
+    and rate limits do not need it and never get here.)"""
+    return dependency_error_response(request, "redis", exc)
 
 
 def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
@@ -173,9 +257,43 @@ def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> R
     return envelope(request, status=status, code=code, message=message, details=details, headers=headers)
 
 
+# query_canceled (statement_timeout), lock_not_available (lock_timeout), too_many_connections, the server
+# shutting down or starting up; class 08 is every connection exception.
+UNAVAILABLE_SQLSTATES = frozenset({"57014", "55P03", "53300", "57P01", "57P02", "57P03"})
+_DATABASE_MODULES = ("asyncpg", "sqlalchemy")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """PostgreSQL is unreachable, stalled or refused to wait: the request may succeed if retried."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    if isinstance(exc, DBAPIError):
+        sqlstate = sqlstate_of(exc) or ""
+        cause = getattr(exc.orig, "__cause__", None)
+        return (
+            exc.connection_invalidated
+            or sqlstate in UNAVAILABLE_SQLSTATES
+            or sqlstate.startswith("08")
+            or isinstance(cause, OSError)
+        )
+    if isinstance(
+        exc, OSError
+    ):  # TimeoutError included: raised raw by asyncpg's connect and command timeouts
+        tb = exc.__traceback__
+        while tb is not None:
+            module = tb.tb_frame.f_globals.get("__name__", "")
+            if module.split(".")[0] in _DATABASE_MODULES:
+                return True
+            tb = tb.tb_next
+    return False
+
+
 def database_error_handler(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[dict[str, Any]]:
     """The database said no. Input it cannot store (NUL bytes, numbers out of range) and constraint
-    violations that no service turned into a domain error become 4xx, never 500."""
+    violations that no service turned into a domain error become 4xx, never 500; a database that is
+    down, stalled or timed out is a 503 with Retry-After."""
+    if database_unavailable(exc):
+        return dependency_error_response(request, "postgres", exc)
     orig = getattr(exc, "orig", None)
     sqlstate = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
     if sqlstate in ("22021", "22P05"):
@@ -202,6 +320,14 @@ def database_error_handler(request: Request[Any, Any, Any], exc: DBAPIError) -> 
     return unhandled_error_handler(request, exc)
 
 
+def os_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """Connection refused, reset or timed out on the way to PostgreSQL (or the pool's wait) is a 503;
+    an OS error from anywhere else is a bug like any other."""
+    if database_unavailable(exc):
+        return dependency_error_response(request, "postgres", exc)
+    return unhandled_error_handler(request, exc)
+
+
 def unhandled_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     log.exception("http.unhandled_exception", error_type=type(exc).__name__)
     return envelope(
@@ -214,7 +340,10 @@ def unhandled_error_handler(request: Request[Any, Any, Any], exc: Exception) -> 
 
 EXCEPTION_HANDLERS = {
     DomainError: domain_error_handler,
+    RedisError: redis_error_handler,
     DBAPIError: database_error_handler,
+    PoolTimeout: os_error_handler,
+    OSError: os_error_handler,
     HTTPException: http_error_handler,
     Exception: unhandled_error_handler,
 }

@@ -83,6 +83,13 @@ class Settings:
     """Base URL of a shop's Admin API ({shop} = the shop domain); the sandbox points it at loopback."""
     db_pool_size: int = 10
     db_max_overflow: int = 10
+    db_connect_timeout_seconds: int = 2
+    """Opening a PostgreSQL connection that takes longer fails the request with 503."""
+    db_pool_timeout_seconds: int = 5
+    """Waiting longer than this for a pooled connection (all busy) fails the request with 503."""
+    db_statement_timeout_ms: int = 5000
+    """PostgreSQL cancels a statement after this (waiting for a lock included): 503 with Retry-After. A
+    client-side timeout one second later covers a server too stalled to cancel anything."""
     data_dir: Path = field(default_factory=lambda: REPO_ROOT / ".data")
     """Where the embedded PostgreSQL and Redis keep their files in development."""
 
@@ -220,6 +227,9 @@ class Settings:
             job_timeout_seconds=integer("JOB_TIMEOUT_SECONDS", 30),
             db_pool_size=integer("DB_POOL_SIZE", 10),
             db_max_overflow=integer("DB_MAX_OVERFLOW", 10, minimum=0),
+            db_connect_timeout_seconds=integer("DB_CONNECT_TIMEOUT_SECONDS", 2),
+            db_pool_timeout_seconds=integer("DB_POOL_TIMEOUT_SECONDS", 5),
+            db_statement_timeout_ms=integer("DB_STATEMENT_TIMEOUT_MS", 5000, minimum=100),
             data_dir=data_dir,
         )
         if problems:

@@ -8,7 +8,7 @@ import re
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -172,6 +172,15 @@ async def create_token(
         raise Forbidden(f"a {granter_role} cannot issue a {role} token", code="ROLE_TOO_HIGH")
     if not name.strip():
         raise BadRequest("token name is required", code="INVALID_NAME")
+    if expires_at is not None:
+        if expires_at.tzinfo is None:
+            expires_at = expires_at.replace(tzinfo=UTC)  # an offset-less time is read as UTC
+        if expires_at <= utcnow():
+            raise BadRequest(
+                f"expires_at {expires_at.isoformat()} is not in the future",
+                code="INVALID_EXPIRY",
+                details={"expires_at": expires_at.isoformat()},
+            )
     plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken(
         name=name.strip(),

@@ -7,12 +7,20 @@ Litestar's server-side backend keeps whatever session id the client's cookie nam
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from litestar import Request
 from litestar.connection import ASGIConnection
+from litestar.middleware import DefineMiddleware
+from litestar.middleware.session.base import SessionMiddleware
 from litestar.middleware.session.server_side import ServerSideSessionBackend, ServerSideSessionConfig
+from litestar.types import Message
 from litestar.types.empty import Empty
+from redis.exceptions import RedisError
+
+from rappit.platform.errors import dependency_error_response
 
 _NEW_ID = "rappit_new_session_id"
 SESSION_COOKIE = "rappit_session"
@@ -32,9 +40,46 @@ class RotatingSessionBackend(ServerSideSessionBackend):
         await super().store_in_message(scope_session, message, connection)
 
 
+class RedisAwareSessionMiddleware(SessionMiddleware[RotatingSessionBackend]):
+    """Litestar writes the session to the store while sending the response, after every exception
+    handler has had its turn: a Redis error there escaped as a plain-text 500 with no request id.
+    Here it becomes the 503 envelope instead of the response the handler made (a session that cannot
+    be saved must not be reported as a login). Loading a session raises before the handler runs and
+    reaches the exception handlers like any other error."""
+
+    def create_send_wrapper(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> Callable[[Message], Awaitable[None]]:
+        replaced = False
+
+        async def wrapped_send(message: Message) -> None:
+            nonlocal replaced
+            if replaced:
+                return  # the handler's body belongs to the response that was replaced
+            if message["type"] != "http.response.start":
+                await connection.send(message)
+                return
+            try:
+                await self.backend.store_in_message(connection.scope.get("session"), message, connection)
+            except RedisError as exc:
+                replaced = True
+                request: Request[Any, Any, Any] = Request(connection.scope, connection.receive)
+                response = dependency_error_response(request, "redis", exc)
+                asgi = response.to_asgi_response(app=None, request=request)  # type: ignore[arg-type]
+                await asgi(connection.scope, connection.receive, connection.send)
+                return
+            await connection.send(message)
+
+        return wrapped_send
+
+
 @dataclass
 class RotatingSessionConfig(ServerSideSessionConfig):
     _backend_class = RotatingSessionBackend  # type: ignore[assignment]
+
+    @property
+    def middleware(self) -> DefineMiddleware:
+        return DefineMiddleware(RedisAwareSessionMiddleware, backend=self._backend_class(config=self))
 
 
 async def start_new_session(request: Any, data: dict[str, Any]) -> None:

@@ -35,7 +35,7 @@ class DeadLetterController(Controller):
             for d in await dead_letters.list_dead(db_session, status=status, limit=limit, offset=offset)
         ]
 
-    @post("/{dead_letter_id:uuid}/retry", guards=[requires("jobs:retry")])
+    @post("/{dead_letter_id:uuid}/retry", guards=[requires("jobs:retry")], status_code=200)
     async def retry(
         self, request: Request[Principal, Any, Any], state: State, db_session: DbSession, dead_letter_id: Id
     ) -> Response[Any]:

@@ -134,7 +134,7 @@ async def test_malformed_csv_is_a_400_naming_the_line(client, make_org) -> None:
         await client.post(
             "/api/v1/inventory/bulk", content=b"x", headers={**org.headers, "content-type": "image/png"}
         )
-    ).status_code == 400
+    ).status_code == 415
 
 
 async def test_body_over_the_limit_is_413(client, make_org, settings) -> None:

@@ -46,7 +46,7 @@ async def test_malformed_json_and_invalid_fields_are_400_envelopes(client, make_
     org = await make_org()
     headers = {**org.headers, "content-type": "application/json"}
     assert_envelope(
-        await client.post("/api/v1/users", content=b"{not json", headers=headers), 400, "BAD_REQUEST"
+        await client.post("/api/v1/users", content=b"{not json", headers=headers), 400, "MALFORMED_JSON"
     )
     error = assert_envelope(
         await client.post(
@@ -89,3 +89,63 @@ async def test_oversized_body_is_a_413_envelope(client, make_org, settings) -> N
         "/api/v1/users", content=big, headers={**org.headers, "content-type": "application/json"}
     )
     assert_envelope(resp, 413, "PAYLOAD_TOO_LARGE")
+
+
+JSON_ROUTES = [
+    "/api/v1/users",
+    "/api/v1/tokens",
+    "/api/v1/skus",
+    "/api/v1/warehouses",
+    "/api/v1/inventory/adjust",
+    "/api/v1/inventory/bulk",
+    "/api/v1/reservations",
+    "/api/v1/channels",
+    "/api/v1/orders",
+]
+MALFORMED = {"invalid utf-8": b'{"email":"\xff"}', "deep nesting": b"[" * 100_000, "truncated": b"{not json"}
+
+
+async def test_malformed_json_is_a_400_on_login_and_every_json_route(client, make_org) -> None:
+    org = await make_org()
+    channel = (
+        await client.post(
+            "/api/v1/channels",
+            json={"type": "shopify", "name": "S", "address": "s.myshopify.com"},
+            headers=org.headers,
+        )
+    ).json()["channel"]
+    routes = [("/auth/login", {}), *((path, org.headers) for path in JSON_ROUTES)]
+    routes.append((f"/api/v1/channels/{channel['id']}/settings", org.headers))
+    for path, auth in routes:
+        for name, body in MALFORMED.items():
+            headers = {**auth, "content-type": "application/json"}
+            resp = await client.post(path, content=body, headers=headers)
+            error = assert_envelope(resp, 400, "MALFORMED_JSON")
+            assert "request body is not valid JSON" in error["message"], (path, name)
+
+
+async def test_a_json_route_refuses_other_content_types_with_415(client, make_org) -> None:
+    org = await make_org()
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "application/xml"):
+        resp = await client.post(
+            "/api/v1/skus",
+            content=b'{"code": "A", "name": "a"}',
+            headers={**org.headers, "content-type": content_type},
+        )
+        assert_envelope(resp, 415, "UNSUPPORTED_MEDIA_TYPE")
+    bulk = await client.post(
+        "/api/v1/inventory/bulk", content=b"<a/>", headers={**org.headers, "content-type": "application/xml"}
+    )
+    assert_envelope(bulk, 415, "UNSUPPORTED_MEDIA_TYPE")
+    resp = await client.post(
+        "/auth/login",
+        content=b'{"org_code": "X", "email": "a@b.c", "password": "x"}',
+        headers={"content-type": "text/plain"},
+    )
+    assert_envelope(resp, 415, "UNSUPPORTED_MEDIA_TYPE")
+    ok = await client.post(
+        "/api/v1/skus",
+        content=b'{"code": "A", "name": "a"}',
+        headers={**org.headers, "content-type": "application/json; charset=utf-8"},
+    )
+    assert ok.status_code == 201, ok.text

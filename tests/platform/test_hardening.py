@@ -92,3 +92,55 @@ async def test_login_issues_a_fresh_session_id_not_a_planted_one(client, make_or
         await client.get("/api/v1/me", headers={"Cookie": f"rappit_session={planted}"})
     ).status_code == 401
     assert (await client.get("/api/v1/me", headers={"Cookie": f"rappit_session={fresh}"})).status_code == 200
+
+
+async def test_offset_limit_and_before_id_beyond_int64_are_400s(client, make_org) -> None:
+    org = await make_org()
+    huge = str(2**63)
+    for path, params in (
+        ("/api/v1/skus", {"offset": huge}),
+        ("/api/v1/skus", {"limit": huge}),
+        ("/api/v1/inventory", {"offset": str(2**70)}),
+        ("/api/v1/inventory/A/ledger", {"before_id": huge}),
+    ):
+        resp = await client.get(path, params=params, headers=org.headers)
+        assert resp.status_code == 400, (path, params, resp.text)
+        assert resp.json()["error"]["code"] == "VALIDATION_ERROR"
+    ok = await client.get("/api/v1/skus", params={"offset": str(2**63 - 1)}, headers=org.headers)
+    assert ok.status_code == 200 and ok.json() == []
+
+
+async def test_a_token_that_expired_before_it_was_made_is_a_400(client, make_org) -> None:
+    org = await make_org()
+    resp = await client.post(
+        "/api/v1/tokens",
+        json={"name": "old", "role": "viewer", "expires_at": "2000-01-01T00:00:00Z"},
+        headers=org.headers,
+    )
+    assert resp.status_code == 400, resp.text
+    error = resp.json()["error"]
+    assert error["code"] == "INVALID_EXPIRY" and "2000-01-01" in error["message"]
+    future = await client.post(
+        "/api/v1/tokens",
+        json={"name": "new", "role": "viewer", "expires_at": "2999-01-01T00:00:00Z"},
+        headers=org.headers,
+    )
+    assert future.status_code == 201, future.text
+
+
+async def test_a_bulk_upload_with_an_unknown_mode_names_the_value_and_the_allowed_ones(
+    client, make_org
+) -> None:
+    org = await make_org()
+    await setup_stock(client, org, {("A", "W1"): 1})
+    resp = await client.post(
+        "/api/v1/inventory/bulk",
+        files={"file": ("s.csv", b"sku,quantity,warehouse_code\nA,4,W1\n", "text/csv")},
+        data={"mode": "nuke"},
+        headers=org.headers,
+    )
+    assert resp.status_code == 400, resp.text
+    error = resp.json()["error"]
+    assert error["code"] == "INVALID_MODE"
+    assert "'nuke'" in error["message"] and "set" in error["message"] and "add" in error["message"]
+    assert "None" not in error["message"]

@@ -74,6 +74,23 @@ def test_invalid_fernet_key_bad_integer_log_level_and_owner_as_app_role_are_repo
     assert "LOG_LEVEL must be" in problems and "row-level security does not bind" in problems
 
 
+def test_database_timeouts_have_bounded_defaults_and_are_validated() -> None:
+    defaults = Settings.from_env({})
+    assert defaults.db_connect_timeout_seconds == 2 and defaults.db_pool_timeout_seconds == 5
+    assert defaults.db_statement_timeout_ms == 5000
+    env = {
+        "DB_CONNECT_TIMEOUT_SECONDS": "soon",
+        "DB_POOL_TIMEOUT_SECONDS": "0",
+        "DB_STATEMENT_TIMEOUT_MS": "5",
+    }
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env(env)
+    problems = "\n".join(err.value.problems)
+    assert "DB_CONNECT_TIMEOUT_SECONDS must be an integer" in problems
+    assert "DB_POOL_TIMEOUT_SECONDS must be at least 1" in problems
+    assert "DB_STATEMENT_TIMEOUT_MS must be at least 100" in problems
+
+
 async def test_serving_as_a_role_that_bypasses_rls_is_refused(engine, admin_engine) -> None:
     from rappit.platform.db import assert_rls_binds
 

@@ -50,16 +50,23 @@ async def test_revoked_token_stops_working(client, make_org) -> None:
     assert (await client.get("/api/v1/me", headers=headers)).status_code == 401
 
 
-async def test_expired_token_is_rejected(client, make_org) -> None:
+async def test_expired_token_is_rejected(client, make_org, admin_engine) -> None:
     org = await make_org()
     issued = (
         await client.post(
             "/api/v1/tokens",
-            json={"name": "old", "role": "viewer", "expires_at": "2000-01-01T00:00:00Z"},
+            json={"name": "soon", "role": "viewer", "expires_at": "2999-01-01T00:00:00Z"},
             headers=org.headers,
         )
     ).json()
-    resp = await client.get("/api/v1/me", headers={"Authorization": f"Bearer {issued['token']}"})
+    bearer = {"Authorization": f"Bearer {issued['token']}"}
+    assert (await client.get("/api/v1/me", headers=bearer)).status_code == 200
+    async with admin_engine.begin() as conn:  # time passes (the API refuses an expiry in the past)
+        await conn.execute(
+            text("update api_tokens set expires_at = now() - interval '1 minute' where id = :id"),
+            {"id": issued["details"]["id"]},
+        )
+    resp = await client.get("/api/v1/me", headers=bearer)
     assert resp.status_code == 401
 
 
