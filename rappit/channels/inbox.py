@@ -78,6 +78,24 @@ async def lock(session: AsyncSession, event_id: uuid.UUID) -> WebhookEvent | Non
     return (await session.execute(query)).scalar_one_or_none()
 
 
+async def count_attempt(session: AsyncSession, event_id: uuid.UUID) -> WebhookEvent | None:
+    """Count a run's attempt before its work, in its own transaction: a run that fails, times out or
+    dies still counts. None when the event is gone or already done (a re-run: nothing to do)."""
+    event = await lock(session, event_id)
+    if event is None or event.status in DONE:
+        return None
+    event.attempts += 1
+    return event
+
+
+def mark_done(event: WebhookEvent, order_id: uuid.UUID | None) -> None:
+    """Applied (an order written) or ignored (nothing to do for this topic)."""
+    event.order_id = order_id
+    event.status = "processed" if order_id else "ignored"
+    event.processed_at = utcnow()
+    event.last_error = None
+
+
 async def reopen(session: AsyncSession, event_id: uuid.UUID) -> WebhookEvent:
     """Operator retry of a dead event: pending again, with a fresh attempt budget."""
     event = await lock(session, event_id)

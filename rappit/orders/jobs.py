@@ -21,6 +21,7 @@ from rappit.integrations.channels.base import OperationNotSupported, TopicKind
 from rappit.integrations.channels.canonical import CanonicalOrder, PayloadError
 from rappit.integrations.channels.registry import ChannelRegistry
 from rappit.orders import service
+from rappit.orders.models import Order
 from rappit.platform.crypto import SecretBox
 from rappit.platform.db import provide_session, utcnow
 from rappit.tenancy.context import Actor, org_context
@@ -49,16 +50,16 @@ async def _canonical(
 
 async def apply_event(
     session: AsyncSession, registry: ChannelRegistry, box: SecretBox, event: WebhookEvent
-) -> tuple[uuid.UUID | None, str]:
-    """Apply one (locked, current-org) inbox event: (the order's id or None, the outcome). Raises
+) -> tuple[Order | None, str]:
+    """Apply one (locked, current-org) inbox event: (the order, or None, and the outcome). Raises
     if the event cannot be applied; the caller counts the attempt."""
     channel = await channels.get_channel(session, event.channel_id)
     ref = await service.channel_ref(session, channel)
     payload = await _canonical(registry, box, channel, event)
     if payload is None:
         return None, "ignored"
-    order, outcome = await service.apply_channel_order(session, ref, payload, webhook_event_id=event.id)
-    return (order.id if order else None), outcome
+    structlog.contextvars.bind_contextvars(external_id=payload.external_id)
+    return await service.apply_channel_order(session, ref, payload, webhook_event_id=event.id)
 
 
 async def reconcile_all(

@@ -26,8 +26,21 @@ _EXPONENTS = {
 }
 
 
+MAX_LINE_QUANTITY = 1_000_000_000
+"""Units on one line: inside int4 with room for sums (the stock columns' own limit)."""
+MAX_MINOR = 10**15
+"""A unit price in minor units (ten trillion in a 2-decimal currency): inside bigint with room for sums."""
+MAX_TEXT = {"external_id": 100, "name": 100, "sku": 100, "external_line_id": 100}
+"""Column widths of what a canonical order carries (orders and order_lines)."""
+
+
 class PayloadError(ValueError):
     """The payload lacks or garbles a field we need: the event fails (and dead-letters after retries)."""
+
+
+def _fits(what: str, value: str | None) -> None:
+    if value is not None and len(value) > MAX_TEXT[what]:
+        raise PayloadError(f"{what} is longer than {MAX_TEXT[what]} characters")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +50,15 @@ class CanonicalLine:
     title: str
     quantity: int
     unit_price_minor: int
+
+    def __post_init__(self) -> None:
+        """Every value must fit its column: a payload that cannot be stored is the payload's fault."""
+        _fits("sku", self.sku)
+        _fits("external_line_id", self.external_line_id)
+        if isinstance(self.quantity, bool) or not 0 <= self.quantity <= MAX_LINE_QUANTITY:
+            raise PayloadError(f"quantity {self.quantity!r} is not a whole number 0..{MAX_LINE_QUANTITY}")
+        if not 0 <= self.unit_price_minor <= MAX_MINOR:
+            raise PayloadError(f"unit price {self.unit_price_minor!r} (minor units) is out of range")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +70,25 @@ class CanonicalOrder:
     cancelled: bool
     lines: list[CanonicalLine] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        _fits("external_id", self.external_id)
+        if len(self.currency) != 3 or not self.currency.isascii() or not self.currency.isalpha():
+            raise PayloadError(f"currency {self.currency!r} is not a 3-letter code")
+        object.__setattr__(self, "name", self.name[: MAX_TEXT["name"]])
+
 
 def to_minor(amount: object, currency: str) -> int:
     """Money as integer minor units: "19.99" USD -> 1999, "500" JPY -> 500."""
+    if isinstance(amount, bool):
+        raise PayloadError(f"price {amount!r} is not a number")
     try:
         value = Decimal(str(amount if amount not in (None, "") else "0"))
     except InvalidOperation as exc:
         raise PayloadError(f"price {amount!r} is not a number") from exc
+    # Refuse NaN, infinities and absurd exponents before any arithmetic ("1e999999999" would not fit
+    # in memory as an integer).
+    if not value.is_finite() or value.adjusted() > 18:
+        raise PayloadError(f"price {amount!r} is out of range")
     return int((value * (10 ** _EXPONENTS.get(currency.upper(), 2))).to_integral_value())
 
 

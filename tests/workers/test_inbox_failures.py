@@ -1,0 +1,223 @@
+"""Every failure of an inbox job is counted and ends in a dead letter: poison payloads, failures the
+database raises, runs that time out or die, and the sweeper never queues an event twice."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from arq import Retry
+from arq.connections import ArqRedis
+
+from rappit.channels import inbox
+from rappit.integrations.channels.base import TopicKind
+from rappit.integrations.channels.canonical import CanonicalLine, CanonicalOrder
+from rappit.integrations.channels.registry import ChannelRegistry
+from rappit.integrations.channels.shopify import ShopifyAdapter
+from rappit.integrations.channels.woocommerce import WooCommerceAdapter
+from rappit.workers.context import Deps
+from rappit.workers.inbox import MAX_ATTEMPTS, UNFINISHED, process_webhook_event, sweep_pending_webhooks
+from tests.conftest import admin_scalar
+from tests.inventory.helpers import setup_stock
+from tests.orders.helpers import run_worker, send_shopify, shopify_channel, shopify_order
+
+
+async def event_row(admin_engine, event_id: str) -> Any:
+    from sqlalchemy import text
+
+    async with admin_engine.connect() as conn:
+        return (
+            await conn.execute(
+                text("select status, attempts, last_error from webhook_events where id = :e"), {"e": event_id}
+            )
+        ).one()
+
+
+async def dead_letter_error(admin_engine, event_id: str) -> str | None:
+    return await admin_scalar(admin_engine, "select error from dead_letters where ref_id = :e", e=event_id)
+
+
+async def run_to_the_end(deps: Deps, arq: ArqRedis, org_id: uuid.UUID, event_id: str) -> list[str]:
+    """Call the job the way arq would, once per try, until it stops asking for a retry."""
+    outcomes = []
+    for _ in range(MAX_ATTEMPTS + 1):
+        try:
+            run = process_webhook_event({"deps": deps, "redis": arq}, str(org_id), event_id)
+            outcomes.append(await asyncio.wait_for(run, 30))  # a guard: the job's own deadline is shorter
+            return outcomes
+        except Retry:
+            outcomes.append("retry")
+    return outcomes
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("quantity", 2147483648), ("quantity", 2**63), ("price", "1e400"), ("price", "9" * 30)],
+)
+async def test_poison_payloads_dead_letter_after_three_counted_attempts(
+    client, make_org, settings, admin_engine, field, value
+) -> None:
+    org = await make_org()
+    await setup_stock(client, org, {("A", "W1"): 10})
+    channel = await shopify_channel(client, org)
+    order = shopify_order(9100, [("A", 1)])
+    order["line_items"][0][field] = value
+    accepted = await send_shopify(client, channel, order)
+    assert accepted.status_code == 200
+    event_id = accepted.json()["event_id"]
+    await run_worker(settings)
+    status, attempts, last_error = await event_row(admin_engine, event_id)
+    assert (status, attempts) == ("dead", MAX_ATTEMPTS)
+    assert last_error.startswith("PayloadError")
+    assert (await dead_letter_error(admin_engine, event_id)).startswith("PayloadError")
+    assert await admin_scalar(admin_engine, "select count(*) from orders where org_id = :o", o=org.id) == 0
+
+
+class _UncheckedAdapter(ShopifyAdapter):
+    """Maps to an order the database refuses (a quantity past int4), skipping the canonical checks:
+    a failure raised by the database inside the work, whatever the mapper lets through."""
+
+    def map_order(self, data: Any, kind: TopicKind) -> CanonicalOrder:
+        line = object.__new__(CanonicalLine)
+        for name, value in dict(
+            external_line_id="1", sku="A", title="A", quantity=2**40, unit_price_minor=100
+        ).items():
+            object.__setattr__(line, name, value)
+        return CanonicalOrder(
+            external_id=str(data["id"]),
+            name="#1",
+            currency="USD",
+            updated_at=None,
+            cancelled=False,
+            lines=[line],
+        )
+
+
+async def test_a_failure_the_database_raises_is_counted_and_dead_letters(
+    client, make_org, settings, admin_engine
+) -> None:
+    org = await make_org()
+    await setup_stock(client, org, {("A", "W1"): 10})
+    channel = await shopify_channel(client, org)
+    event_id = (await send_shopify(client, channel, shopify_order(9200, [("A", 1)]))).json()["event_id"]
+    deps = Deps.build(settings, pool_size=2, max_overflow=0, webhook_backoff=(0.0,))
+    deps = dataclasses.replace(
+        deps, channels=ChannelRegistry([_UncheckedAdapter(settings.shopify_admin_url), WooCommerceAdapter()])
+    )
+    arq = ArqRedis.from_url(settings.redis_url)
+    try:
+        outcomes = await run_to_the_end(deps, arq, org.id, event_id)
+    finally:
+        await arq.aclose()
+        await deps.close()
+    assert outcomes == ["retry", "retry", "dead"]
+    status, attempts, last_error = await event_row(admin_engine, event_id)
+    assert (status, attempts) == ("dead", 3) and "out of int32 range" in last_error
+
+
+@contextmanager
+def silent_server() -> Iterator[str]:
+    """Accepts connections and never answers: a channel API that hangs."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list[socket.socket] = []
+    stop = False
+
+    def accept() -> None:
+        server.settimeout(0.1)
+        while not stop:
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    import threading
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop = True
+        thread.join(2)
+        for conn in held:
+            conn.close()  # the hung calls' threads get an error and end
+        server.close()
+
+
+async def test_a_run_that_times_out_is_counted_and_the_third_dead_letters(
+    client, make_org, settings, admin_engine
+) -> None:
+    org = await make_org()
+    channel = await shopify_channel(client, org, api_token="shpat_hanging_token")
+    edit = {"order_edit": {"id": 1, "order_id": 77, "line_items": {"additions": [], "removals": []}}}
+    event_id = (await send_shopify(client, channel, edit, topic="orders/edited")).json()["event_id"]
+    with silent_server() as url:
+        hanging = dataclasses.replace(settings, shopify_admin_url=url, job_timeout_seconds=1)
+        deps = Deps.build(hanging, pool_size=2, max_overflow=0, webhook_backoff=(0.0,))
+        arq = ArqRedis.from_url(settings.redis_url)
+        try:
+            outcomes = await run_to_the_end(deps, arq, org.id, event_id)
+        finally:
+            await arq.aclose()
+            await deps.close()
+    assert outcomes == ["retry", "retry", "dead"]
+    status, attempts, last_error = await event_row(admin_engine, event_id)
+    assert (status, attempts) == ("dead", 3) and last_error.startswith("TimeoutError")
+
+
+async def test_runs_that_never_finished_still_count_and_the_next_one_dead_letters(
+    client, make_org, settings, admin_engine
+) -> None:
+    """Three runs started and counted their attempt, then died (arq's own timeout cancels the task;
+    SIGKILL ends the process) without recording anything: the fourth run dead-letters, untried."""
+    org = await make_org()
+    await setup_stock(client, org, {("A", "W1"): 10})
+    channel = await shopify_channel(client, org)
+    event_id = (await send_shopify(client, channel, shopify_order(9300, [("A", 1)]))).json()["event_id"]
+    async with admin_engine.begin() as conn:
+        from sqlalchemy import text
+
+        await conn.execute(text("update webhook_events set attempts = 3 where id = :e"), {"e": event_id})
+    deps = Deps.build(settings, pool_size=2, max_overflow=0)
+    try:
+        outcome = await process_webhook_event({"deps": deps}, str(org.id), event_id)
+    finally:
+        await deps.close()
+    assert outcome == "dead"
+    status, attempts, last_error = await event_row(admin_engine, event_id)
+    assert (status, attempts, last_error) == ("dead", 4, UNFINISHED)
+    assert await admin_scalar(admin_engine, "select count(*) from orders where org_id = :o", o=org.id) == 0
+
+
+async def test_the_sweeper_never_queues_an_event_whose_job_is_queued(
+    client, make_org, settings, admin_engine, redis
+) -> None:
+    org = await make_org()
+    await setup_stock(client, org, {("A", "W1"): 10})
+    channel = await shopify_channel(client, org)
+    ids = [
+        (await send_shopify(client, channel, shopify_order(9400 + i, [("A", 1)]))).json()["event_id"]
+        for i in range(3)
+    ]
+    arq = ArqRedis.from_url(settings.redis_url)
+    deps = Deps.build(settings, pool_size=2, max_overflow=0, sweep_grace_seconds=0)
+    try:
+        queued_jobs = [await redis.exists(f"arq:job:webhook:{i}") for i in ids]
+        assert queued_jobs == [1, 1, 1]  # ingress queued each one after its commit
+        await sweep_pending_webhooks({"deps": deps, "redis": arq})
+        # arq refuses a job id that is queued: the sweep added none, and another try adds none.
+        assert [await inbox.enqueue(arq, org.id, uuid.UUID(i), None) for i in ids] == [False] * 3
+        await run_worker(settings)
+    finally:
+        await arq.aclose()
+        await deps.close()
+    statuses = [(await event_row(admin_engine, i))[:2] for i in ids]
+    assert statuses == [("processed", 1)] * 3  # each ran once: one attempt each
