@@ -117,6 +117,15 @@ async def redis(stack: Stack) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
+@pytest.fixture(autouse=True)
+async def fresh_redis(request: pytest.FixtureRequest) -> None:
+    """Each test that uses the stack starts with an empty Redis: no jobs queued by an earlier test for a
+    burst worker to drain, no rate-limit counters, no sessions. (Tests share one arq queue.)"""
+    if {"client", "app", "settings"} & set(request.fixturenames):
+        redis = request.getfixturevalue("redis")
+        await redis.flushdb()
+
+
 @pytest.fixture(scope="session")
 async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
     eng = make_engine(settings, pool_size=20, max_overflow=20)

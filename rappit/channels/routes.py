@@ -46,6 +46,7 @@ class ChannelController(Controller):
             name=data.name,
             address=data.address,
             webhook_secret=data.webhook_secret,
+            warehouse_code=data.warehouse_code,
             api_access_token=data.api_access_token,
         )
         return ChannelWithSecretOut(

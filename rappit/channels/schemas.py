@@ -10,6 +10,7 @@ import msgspec
 
 from rappit.channels.models import Channel, WebhookEvent
 from rappit.integrations.channels.registry import CHANNEL_TYPES
+from rappit.inventory.schemas import WarehouseCode
 
 
 class ChannelIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -21,6 +22,8 @@ class ChannelIn(msgspec.Struct, forbid_unknown_fields=True):
     """Shopify shop domain or WooCommerce store URL."""
     webhook_secret: Annotated[str, msgspec.Meta(min_length=16, max_length=500)] | None = None
     api_access_token: Annotated[str, msgspec.Meta(min_length=8, max_length=500)] | None = None
+    warehouse_code: WarehouseCode | None = None
+    """Where this channel's orders reserve stock (default: the org's first warehouse by code, pinned)."""
 
 
 class ChannelOut(msgspec.Struct):
@@ -53,7 +56,7 @@ class ChannelOut(msgspec.Struct):
 
 class ChannelSettingsIn(msgspec.Struct, forbid_unknown_fields=True):
     api_access_token: Annotated[str, msgspec.Meta(min_length=8, max_length=500)] | None = None
-    warehouse_code: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,49}$")] | None = None
+    warehouse_code: WarehouseCode | None = None
 
 
 class ChannelWithSecretOut(msgspec.Struct):

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from rappit.channels.models import Channel
 from rappit.integrations.channels.base import ChannelAccess, ChannelAdapter
 from rappit.inventory.catalogue import warehouse_ids
+from rappit.inventory.models import Warehouse
 from rappit.platform.crypto import SecretBox
 from rappit.platform.db import add_unique, get_or_404, utcnow
 from rappit.platform.errors import BadRequest, Conflict
@@ -33,6 +34,7 @@ async def create_channel(
     address: str,
     webhook_secret: str | None = None,
     api_access_token: str | None = None,
+    warehouse_code: str | None = None,
 ) -> WithSecret:
     """`webhook_secret` may be given (Shopify signs with the app's secret); otherwise one is made."""
     try:
@@ -41,6 +43,7 @@ async def create_channel(
         raise BadRequest(str(exc), code="INVALID_ADDRESS") from None
     secret = webhook_secret or secrets.token_urlsafe(32)
     channel = Channel(
+        warehouse_id=await _pin_warehouse(session, warehouse_code),
         type=adapter.type,
         name=name.strip(),
         address=address,
@@ -53,6 +56,17 @@ async def create_channel(
         Conflict(f"a {adapter.type} channel for {channel.address} already exists", code="CHANNEL_EXISTS"),
     )
     return WithSecret(channel, secret)
+
+
+async def _pin_warehouse(session: AsyncSession, code: str | None) -> uuid.UUID | None:
+    """The warehouse a new channel's orders reserve from: the one named, else the org's first by code
+    now (pinned: a warehouse added later never takes over), else none until the first order."""
+    if code is not None:
+        found = await warehouse_ids(session, [code])
+        if code not in found:
+            raise BadRequest(f"no warehouse {code!r}", code="UNKNOWN_WAREHOUSE")
+        return found[code]
+    return (await session.execute(select(Warehouse.id).order_by(Warehouse.code).limit(1))).scalar()
 
 
 async def get_channel(session: AsyncSession, channel_id: uuid.UUID) -> Channel:

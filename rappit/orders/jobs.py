@@ -10,7 +10,6 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-import msgspec
 import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -18,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from rappit.channels import service as channels
 from rappit.channels.models import Channel, WebhookEvent
 from rappit.integrations.channels.base import OperationNotSupported, TopicKind
-from rappit.integrations.channels.canonical import CanonicalOrder, PayloadError
+from rappit.integrations.channels.canonical import CanonicalOrder, decode_json
 from rappit.integrations.channels.registry import ChannelRegistry
 from rappit.orders import service
 from rappit.orders.models import Order
@@ -38,10 +37,7 @@ async def _canonical(
     kind = adapter.classify(event.topic)
     if kind is TopicKind.IGNORED:
         return None
-    try:
-        data = msgspec.json.decode(event.payload)
-    except msgspec.DecodeError as exc:
-        raise PayloadError(f"body is not JSON: {exc}") from exc
+    data = decode_json(event.payload)
     if kind is TopicKind.EDIT:  # a delta: apply the whole order as the channel has it now
         data = await adapter.fetch_order(channels.access(box, channel), adapter.edited_order_id(data))
         kind = TopicKind.ORDER

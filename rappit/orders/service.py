@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rappit.channels.models import Channel
@@ -99,13 +99,25 @@ async def _event(
 
 
 async def _warehouse(session: AsyncSession, channel: ChannelRef) -> Warehouse | None:
-    query = select(Warehouse)
-    query = (
-        query.where(Warehouse.id == channel.warehouse_id)
-        if channel.warehouse_id
-        else query.order_by(Warehouse.code).limit(1)
-    )
-    return (await session.execute(query)).scalar_one_or_none()
+    """Where the channel's orders reserve: its pinned warehouse. A channel made before the org had any
+    is pinned here, once, to the first warehouse by code (under the channel's row lock, so concurrent
+    orders agree), and never moves when a warehouse that sorts first is added later. Manual orders
+    reserve from the first warehouse by code."""
+    warehouse_id = channel.warehouse_id
+    if warehouse_id is None:
+        first = (await session.execute(select(Warehouse.id).order_by(Warehouse.code).limit(1))).scalar()
+        if first is None:
+            return None
+        if channel.id is None:
+            warehouse_id = first
+        else:
+            pinned = (
+                update(Channel)
+                .where(Channel.id == channel.id)
+                .values(warehouse_id=func.coalesce(Channel.warehouse_id, first))
+            )
+            warehouse_id = (await session.execute(pinned.returning(Channel.warehouse_id))).scalar_one()
+    return (await session.execute(select(Warehouse).where(Warehouse.id == warehouse_id))).scalar_one_or_none()
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,10 +363,14 @@ async def _update(
                 )
         await _event(session, order, "reservations_adjusted", {"changes": changes}, webhook_event_id)
     except BusinessRuleViolation as exc:
-        # The savepoint restored the previous reservations; the order waits for stock.
+        # All or nothing, as at creation: an order on hold holds no stock (its units go back to
+        # other orders until someone retries it), so the rest of its reservations are released too.
+        released = await reservations.release_reference(session, RESERVATION_REF, str(order.id))
         order.status = "on_hold"
         order.hold_reason = {"code": exc.code, "message": exc.message, **exc.details}
-        await _event(session, order, "on_hold", order.hold_reason, webhook_event_id)
+        await _event(
+            session, order, "on_hold", {**order.hold_reason, "released": len(released)}, webhook_event_id
+        )
 
 
 async def cancel(

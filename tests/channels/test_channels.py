@@ -58,6 +58,19 @@ async def test_rotation_returns_a_new_secret_and_disable_is_idempotent(client, m
     rotated = await client.post(f"/api/v1/channels/{cid}/rotate-secret", headers=org.headers)
     assert rotated.status_code == 200 and rotated.json()["webhook_secret"] != made["webhook_secret"]
     assert rotated.json()["channel"]["secret_rotated_at"]
+    raw = b'{"id": 700, "currency": "EUR", "date_modified_gmt": "2026-11-01T10:00:00", "line_items": []}'
+
+    async def deliver(secret: str, delivery: str) -> int:
+        headers = {
+            "X-WC-Webhook-Signature": sign(secret, raw),
+            "X-WC-Webhook-Topic": "order.created",
+            "X-WC-Webhook-Delivery-ID": delivery,
+            "content-type": "application/json",
+        }
+        return (await client.post(f"/webhooks/woocommerce/{cid}", content=raw, headers=headers)).status_code
+
+    assert await deliver(made["webhook_secret"], "old") == 401  # the old secret is dead at once
+    assert await deliver(rotated.json()["webhook_secret"], "new") == 200
     for _ in range(2):
         disabled = await client.post(f"/api/v1/channels/{cid}/disable", headers=org.headers)
         assert disabled.status_code == 200 and disabled.json()["status"] == "disabled"
@@ -101,7 +114,16 @@ async def test_key_rotation_keeps_old_secrets_readable_and_reencrypts(sessionmak
             )  # old key no longer needed
 
 
-def test_signature_is_constant_time_hmac_of_the_raw_body() -> None:
+def test_signature_is_base64_hmac_sha256_of_the_raw_body_per_rfc_4231() -> None:
+    """RFC 4231 test case 2 (key "Jefe"): the published HMAC-SHA256, base64-encoded as Shopify and
+    WooCommerce send it, so the signer is checked against the standard, not against itself."""
+    import base64
+
+    expected = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    vector = base64.b64encode(bytes.fromhex(expected)).decode()
+    assert sign("Jefe", b"what do ya want for nothing?") == vector
+    assert verify("Jefe", b"what do ya want for nothing?", vector)
+    assert not verify("Jefe", b"what do ya want for nothing!", vector)
     body = b'{"id": 1}'
     signature = sign("topsecret", body)
     assert verify("topsecret", body, signature)

@@ -87,11 +87,27 @@ async def test_opposite_order_multi_line_holds_never_deadlock_to_the_client(
     def body(order: list[str]) -> dict:
         return {"lines": [{"sku": s, "warehouse_code": "W1", "quantity": 1} for s in order]}
 
+    async def deadlocks() -> int:
+        # pg_stat_database is flushed by each backend at most once a second: wait that out first.
+        await asyncio.sleep(1.2)
+        async with admin_engine.connect() as conn:
+            await conn.execute(text("select pg_stat_clear_snapshot()"))
+            return int(
+                (
+                    await conn.execute(
+                        text("select deadlocks from pg_stat_database where datname = current_database()")
+                    )
+                ).scalar_one()
+            )
+
+    before = await deadlocks()
     orders = [skus if i % 2 else list(reversed(skus)) for i in range(60)]
     responses = await asyncio.gather(
         *[client.post("/api/v1/reservations", json=body(o), headers=org.headers) for o in orders]
     )
     assert [r.status_code for r in responses] == [201] * 60
+    # Retries would hide deadlocks from the client: the lock order must prevent them altogether.
+    assert await deadlocks() == before
     levels = await assert_inventory_consistent(admin_engine, org.id)
     assert sorted(levels.values()) == [(1000, 60)] * 4
 

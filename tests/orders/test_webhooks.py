@@ -137,9 +137,13 @@ async def test_update_before_create_creates_and_late_create_is_a_noop(client, ma
     await setup_stock(client, org, {("A", "W1"): 5})
     channel = await shopify_channel(client, org)
     await send_shopify(client, channel, shopify_order(77, [("A", 2)], minutes=5), topic="orders/updated")
+    await run_worker(settings)  # the update is applied first: it creates the order
     await send_shopify(client, channel, shopify_order(77, [("A", 1)], minutes=0), topic="orders/create")
-    await run_worker(settings)
-    assert len(await orders_of(client, org)) == 1 and await reserved(client, org, "A") == 2
+    await run_worker(settings)  # then the older create arrives
+    orders = await orders_of(client, org)
+    assert len(orders) == 1 and await reserved(client, org, "A") == 2
+    detail = (await client.get(f"/api/v1/orders/{orders[0]['id']}", headers=org.headers)).json()
+    assert [e["kind"] for e in detail["timeline"]][-1] == "ignored_stale"
 
 
 async def test_short_stock_puts_the_order_on_hold_and_a_receipt_lets_it_retry(
@@ -481,3 +485,84 @@ async def test_shopify_dedups_on_the_event_id_not_the_delivery(client, make_org,
     assert [r.json()["status"] for r in (first, again, other)] == ["accepted", "duplicate", "accepted"]
     await run_worker(settings)
     assert sorted(o["external_id"] for o in await orders_of(client, org)) == ["8101", "8102"]
+
+
+async def test_an_update_that_cannot_be_reserved_holds_nothing(
+    client, make_org, settings, admin_engine
+) -> None:
+    """On hold means no units held (all or nothing, as at creation): an update adding an unknown SKU
+    puts the order on hold and releases what it held; a retry after the fix reserves every line."""
+    org = await make_org()
+    await setup_stock(client, org, {("A", "W1"): 10})
+    channel = await shopify_channel(client, org)
+    await send_shopify(client, channel, shopify_order(8201, [("A", 2)]))
+    await run_worker(settings)
+    assert await reserved(client, org, "A") == 2
+    await send_shopify(
+        client, channel, shopify_order(8201, [("A", 2), ("NEW", 1)], minutes=5), topic="orders/updated"
+    )
+    await run_worker(settings)
+    order = (await orders_of(client, org))[0]
+    assert order["status"] == "on_hold" and order["hold_reason"]["code"] == "UNKNOWN_CODES"
+    assert await reserved(client, org, "A") == 0
+    await setup_stock(client, org, {("NEW", "W1"): 5})
+    retried = await client.post(f"/api/v1/orders/{order['id']}/retry-reservation", headers=org.headers)
+    assert retried.status_code == 200 and retried.json()["order"]["status"] == "open"
+    assert (await reserved(client, org, "A"), await reserved(client, org, "NEW")) == (2, 1)
+    await assert_inventory_consistent(admin_engine, org.id)
+
+
+async def test_a_channel_keeps_its_warehouse_when_one_that_sorts_first_is_added(
+    client, make_org, settings, admin_engine
+) -> None:
+    org = await make_org()
+    await setup_stock(client, org, {("A", "W2"): 10})
+    pinned = await shopify_channel(client, org)  # pinned to W2, the only warehouse
+    await setup_stock(client, org, {("A", "A0"): 10})  # sorts first; takes over nothing
+    await send_shopify(client, pinned, shopify_order(8301, [("A", 1)]))
+    await run_worker(settings)
+    detail = (
+        await client.get(f"/api/v1/orders/{(await orders_of(client, org))[0]['id']}", headers=org.headers)
+    ).json()
+    assert [r["warehouse_code"] for r in detail["reservations"]] == ["W2"]
+
+
+async def test_a_channel_made_before_any_warehouse_is_pinned_by_its_first_order(
+    client, make_org, settings
+) -> None:
+    org = await make_org()
+    channel = await shopify_channel(client, org)
+    await setup_stock(client, org, {("A", "W5"): 10})
+    await send_shopify(client, channel, shopify_order(8401, [("A", 1)]))
+    await run_worker(settings)
+    await setup_stock(client, org, {("A", "A1"): 10})
+    await send_shopify(client, channel, shopify_order(8402, [("A", 1)]))
+    await run_worker(settings)
+    codes = []
+    for order in await orders_of(client, org):
+        detail = (await client.get(f"/api/v1/orders/{order['id']}", headers=org.headers)).json()
+        codes += [r["warehouse_code"] for r in detail["reservations"]]
+    assert codes == ["W5", "W5"]
+
+
+async def test_hostile_woocommerce_bodies_are_stored_and_dead_lettered_not_500(
+    client, make_org, settings, admin_engine
+) -> None:
+    """Invalid UTF-8 inside a string and deep nesting make msgspec raise UnicodeDecodeError and
+    RecursionError, not DecodeError: a signed body like that is accepted, then dead-letters."""
+    from rappit.integrations.channels.signatures import sign
+
+    org = await make_org()
+    cid, secret = await woo_channel(client, org)
+    for i, raw in enumerate([b'{"id": 1, "number": "\xff"}', b"[" * 100_000]):
+        headers = {
+            "X-WC-Webhook-Signature": sign(secret, raw),
+            "X-WC-Webhook-Topic": "order.created",
+            "X-WC-Webhook-Delivery-ID": f"hostile-{i}",
+            "content-type": "application/json",
+        }
+        resp = await client.post(f"/webhooks/woocommerce/{cid}", content=raw, headers=headers)
+        assert resp.status_code == 200 and resp.json()["status"] == "accepted", resp.text
+    await run_worker(settings)
+    dead = (await client.get("/api/v1/jobs/dead", headers=org.headers)).json()
+    assert len(dead) == 2 and all(d["error"].startswith("PayloadError") for d in dead)

@@ -64,19 +64,21 @@ async def test_a_key_held_by_an_in_flight_request_is_409(client, make_org, admin
 
 
 async def test_concurrent_duplicates_create_exactly_once(client, make_org, admin_engine) -> None:
+    """Manual orders have no natural unique key (two identical ones are two orders), so only the
+    Idempotency-Key lock and its stored response stand between 20 concurrent retries and 20 orders."""
     org = await make_org()
     headers = {**org.headers, "Idempotency-Key": "burst"}
+    order = {"currency": "EUR", "lines": [{"sku": "GIFT", "quantity": 1, "unit_price_minor": 500}]}
     responses = await asyncio.gather(
-        *[client.post("/api/v1/skus", json={"code": "BURST"}, headers=headers) for _ in range(20)]
+        *[client.post("/api/v1/orders", json=order, headers=headers) for _ in range(20)]
     )
-    statuses = [r.status_code for r in responses]
-    assert set(statuses) <= {201, 409} and 201 in statuses
-    bodies = {r.content for r in responses if r.status_code == 201}
-    assert len(bodies) == 1  # every success is the one response, replayed
-    count = await admin_scalar(
-        admin_engine, "select count(*) from skus where org_id = :o and code = 'BURST'", o=org.id
-    )
-    assert count == 1
+    created = [r for r in responses if r.status_code == 201]
+    busy = [r for r in responses if r.status_code != 201]
+    assert created and all(
+        r.status_code == 409 and r.json()["error"]["code"] == "IDEMPOTENCY_IN_PROGRESS" for r in busy
+    ), [(r.status_code, r.text[:120]) for r in busy]
+    assert len({r.content for r in created}) == 1  # every success is the one response, replayed
+    assert await admin_scalar(admin_engine, "select count(*) from orders where org_id = :o", o=org.id) == 1
 
 
 async def test_a_failed_request_stores_nothing_and_can_be_retried(client, make_org) -> None:

@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
+from rappit.platform.db import make_engine, make_sessionmaker
 from rappit.tenancy.context import TenantContextMissing, org_context
 from rappit.tenancy.models import ApiToken, User
 from rappit.tenancy.scoping import CrossTenantWrite, unscoped
 
 
-async def test_select_update_delete_are_scoped_to_the_current_org(sessionmaker, make_org) -> None:
+@pytest.fixture(params=["app role (RLS binds too)", "table owner (the hook alone)"])
+async def any_sessionmaker(
+    request, sessionmaker, settings
+) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """The app's sessions, and sessions as the table owner, whom row-level security does not bind:
+    there the ORM hook is the only thing between a query and every org's rows."""
+    if request.param.startswith("app"):
+        yield sessionmaker
+        return
+    engine = make_engine(settings, url=settings.migration_database_url, pool_size=2, max_overflow=0)
+    try:
+        yield make_sessionmaker(engine)
+    finally:
+        await engine.dispose()
+
+
+async def test_select_update_delete_are_scoped_to_the_current_org(any_sessionmaker, make_org) -> None:
+    sessionmaker = any_sessionmaker
     a, b = await make_org(), await make_org()
     async with sessionmaker() as session, session.begin():
         with org_context(b.id):

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import msgspec
 
 # ISO 4217 minor-unit exponents that are not 2.
 _EXPONENTS = {
@@ -36,6 +39,15 @@ MAX_TEXT = {"external_id": 100, "name": 100, "sku": 100, "external_line_id": 100
 
 class PayloadError(ValueError):
     """The payload lacks or garbles a field we need: the event fails (and dead-letters after retries)."""
+
+
+def decode_json(body: bytes) -> Any:
+    """A stored body as JSON. msgspec raises more than DecodeError on hostile input (UnicodeDecodeError
+    for invalid UTF-8 in a string, RecursionError for deep nesting): all are the payload's fault."""
+    try:
+        return msgspec.json.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise PayloadError(f"body is not JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
 
 
 def _fits(what: str, value: str | None) -> None:

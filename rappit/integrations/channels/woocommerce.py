@@ -9,8 +9,6 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import msgspec
-
 from rappit.integrations.channels.base import (
     ChannelAccess,
     Delivery,
@@ -22,6 +20,7 @@ from rappit.integrations.channels.canonical import (
     CanonicalLine,
     CanonicalOrder,
     PayloadError,
+    decode_json,
     parse_time,
     quantity,
     sku_of,
@@ -81,8 +80,8 @@ def dedup_key(topic: str, delivery_id: str, body: bytes) -> str:
     topic, the order id and its date_modified_gmt (a deletion carries only the id, so its delivery
     id joins it). A body without an id (garbled, stored to be dead-lettered) keys on its own hash."""
     try:
-        data = msgspec.json.decode(body)
-    except msgspec.DecodeError:
+        data = decode_json(body)
+    except PayloadError:
         data = None
     if isinstance(data, dict) and data.get("id") is not None:
         modified = data.get("date_modified_gmt")
