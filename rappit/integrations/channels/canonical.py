@@ -50,6 +50,21 @@ def decode_json(body: bytes) -> Any:
         raise PayloadError(f"body is not JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
 
 
+def order_id(payload: Any, platform: str) -> str:
+    """The platform's order id: a number or a non-empty string, nothing else."""
+    value = payload.get("id") if isinstance(payload, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | str) or value == "":
+        raise PayloadError(f"not a {platform} order: no id")
+    return str(value)
+
+
+def line_items(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    items = payload.get("line_items") or []
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise PayloadError("line_items is not a list of objects")
+    return items
+
+
 def _fits(what: str, value: str | None) -> None:
     if value is not None and len(value) > MAX_TEXT[what]:
         raise PayloadError(f"{what} is longer than {MAX_TEXT[what]} characters")
@@ -115,7 +130,10 @@ def parse_time(value: object, *, naive_is_utc: bool = True) -> datetime | None:
         if not naive_is_utc:
             raise PayloadError(f"timestamp {value!r} has no time zone")
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:  # year 1 or 9999 pushed past the calendar by its offset
+        raise PayloadError(f"timestamp {value!r} is out of range") from exc
 
 
 def quantity(value: object) -> int:

@@ -19,6 +19,8 @@ from rappit.integrations.channels.canonical import (
     CanonicalLine,
     CanonicalOrder,
     PayloadError,
+    line_items,
+    order_id,
     parse_time,
     quantity,
     sku_of,
@@ -41,13 +43,12 @@ _SHOP_DOMAIN = re.compile(r"^[a-z0-9][a-z0-9-]*\.myshopify\.com$")
 
 def map_order(payload: dict[str, Any]) -> CanonicalOrder:
     """A full Shopify order (orders/create, orders/updated, orders/cancelled, or the Admin API)."""
-    if not isinstance(payload, dict) or "id" not in payload:
-        raise PayloadError("not a Shopify order: no id")
+    external_id = order_id(payload, "Shopify")
     currency = str(payload.get("currency") or payload.get("presentment_currency") or "").upper()
     if len(currency) != 3:
         raise PayloadError("order has no currency")
     lines = []
-    for item in payload.get("line_items") or []:
+    for item in line_items(payload):
         # After an edit, `current_quantity` is the quantity left once removals are subtracted.
         qty = item.get("current_quantity", item.get("quantity"))
         lines.append(
@@ -60,8 +61,8 @@ def map_order(payload: dict[str, Any]) -> CanonicalOrder:
             )
         )
     return CanonicalOrder(
-        external_id=str(payload["id"]),
-        name=str(payload.get("name") or payload.get("order_number") or payload["id"]),
+        external_id=external_id,
+        name=str(payload.get("name") or payload.get("order_number") or external_id),
         currency=currency,
         updated_at=parse_time(payload.get("updated_at"), naive_is_utc=False),
         cancelled=bool(payload.get("cancelled_at")),

@@ -21,6 +21,8 @@ from rappit.integrations.channels.canonical import (
     CanonicalOrder,
     PayloadError,
     decode_json,
+    line_items,
+    order_id,
     parse_time,
     quantity,
     sku_of,
@@ -41,12 +43,11 @@ _PING = re.compile(rb"^webhook_id=\d+$")
 
 
 def map_order(payload: dict[str, Any], *, deleted: bool = False) -> CanonicalOrder:
-    if not isinstance(payload, dict) or "id" not in payload:
-        raise PayloadError("not a WooCommerce order: no id")
+    external_id = order_id(payload, "WooCommerce")
     if deleted:  # order.deleted sends only {"id": ...}: it can only cancel (currency and lines unused)
         return CanonicalOrder(
-            external_id=str(payload["id"]),
-            name=str(payload["id"]),
+            external_id=external_id,
+            name=external_id,
             currency="XXX",
             updated_at=None,
             cancelled=True,
@@ -62,11 +63,11 @@ def map_order(payload: dict[str, Any], *, deleted: bool = False) -> CanonicalOrd
             quantity=quantity(item.get("quantity")),
             unit_price_minor=to_minor(item.get("price"), currency),
         )
-        for item in payload.get("line_items") or []
+        for item in line_items(payload)
     ]
     return CanonicalOrder(
-        external_id=str(payload["id"]),
-        name=str(payload.get("number") or payload["id"]),
+        external_id=external_id,
+        name=str(payload.get("number") or external_id),
         currency=currency,
         updated_at=parse_time(payload.get("date_modified_gmt")),  # GMT without an offset
         cancelled=str(payload.get("status") or "") in CANCELLED_STATUSES,
