@@ -221,3 +221,27 @@ async def test_the_sweeper_never_queues_an_event_whose_job_is_queued(
         await deps.close()
     statuses = [(await event_row(admin_engine, i))[:2] for i in ids]
     assert statuses == [("processed", 1)] * 3  # each ran once: one attempt each
+
+
+async def test_every_log_line_of_a_job_names_the_order_and_the_delivery_that_caused_it(
+    client, make_org, settings, caplog
+) -> None:
+    """ "What happened to order #1001?" has an answer in the logs: the job's lines carry the order id,
+    number, channel, the channel's order id and the request id of the delivery that caused it."""
+    org = await make_org()
+    await setup_stock(client, org, {("A", "W1"): 10})
+    channel = await shopify_channel(client, org)
+    accepted = await send_shopify(client, channel, shopify_order(9501, [("A", 1)]))
+    request_id = accepted.headers["x-request-id"]
+    caplog.set_level("INFO")
+    await run_worker(settings)
+    lines = [
+        r.msg for r in caplog.records if isinstance(r.msg, dict) and r.msg.get("event") == "webhook.processed"
+    ]
+    mine = [line for line in lines if line.get("event_id") == accepted.json()["event_id"]]
+    assert len(mine) == 1, lines
+    line = mine[0]
+    order = (await client.get("/api/v1/orders", headers=org.headers)).json()["items"][0]
+    assert line["order_id"] == order["id"] and line["order_number"] == order["number"]
+    assert line["external_id"] == "9501" and line["channel_id"] == channel["id"]
+    assert line["request_id"] == request_id and line["outcome"] == "created"
