@@ -52,7 +52,8 @@ async def provide_db_session(state: State) -> AsyncIterator[AsyncSession]:
 
 
 def provide_settings(state: State) -> Settings:
-    return state.settings
+    settings: Settings = state.settings
+    return settings
 
 
 class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):

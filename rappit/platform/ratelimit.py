@@ -43,7 +43,7 @@ def window_key(name: str, ident: str, window_seconds: int) -> str:
 
 async def take(redis: Redis, key: str, window_seconds: int) -> tuple[int, int]:
     """Count one against `key` (atomically, expiry set with the first): (count so far, seconds left)."""
-    count, ttl = await redis.eval(_INCR, 1, key, window_seconds)  # type: ignore[misc]
+    count, ttl = await redis.eval(_INCR, 1, key, str(window_seconds))  # type: ignore[misc]
     return int(count), int(ttl)
 
 
@@ -139,7 +139,7 @@ class RateLimitMiddleware(ASGIMiddleware):
                     },
                     headers={"Retry-After": str(retry_after)},
                 )
-                await response.to_asgi_response(app=None, request=request)(scope, receive, send)  # type: ignore[arg-type]
+                await response.to_asgi_response(app=None, request=request)(scope, receive, send)
                 return
             if policy.counts_only:
                 conditional.append((policy, key))

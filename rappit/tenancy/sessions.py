@@ -65,7 +65,7 @@ class RedisAwareSessionMiddleware(SessionMiddleware[RotatingSessionBackend]):
                 replaced = True
                 request: Request[Any, Any, Any] = Request(connection.scope, connection.receive)
                 response = dependency_error_response(request, "redis", exc)
-                asgi = response.to_asgi_response(app=None, request=request)  # type: ignore[arg-type]
+                asgi = response.to_asgi_response(app=None, request=request)
                 await asgi(connection.scope, connection.receive, connection.send)
                 return
             await connection.send(message)
@@ -75,7 +75,7 @@ class RedisAwareSessionMiddleware(SessionMiddleware[RotatingSessionBackend]):
 
 @dataclass
 class RotatingSessionConfig(ServerSideSessionConfig):
-    _backend_class = RotatingSessionBackend  # type: ignore[assignment]
+    _backend_class = RotatingSessionBackend
 
     @property
     def middleware(self) -> DefineMiddleware:
