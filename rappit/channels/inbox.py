@@ -10,12 +10,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 from arq.connections import ArqRedis
-from sqlalchemy import Row, select
+from sqlalchemy import Row, select, text
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from rappit.channels.models import WebhookEvent
 from rappit.integrations.channels.base import Delivery
@@ -28,6 +29,18 @@ log = structlog.get_logger("rappit.inbox")
 JOB = "process_webhook_event"
 """The arq job that applies one inbox row: (org id, event id, request id), job id `webhook:{event id}`."""
 DONE = ("processed", "ignored", "dead")
+
+
+_TARGET = text(
+    "SELECT org_id, org_code, type, status, address, webhook_secret FROM rappit_webhook_channel(:c)"
+)
+
+
+async def webhook_target(engine: AsyncEngine, channel_id: uuid.UUID) -> Row[Any] | None:
+    """The channel a delivery is addressed to, before any org is known: a narrow SECURITY DEFINER
+    look-up (org, org code, type, status, address, encrypted secret), outside any transaction."""
+    async with engine.connect() as conn:
+        return (await conn.execute(_TARGET, {"c": channel_id})).first()
 
 
 async def record(

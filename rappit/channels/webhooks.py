@@ -17,7 +17,7 @@ from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State
 from litestar.params import PathParameter
 from prometheus_client import Counter
-from sqlalchemy import Row, text
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from rappit.channels import inbox
@@ -33,15 +33,10 @@ ACCEPTED = Counter(
     "rappit_webhooks_accepted_total", "Verified webhook deliveries", ["channel_type", "duplicate"]
 )
 REJECTED = Counter("rappit_webhooks_rejected_total", "Refused webhook deliveries", ["channel_type", "reason"])
-_LOOKUP = text(
-    "SELECT org_id, org_code, type, status, address, webhook_secret FROM rappit_webhook_channel(:c)"
-)
 
 
 async def _channel(engine: AsyncEngine, channel_id: uuid.UUID, channel_type: str) -> Row[Any]:
-    """A narrow SECURITY DEFINER look-up: the org is not known until the channel is."""
-    async with engine.connect() as conn:
-        row = (await conn.execute(_LOOKUP, {"c": channel_id})).first()
+    row = await inbox.webhook_target(engine, channel_id)
     if row is None or row.type != channel_type or row.status != "active":
         REJECTED.labels(channel_type, "unknown_channel").inc()
         log.info("webhook.rejected", reason="unknown_or_disabled_channel", channel_id=str(channel_id))

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, Response, get, post
 from litestar.params import JSONBody, QueryParameter
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from rappit.integrations.channels.canonical import CanonicalLine
 from rappit.inventory import queries
@@ -44,7 +45,7 @@ def order_out(o: Order) -> OrderOut:
     )
 
 
-async def detail(session: Any, order: Order) -> OrderDetailOut:
+async def detail(session: AsyncSession, order: Order) -> OrderDetailOut:
     lines = await service.current_lines(session, order.id)
     reservations = [
         ReservationRef(id=r.id, sku=sku, warehouse_code=wh, quantity=r.quantity, status=r.status)
