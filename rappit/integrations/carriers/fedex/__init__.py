@@ -1,0 +1,1 @@
+"""FedEx REST APIs (OAuth2 client credentials): rate, ship, cancel, track."""
