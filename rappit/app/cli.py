@@ -362,6 +362,34 @@ def user_add(org_code: str, email: str, role: str, password: str | None) -> None
     click.echo(f"Added {new.email} ({new.role}) to {org_code.upper()}; password {password}")
 
 
+@user.command("reset-password")
+@click.option("--org", "org_code", required=True)
+@click.option("--email", required=True)
+@click.option("--password", default=None, help="The new password (default: generated and printed).")
+def user_reset_password(org_code: str, email: str, password: str | None) -> None:
+    """Set a user's dashboard password (for example the demo owner's, shown once by `up`)."""
+    import secrets
+
+    from rappit.tenancy.context import Actor, org_context
+    from rappit.tenancy.service import reset_password
+
+    settings = load_settings()
+    password = password or secrets.token_urlsafe(12)
+
+    async def run(session: Any) -> Any:
+        org_id = await _org_id(session, org_code)
+        with org_context(org_id, Actor(kind="system", label="cli")):
+            return await reset_password(session, email=email, password=password)
+
+    with stack(settings) as live:
+        try:
+            changed = asyncio.run(_with_session(live, run))
+        except Exception as exc:
+            fail(exc)
+            return
+    click.echo(f"New password for {changed.email} ({org_code.upper()}): {password}")
+
+
 @rappit.group()
 def token() -> None:
     """API tokens."""
