@@ -1,5 +1,6 @@
 """The real stack, once per run: PostgreSQL and Redis (embedded unless TEST_DATABASE_URL / TEST_REDIS_URL
 are set), a fresh database created and migrated for this run and dropped after it, the app in process.
+The embedded servers' files under .data/test are deleted after the run unless KEEP_TEST_DATA=1.
 
 Every test gets its own organizations from `make_org`, so tests never depend on one another.
 """
@@ -7,6 +8,7 @@ Every test gets its own organizations from `make_org`, so tests never depend on 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -84,8 +86,21 @@ def stack() -> Iterator[Stack]:
         )
     finally:
         drop_database(server_admin, database)
+        ours = [s for s in started if getattr(s, "_started_here", False) or getattr(s, "_proc", None)]
         for service in reversed(started):
             service.stop()
+        if not os.environ.get("KEEP_TEST_DATA"):
+            remove_test_data(ours)
+
+
+def remove_test_data(services: list[Any]) -> None:
+    """The throwaway cluster is ~150 MB: delete what this session started (a server it only attached
+    to belongs to another session still running). The next run initialises a new one, a few seconds
+    more; KEEP_TEST_DATA=1 keeps it."""
+    for service in services:
+        shutil.rmtree(service.data_dir, ignore_errors=True)
+    if TEST_DATA.exists() and not any(TEST_DATA.iterdir()):
+        TEST_DATA.rmdir()
 
 
 @pytest.fixture(scope="session")

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import shutil
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import click
@@ -83,6 +88,7 @@ def child_env(settings: Settings, *, system: bool) -> dict[str, str]:
             "REDIS_URL": settings.redis_url or "",
             "HOST": settings.host,
             "PORT": str(settings.port),
+            "LOG_JSON": "true" if settings.log_json else "false",  # every child logs in one format
         }
     )
     if system and settings.system_database_url:
@@ -128,9 +134,58 @@ async def _org_id(session: Any, code: str) -> Any:
     return org_id
 
 
-def print_token(settings: Settings, token: str, *, label: str) -> None:
+def rappit_command() -> str:
+    """How to run this CLI from where the user stands: `rappit` if that is on PATH, else the path of
+    the venv's script (`.venv/bin/rappit` from the checkout, where `./run` leaves you)."""
+    script = Path(sys.executable).with_name("rappit")
+    on_path = shutil.which("rappit")
+    if on_path and script.exists() and Path(on_path).resolve() == script.resolve():
+        return "rappit"
+    if not script.exists():
+        return "rappit"
+    relative = os.path.relpath(script)
+    return relative if not relative.startswith("..") else str(script)
+
+
+def running_file(settings: Settings) -> Path:
+    """Where a running `rappit up` records its address, for the commands run beside it."""
+    return settings.data_dir / "up.json"
+
+
+def base_url_of(settings: Settings) -> str:
+    """The API's address: a running `up`'s (it may run on another PORT than this shell has), else the
+    configured one. PUBLIC_URL always wins."""
+    if settings.public_url:
+        return settings.public_url
+    try:
+        running = json.loads(running_file(settings).read_text())
+        os.kill(int(running["pid"]), 0)  # still alive?
+        return str(running["base_url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return settings.base_url()
+
+
+def print_token(settings: Settings, token: str, *, label: str, base_url: str | None = None) -> None:
+    base = base_url or base_url_of(settings)
     click.echo(f"\n  {label} (shown once, store it now):\n\n    {token}\n")
-    click.echo(f"  Try it:\n    curl -s -H 'Authorization: Bearer {token}' {settings.base_url()}/api/v1/me\n")
+    click.echo(f"  Try it:\n    curl -s -H 'Authorization: Bearer {token}' {base}/api/v1/me\n")
+
+
+def wait_until_live(base_url: str, *, deadline_seconds: float, keep_going: Any, tick: Any) -> bool:
+    """Poll `/health/live` until it answers 200 (True) or the deadline passes / keep_going() says stop
+    (False), calling tick() between polls (the supervisor restarts what died meanwhile)."""
+    import httpx
+
+    deadline = time.monotonic() + deadline_seconds
+    while time.monotonic() < deadline and keep_going():
+        try:
+            if httpx.get(f"{base_url}/health/live", timeout=1).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        tick()
+        time.sleep(0.2)
+    return False
 
 
 def fail(exc: Exception) -> None:
@@ -162,14 +217,22 @@ def migrate() -> None:
         click.echo("database is at head")
 
 
+LIVE_DEADLINE_SECONDS = 60.0
+
+
 @rappit.command()
 @click.option("--demo/--no-demo", default=True, help="Create the demo organization on first run.")
 @click.option("--worker/--no-worker", default=True, help="Also run an arq worker.")
-def up(demo: bool, worker: bool) -> None:
+@click.option("--port", default=None, type=int, help="The API's port (default: PORT, else 8000).")
+def up(demo: bool, worker: bool, port: int | None) -> None:
     """Run the whole platform until Ctrl-C: (embedded) PostgreSQL and Redis, migrations, API, worker."""
     from rappit.app.supervisor import ChildSpec, Supervisor
 
     settings = load_settings()
+    if port is not None:
+        settings = replace(settings, port=port)
+    if "LOG_JSON" not in os.environ:
+        settings = replace(settings, log_json=False)  # `up` is for a person: one readable format
     stopping = False
 
     def stop(*_: Any) -> None:
@@ -177,8 +240,10 @@ def up(demo: bool, worker: bool) -> None:
         stopping = True
 
     with stack(settings) as live:
+        base = live.public_url or live.base_url()
+        probe = f"http://{_loopback(live.host)}:{live.port}"
         if demo:
-            asyncio.run(_ensure_demo(live))
+            asyncio.run(_ensure_demo(live, base))
         api = [sys.executable, "-m", "uvicorn", "--factory", "rappit.app.factory:create_app"]
         api += ["--host", live.host, "--port", str(live.port), "--no-access-log", *uvicorn_proxy_args(live)]
         children = [ChildSpec("api", api, env=child_env(live, system=False))]
@@ -189,19 +254,43 @@ def up(demo: bool, worker: bool) -> None:
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
         supervisor.start()
-        click.echo(
-            f"\n  Rappit is running at {live.base_url()} (API docs: {live.base_url()}/schema). A process "
-            "that dies is restarted; Ctrl-C stops everything.\n"
-        )
+        record = running_file(live)
         try:
+            if wait_until_live(
+                probe,
+                deadline_seconds=LIVE_DEADLINE_SECONDS,
+                keep_going=lambda: not stopping,
+                tick=supervisor.check,
+            ):
+                record.parent.mkdir(parents=True, exist_ok=True)
+                record.write_text(json.dumps({"pid": os.getpid(), "base_url": base}))
+                click.echo(
+                    f"\n  Rappit is running at {base} (API docs: {base}/schema). A process "
+                    "that dies is restarted; Ctrl-C stops everything.\n"
+                )
+            elif not stopping:
+                click.echo(
+                    f"\n  rappit up: the API did not answer {probe}/health/live within "
+                    f"{LIVE_DEADLINE_SECONDS:g} s; still trying (see its log above).\n",
+                    err=True,
+                )
             supervisor.run(lambda: stopping)
         finally:
             supervisor.stop()
+            record.unlink(missing_ok=True)
 
 
-async def _ensure_demo(settings: Settings) -> None:
+def _loopback(host: str) -> str:
+    """Where to reach a server bound to `host` from this machine."""
+    return {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(host, host)
+
+
+async def _ensure_demo(settings: Settings, base_url: str) -> None:
     from rappit.platform.errors import NotFound
     from rappit.tenancy.service import create_organization, get_org_by_code
+
+    command = rappit_command()
+    email = "admin@demo.rappit.test"
 
     async def run(session: Any) -> None:
         try:
@@ -211,18 +300,16 @@ async def _ensure_demo(settings: Settings) -> None:
 
             password = secrets.token_urlsafe(12)
             new = await create_organization(
-                session,
-                name="Demo Merchant",
-                code=DEMO_CODE,
-                admin_email="admin@demo.rappit.test",
-                password=password,
+                session, name="Demo Merchant", code=DEMO_CODE, admin_email=email, password=password
             )
-            click.echo(f"\n  Created the demo organization {DEMO_CODE}: admin@demo.rappit.test / {password}")
-            print_token(settings, new.token.plaintext, label="Demo API token")
+            click.echo(f"\n  Created the demo organization {DEMO_CODE}: {email} / {password}")
+            print_token(settings, new.token.plaintext, label="Demo API token", base_url=base_url)
             return
         click.echo(
-            f"\n  Demo organization {DEMO_CODE} exists. New token: rappit token create --org "
-            f"{DEMO_CODE} --name me"
+            f"\n  Demo organization {DEMO_CODE} exists (owner {email}). A new token:\n"
+            f"    {command} token create --org {DEMO_CODE} --name me\n"
+            f"  A new password for the owner:\n"
+            f"    {command} user reset-password --org {DEMO_CODE} --email {email}\n"
         )
 
     await _with_session(settings, run)
@@ -360,6 +447,34 @@ def user_add(org_code: str, email: str, role: str, password: str | None) -> None
             fail(exc)
             return
     click.echo(f"Added {new.email} ({new.role}) to {org_code.upper()}; password {password}")
+
+
+@user.command("reset-password")
+@click.option("--org", "org_code", required=True)
+@click.option("--email", required=True)
+@click.option("--password", default=None, help="The new password (default: generated and printed).")
+def user_reset_password(org_code: str, email: str, password: str | None) -> None:
+    """Set a user's dashboard password (for example the demo owner's, shown once by `up`)."""
+    import secrets
+
+    from rappit.tenancy.context import Actor, org_context
+    from rappit.tenancy.service import reset_password
+
+    settings = load_settings()
+    password = password or secrets.token_urlsafe(12)
+
+    async def run(session: Any) -> Any:
+        org_id = await _org_id(session, org_code)
+        with org_context(org_id, Actor(kind="system", label="cli")):
+            return await reset_password(session, email=email, password=password)
+
+    with stack(settings) as live:
+        try:
+            changed = asyncio.run(_with_session(live, run))
+        except Exception as exc:
+            fail(exc)
+            return
+    click.echo(f"New password for {changed.email} ({org_code.upper()}): {password}")
 
 
 @rappit.group()

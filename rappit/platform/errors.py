@@ -6,9 +6,11 @@ HTTP, validation, unexpected) into `{"error": {"code", "message", "details", "re
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
+import msgspec.inspect
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import (
@@ -236,14 +238,81 @@ def redis_error_handler(request: Request[Any, Any, Any], exc: RedisError) -> Res
     return dependency_error_response(request, "redis", exc)
 
 
+_UNKNOWN_FIELD = re.compile(r"^Object contains unknown field")
+_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _struct_at(info: msgspec.inspect.Type, key: str) -> msgspec.inspect.StructType | None:
+    """The object type at a validation error's `key` (`data`, `lines[0]`, `inner.x`) inside a body type,
+    looking through optionals, lists and dicts."""
+
+    def unwrap(t: msgspec.inspect.Type) -> msgspec.inspect.Type:
+        while True:
+            if isinstance(t, msgspec.inspect.UnionType):
+                found = [u for u in t.types if not isinstance(u, msgspec.inspect.NoneType)]
+                if len(found) != 1:
+                    return t
+                t = found[0]
+            elif isinstance(t, (msgspec.inspect.ListType, msgspec.inspect.SetType, msgspec.inspect.DictType)):
+                t = t.item_type if not isinstance(t, msgspec.inspect.DictType) else t.value_type
+            else:
+                return t
+
+    current = unwrap(info)
+    parts = [name for name, _ in _PATH_PART.findall(key) if name]
+    if parts[:1] == ["data"]:
+        parts = parts[1:]  # Litestar names the body itself `data`
+    for name in parts:
+        if not isinstance(current, msgspec.inspect.StructType):
+            return None
+        field = next((f for f in current.fields if f.encode_name == name), None)
+        if field is None:
+            return None
+        current = unwrap(field.type)
+    return current if isinstance(current, msgspec.inspect.StructType) else None
+
+
+def explain_unknown_fields(request: Request[Any, Any, Any], errors: list[Any]) -> list[Any]:
+    """Name the expected fields next to every "unknown field" error, from the route's body type, so a
+    wrong guess (`sku` where SKU create takes `code`) tells the caller what to send instead."""
+    handler = request.scope.get("route_handler")
+    body = getattr(handler, "parsed_fn_signature", None)
+    data = body.parameters.get("data") if body is not None else None
+    if data is None:
+        return errors
+    try:
+        info = msgspec.inspect.type_info(data.annotation)
+    except Exception:  # a body type msgspec cannot describe: leave the errors as they are
+        return errors
+    explained = []
+    for error in errors:
+        if isinstance(error, dict) and _UNKNOWN_FIELD.match(str(error.get("message", ""))):
+            struct = _struct_at(info, str(error.get("key", "data")))
+            if struct is not None:
+                expected = [f.encode_name for f in struct.fields]
+                required = [f.encode_name for f in struct.fields if f.required]
+                hint = f"expected fields: {', '.join(expected)}"
+                if required:
+                    hint += f" (required: {', '.join(required)})"
+                error = {**error, "message": f"{error['message']}; {hint}", "expected": expected}
+        explained.append(error)
+    return explained
+
+
 def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
     status = exc.status_code
     details: dict[str, Any] = {}
     code = HTTP_CODES.get(status, f"HTTP_{status}")
+    message = exc.detail
     if isinstance(exc, ValidationException) or (status == 400 and exc.extra):
         code = "VALIDATION_ERROR"
         if exc.extra:
             details["errors"] = exc.extra
+            if isinstance(exc.extra, list) and exc.extra:
+                details["errors"] = explain_unknown_fields(request, exc.extra)
+                first = details["errors"][0]
+                if isinstance(first, dict) and first.get("message") and message:
+                    message = f"{message}: {first['message']}"  # the first problem, where people read
     if isinstance(exc, NotAuthorizedException):
         code = "UNAUTHORIZED"
     if isinstance(exc, PermissionDeniedException):
@@ -252,7 +321,7 @@ def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> R
         log.error("http.server_error", status=status, detail=exc.detail)
         message = "internal error"
     else:
-        message = exc.detail or code.replace("_", " ").lower()
+        message = message or code.replace("_", " ").lower()
     headers = {k: v for k, v in (exc.headers or {}).items()}
     return envelope(request, status=status, code=code, message=message, details=details, headers=headers)
 

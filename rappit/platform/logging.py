@@ -41,7 +41,8 @@ def bind_request_id(request_id: str | None) -> None:
 
 
 def configure_logging(level: str = "INFO", *, json: bool = True, stream: IO[str] | None = None) -> None:
-    """Route structlog and stdlib logging (uvicorn, arq, SQLAlchemy) through one JSON formatter."""
+    """Route structlog and stdlib logging (uvicorn, arq, SQLAlchemy) through one formatter: JSON lines,
+    or readable console lines for a developer (`json=False`)."""
     global _handler
     structlog.configure(
         processors=[
@@ -53,8 +54,11 @@ def configure_logging(level: str = "INFO", *, json: bool = True, stream: IO[str]
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
+    # Non-ASCII stays as it is (arq logs `→` between a job's id and name; `\u2192` helps nobody).
     renderer: Any = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer(ensure_ascii=False)
+        if json
+        else structlog.dev.ConsoleRenderer(colors=False)
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=_SHARED,
@@ -67,6 +71,13 @@ def configure_logging(level: str = "INFO", *, json: bool = True, stream: IO[str]
     _handler.setFormatter(formatter)
     root.addHandler(_handler)
     root.setLevel(level)
+    # uvicorn gives its loggers their own plain-text handlers before it loads the app: hand them to the
+    # root handler, so one process never mixes two formats.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        own = logging.getLogger(name)
+        for handler in list(own.handlers):
+            own.removeHandler(handler)
+        own.propagate = True
     for noisy in ("uvicorn.access",):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

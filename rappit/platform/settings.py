@@ -7,6 +7,7 @@ default for any secret, address or admin and refuses to boot, naming every probl
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,8 @@ class Settings:
     """Base URL printed in onboarding output; defaults to http://HOST:PORT."""
     log_level: str = "INFO"
     log_json: bool = True
+    """JSON log lines (LOG_JSON). Unset: JSON in production and wherever stderr is not a terminal,
+    readable console lines for a developer at a terminal (and always under `rappit up`)."""
     rate_limit_auth_per_minute: int = 60
     """Per client IP on /auth/* routes."""
     rate_limit_webhooks_per_minute: int = 60
@@ -196,7 +199,11 @@ class Settings:
             if "@" not in email:
                 problems.append(f"ADMIN_EMAILS entry {email!r} is not an e-mail address")
 
-        log_json_raw = (get("LOG_JSON") or "true").lower()
+        log_json_raw = get("LOG_JSON")
+        if log_json_raw is None:
+            log_json = production or not sys.stderr.isatty()
+        else:
+            log_json = log_json_raw.lower() not in ("0", "false", "no")
         data_dir = Path(get("RAPPIT_DATA_DIR") or REPO_ROOT / ".data")
         settings = cls(
             env=rappit_env,
@@ -213,7 +220,7 @@ class Settings:
             port=integer("PORT", 8000),
             public_url=get("PUBLIC_URL"),
             log_level=log_level,
-            log_json=log_json_raw not in ("0", "false", "no"),
+            log_json=log_json,
             rate_limit_auth_per_minute=integer("RATE_LIMIT_AUTH_PER_MINUTE", 60),
             rate_limit_webhooks_per_minute=integer("RATE_LIMIT_WEBHOOKS_PER_MINUTE", 60),
             rate_limit_api_per_minute=integer("RATE_LIMIT_API_PER_MINUTE", 1200),

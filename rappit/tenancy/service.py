@@ -63,6 +63,11 @@ def normalize_email(email: str) -> str:
     return email
 
 
+def a_or_an(word: str) -> str:
+    """`an owner`, `an admin`, `a viewer`: messages read as English."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+
+
 def _check_role(role: str) -> str:
     if role not in ROLES:
         raise BadRequest(f"unknown role {role!r}", code="INVALID_ROLE", details={"roles": list(ROLES)})
@@ -143,7 +148,7 @@ async def add_user(
     email = normalize_email(email)
     _check_role(role)
     if not can_grant(granter_role, role):
-        raise Forbidden(f"a {granter_role} cannot create a {role}", code="ROLE_TOO_HIGH")
+        raise Forbidden(f"{a_or_an(granter_role)} cannot create {a_or_an(role)}", code="ROLE_TOO_HIGH")
     # Without a password the account can only log in after a reset; store an unusable hash.
     # argon2 is slow on purpose: hash in a thread so the event loop keeps serving.
     pw_hash = (
@@ -158,6 +163,18 @@ async def add_user(
     return user
 
 
+async def reset_password(session: AsyncSession, *, email: str, password: str) -> User:
+    """Set a user's password (of the org in context): the way back in for an owner who lost the one
+    printed at onboarding. Hashed with argon2 in a thread, like every other password."""
+    email = normalize_email(email)
+    user = (await session.execute(select(User).where(User.email == email))).scalar_one_or_none()
+    if user is None:
+        raise NotFound(f"no user {email} in this organization", code="USER_NOT_FOUND")
+    user.password_hash = await asyncio.to_thread(hash_password, _check_password(password))
+    await session.flush()
+    return user
+
+
 async def create_token(
     session: AsyncSession,
     *,
@@ -169,7 +186,7 @@ async def create_token(
 ) -> IssuedToken:
     _check_role(role)
     if not can_grant(granter_role, role):
-        raise Forbidden(f"a {granter_role} cannot issue a {role} token", code="ROLE_TOO_HIGH")
+        raise Forbidden(f"{a_or_an(granter_role)} cannot issue {a_or_an(role)} token", code="ROLE_TOO_HIGH")
     if not name.strip():
         raise BadRequest("token name is required", code="INVALID_NAME")
     if expires_at is not None:
@@ -200,7 +217,9 @@ async def revoke_token(
 ) -> ApiToken:
     token = await get_or_404(session, ApiToken, token_id, "token")
     if not can_grant(revoker_role, token.role):
-        raise Forbidden(f"a {revoker_role} cannot revoke a {token.role} token", code="ROLE_TOO_HIGH")
+        raise Forbidden(
+            f"{a_or_an(revoker_role)} cannot revoke {a_or_an(token.role)} token", code="ROLE_TOO_HIGH"
+        )
     if token.revoked_at is None:
         token.revoked_at = utcnow()
     return token

@@ -61,3 +61,37 @@ def test_duplicate_org_code_and_unknown_org_fail_with_a_message(settings, code) 
     assert again.returncode == 1 and "is taken" in again.stderr
     missing = run_cli(settings, "token", "create", "--org", "ZZNOPE", "--name", "x")
     assert missing.returncode == 1 and "no organization with code ZZNOPE" in missing.stderr
+
+
+async def test_reset_password_lets_the_user_sign_in_with_the_new_one_only(settings, client, code) -> None:
+    created = run_cli(
+        settings, "org", "create", "--name", "Reset", "--admin-email", "o@reset.test", "--code", code
+    )
+    assert created.returncode == 0, created.stderr
+    old = re.search(r"o@reset.test / password (\S+)", created.stdout).group(1)
+
+    chosen = run_cli(
+        settings, "user", "reset-password", "--org", code, "--email", "O@Reset.test", "--password", "x" * 12
+    )
+    assert chosen.returncode == 0, chosen.stderr
+    generated = run_cli(settings, "user", "reset-password", "--org", code, "--email", "o@reset.test")
+    assert generated.returncode == 0, generated.stderr
+    new = re.search(rf"New password for o@reset.test \({code}\): (\S+)", generated.stdout).group(1)
+    assert new not in (old, "x" * 12)
+
+    def login(password: str):
+        return client.post(
+            "/auth/login", json={"org_code": code, "email": "o@reset.test", "password": password}
+        )
+
+    assert (await login(old)).status_code == 401
+    assert (await login("x" * 12)).status_code == 401
+    assert (await login(new)).status_code == 200
+    client.cookies.clear()
+
+    missing = run_cli(settings, "user", "reset-password", "--org", code, "--email", "nobody@reset.test")
+    assert missing.returncode == 1 and "no user nobody@reset.test" in missing.stderr
+    weak = run_cli(
+        settings, "user", "reset-password", "--org", code, "--email", "o@reset.test", "--password", "x"
+    )
+    assert weak.returncode == 1 and "at least 12 characters" in weak.stderr

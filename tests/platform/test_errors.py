@@ -149,3 +149,24 @@ async def test_a_json_route_refuses_other_content_types_with_415(client, make_or
         headers={**org.headers, "content-type": "application/json; charset=utf-8"},
     )
     assert ok.status_code == 201, ok.text
+
+
+async def test_an_unknown_field_names_the_fields_the_body_takes(client, make_org) -> None:
+    """The first guess at SKU create is often `sku`: the 400 says the body takes `code` (and what else)."""
+    org = await make_org()
+    error = assert_envelope(
+        await client.post("/api/v1/skus", json={"sku": "TEE-M"}, headers=org.headers), 400, "VALIDATION_ERROR"
+    )
+    [problem] = error["details"]["errors"]
+    assert problem["expected"] == ["code", "name", "reorder_point"]
+    assert "unknown field `sku`" in problem["message"]
+    assert "expected fields: code, name, reorder_point (required: code)" in problem["message"]
+    assert "expected fields: code, name, reorder_point" in error["message"]
+
+    # Nested objects too: a reservation line names a line's fields, not the reservation's.
+    body = {"lines": [{"sku": "TEE-M", "warehouse": "W1", "quantity": 1}]}
+    error = assert_envelope(
+        await client.post("/api/v1/reservations", json=body, headers=org.headers), 400, "VALIDATION_ERROR"
+    )
+    [problem] = error["details"]["errors"]
+    assert problem["expected"] == ["sku", "warehouse_code", "quantity"], problem

@@ -78,6 +78,16 @@ def test_up_restarts_a_killed_worker_and_stops_every_child_on_ctrl_c(settings) -
     me = psutil.Process(up.pid)
     try:
         wait_for(lambda: live(base), 60, "the API", up, log)
+        # Announced once it answers, with the port it really runs on.
+        wait_for(lambda: f"Rappit is running at {base} " in log.read_text(), 10, "the banner", up, log)
+        beside = {k: v for k, v in env.items() if k != "PORT"}  # another shell: PORT not exported
+        created = subprocess.run(
+            [sys.executable, "-m", "rappit.app.cli", "org", "create", "--name", "Beside", "--admin-email",
+             "o@beside.test", "--code", "B" + str(port)],
+            env=beside, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert created.returncode == 0, created.stderr
+        assert f"{base}/api/v1/me" in created.stdout  # the running up's address, not 8000
         [first] = wait_for(lambda: workers(me), 30, "the worker", up, log)
         children = me.children(recursive=True)
 
@@ -95,6 +105,7 @@ def test_up_restarts_a_killed_worker_and_stops_every_child_on_ctrl_c(settings) -
         _, alive = psutil.wait_procs(children, timeout=10)
         assert alive == [], alive
         assert not live(base)
+        assert not (tmp / "data" / "up.json").exists()
     finally:
         if up.poll() is None:
             up.kill()
@@ -141,3 +152,16 @@ def test_supervisor_backs_off_doubling_to_a_cap_and_resets_after_a_healthy_run()
     finally:
         supervisor.stop()
     assert supervisor.pids() == {"crasher": None}
+
+
+def test_the_printed_cli_command_runs_from_where_the_user_stands(repo_root) -> None:
+    from rappit.app.cli import rappit_command
+
+    command = rappit_command()
+    assert (
+        command == "rappit"
+        or command == os.path.join(".venv", "bin", "rappit")
+        or Path(command).is_absolute()
+    )
+    proc = subprocess.run([command, "user", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "reset-password" in proc.stdout

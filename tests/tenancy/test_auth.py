@@ -91,8 +91,9 @@ async def test_nobody_grants_a_role_above_their_own(client, make_org) -> None:
     ah = {"Authorization": f"Bearer {admin['token']}"}
     resp = await client.post("/api/v1/tokens", json={"name": "escalate", "role": "owner"}, headers=ah)
     assert resp.status_code == 403 and resp.json()["error"]["code"] == "ROLE_TOO_HIGH"
+    assert resp.json()["error"]["message"] == "an admin cannot issue an owner token"
     resp = await client.post("/api/v1/users", json={"email": "boss@x.test", "role": "owner"}, headers=ah)
-    assert resp.status_code == 403
+    assert resp.status_code == 403 and resp.json()["error"]["message"] == "an admin cannot create an owner"
 
 
 async def test_users_are_created_with_argon2_hashes_and_duplicates_conflict(
@@ -142,4 +143,5 @@ async def test_an_admin_cannot_revoke_an_owner_token(client, make_org) -> None:
         f"/api/v1/tokens/{bootstrap['id']}/revoke", headers={"Authorization": f"Bearer {admin['token']}"}
     )
     assert resp.status_code == 403 and resp.json()["error"]["code"] == "ROLE_TOO_HIGH"
+    assert resp.json()["error"]["message"] == "an admin cannot revoke an owner token"
     assert (await client.get("/api/v1/me", headers=org.headers)).status_code == 200
