@@ -129,7 +129,17 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
         minute = 60
         policies = [
             Policy("auth", "/auth/", settings.rate_limit_auth_per_minute, minute, client_ip),
-            Policy("webhooks", "/webhooks/", settings.rate_limit_webhooks_per_minute, minute, client_ip),
+            # Per address, only refused deliveries count (bad or missing signature, unknown channel,
+            # malformed): a flash sale from a shop's few addresses is never throttled, while an
+            # unsigned flood is stopped here, before the channel look-up reaches the database.
+            Policy(
+                "webhooks",
+                "/webhooks/",
+                settings.rate_limit_webhooks_per_minute,
+                minute,
+                client_ip,
+                counts_only=frozenset({400, 401, 404, 413, 415}),
+            ),
             Policy("channel", "/webhooks/", settings.rate_limit_channel_per_minute, minute, channel_of_path),
             # Before authentication, rejected credentials count per address: keying on the (caller-chosen)
             # Authorization header would give every made-up token a fresh bucket and a database look-up.

@@ -6,6 +6,7 @@ import asyncio
 import json
 import uuid
 
+from rappit.platform.settings import Settings
 from tests.conftest import admin_scalar
 from tests.inventory.helpers import assert_inventory_consistent, setup_stock
 from tests.orders.helpers import SECRET, run_worker, send_shopify, shopify_channel, shopify_order
@@ -566,3 +567,49 @@ async def test_hostile_woocommerce_bodies_are_stored_and_dead_lettered_not_500(
     await run_worker(settings)
     dead = (await client.get("/api/v1/jobs/dead", headers=org.headers)).json()
     assert len(dead) == 2 and all(d["error"].startswith("PayloadError") for d in dead)
+
+
+async def test_a_flash_sale_is_not_throttled_but_an_unsigned_flood_is(
+    client, make_org, settings, admin_engine
+) -> None:
+    """Per address only refused deliveries count: verified ones from one address go through far past
+    the per-address limit, while bad signatures from another are stopped before the database."""
+    import dataclasses
+
+    from rappit.app.factory import create_app
+    from tests.conftest import client_for, start_app, stop_app
+    from tests.platform.test_ratelimit import clear_of_window_edge
+
+    org = await make_org()
+    channel = await shopify_channel(client, org)
+    app = create_app(
+        dataclasses.replace(
+            settings,
+            rate_limit_webhooks_per_minute=5,
+            rate_limit_channel_per_minute=Settings().rate_limit_channel_per_minute,
+        )
+    )
+    await start_app(app)
+    await clear_of_window_edge()
+    try:
+        async with client_for(app, ip="10.88.0.1") as shop:
+            sale = [
+                (await send_shopify(shop, channel, shopify_order(8600 + i, [("A", 1)]))).status_code
+                for i in range(40)
+            ]
+        async with client_for(app, ip="10.88.0.2") as attacker:
+            flood = [
+                (
+                    await send_shopify(attacker, channel, shopify_order(1, [("A", 1)]), secret="wrong" * 8)
+                ).status_code
+                for _ in range(8)
+            ]
+    finally:
+        await stop_app(app)
+    assert sale == [200] * 40
+    assert flood == [401] * 5 + [429] * 3
+    assert Settings().rate_limit_channel_per_minute >= 300 * 60
+    stored = await admin_scalar(
+        admin_engine, "select count(*) from webhook_events where org_id = :o", o=org.id
+    )
+    assert stored == 40
