@@ -324,3 +324,9 @@ async def verify_org(session: AsyncSession, options: Options | None = None) -> R
         not_checked=dict(NOT_CHECKED),
         findings=findings,
     )
+
+
+async def organizations(session: AsyncSession) -> list[tuple[uuid.UUID, str]]:
+    """(id, code) of every org, by code. Needs a system-role session (`unscoped()`): row-level
+    security shows any other role its own org only."""
+    return [(r.id, r.code) for r in await _rows(session, "SELECT id, code FROM organizations ORDER BY code")]

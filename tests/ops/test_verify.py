@@ -1,7 +1,12 @@
-"""`GET /api/v1/admin/verify`: a healthy org verifies clean; each kind of drift,
-made by hand as the table owner, is reported exactly (rows, expected, found)."""
+"""`rappit verify` and `GET /api/v1/admin/verify`: a healthy org verifies clean; each kind of drift,
+made by hand as the table owner, is reported exactly (rows, expected, found) and fails the command."""
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
 
 from sqlalchemy import text
 
@@ -9,6 +14,26 @@ from tests.inventory.helpers import setup_stock
 from tests.orders.helpers import run_worker, send_shopify, shopify_channel, shopify_order
 
 VERIFY = "/api/v1/admin/verify"
+
+
+def run_verify(settings, *args: str, system: bool = False) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env.pop("SYSTEM_DATABASE_URL", None)
+    env.update(
+        RAPPIT_ENV="development",
+        DATABASE_URL=settings.database_url,
+        MIGRATION_DATABASE_URL=settings.migration_database_url,
+        REDIS_URL=settings.redis_url,
+    )
+    if system:
+        env["SYSTEM_DATABASE_URL"] = settings.system_database_url
+    return subprocess.run(
+        [sys.executable, "-m", "rappit.app.cli", "verify", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 async def admin_exec(admin_engine, sql: str, **params) -> list:
@@ -75,7 +100,7 @@ async def level(admin_engine, org, sku: str):
     )[0]
 
 
-async def test_a_busy_org_verifies_clean(client, make_org, settings) -> None:
+async def test_a_busy_org_verifies_clean_through_the_api_and_the_cli(client, make_org, settings) -> None:
     org = await busy_org(client, make_org, settings)
     report = await verify_api(client, org)
     assert report["clean"] is True and report["findings"] == []
@@ -88,6 +113,11 @@ async def test_a_busy_org_verifies_clean(client, make_org, settings) -> None:
         "stuck_webhook",
     ]
     assert list(report["not_checked"]) == ["shipments_vs_committed_stock"]
+
+    proc = run_verify(settings, "--org", org.code.lower())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"{org.code}: clean (5 checks)" in proc.stdout
+    assert "verify: 1 organization(s) clean" in proc.stdout
 
 
 async def test_on_hand_bumped_without_a_ledger_row_is_reported(
@@ -117,6 +147,12 @@ async def test_on_hand_bumped_without_a_ledger_row_is_reported(
             "found": {"on_hand": b.on_hand + 5, "reserved": b.reserved},
         }
     ]
+    proc = run_verify(settings, "--org", org.code)
+    assert proc.returncode == 1
+    assert f"{org.code}: 1 drift(s)" in proc.stdout
+    assert f"[level_vs_ledger] {report['findings'][0]['message']}" in proc.stdout
+    assert f"level_id={b.id}" in proc.stdout
+    assert "verify: 1 drift(s) in 1 of 1 organization(s)" in proc.stderr
 
 
 async def test_a_missing_ledger_row_breaks_the_chain_and_the_replay(
@@ -156,6 +192,7 @@ async def test_a_missing_ledger_row_breaks_the_chain_and_the_replay(
         "replay_reserved": a.reserved - gone.reserved_delta,
     }
     assert replay["found"] == {"on_hand": a.on_hand, "reserved": a.reserved}
+    assert run_verify(settings, "--org", org.code).returncode == 1
 
 
 async def test_a_deleted_reservation_is_reported_on_its_level_and_its_order(
@@ -197,6 +234,8 @@ async def test_a_deleted_reservation_is_reported_on_its_level_and_its_order(
             "found": {"reserved": 0},
         },
     ]
+    proc = run_verify(settings, "--org", org.code)
+    assert proc.returncode == 1 and f"{org.code}: 2 drift(s)" in proc.stdout
 
 
 async def test_orders_whose_reservations_disagree_with_their_status_or_lines_are_reported(
@@ -285,6 +324,8 @@ async def test_a_webhook_event_pending_past_the_threshold_is_stuck(
     assert stuck["message"].startswith(f"webhook event {event_id} (orders/create, channel Shop) is pending")
 
     assert (await verify_api(client, org, stuck_after=7200))["clean"] is True
+    assert run_verify(settings, "--org", org.code).returncode == 1
+    assert run_verify(settings, "--org", org.code, "--stuck-after", "7200").returncode == 0
 
 
 async def test_only_owners_may_verify(client, make_org) -> None:
@@ -309,3 +350,19 @@ async def test_another_orgs_drift_is_reported_to_that_org_only(
 
     assert (await verify_api(client, mine))["findings"] == []
     assert [f["check"] for f in (await verify_api(client, theirs))["findings"]] == ["level_vs_ledger"]
+    assert run_verify(settings, "--org", mine.code).returncode == 0
+    assert run_verify(settings, "--org", theirs.code).returncode == 1
+
+    # Every org, each checked as itself: the list of orgs needs the system role.
+    every = run_verify(settings, system=True)
+    assert every.returncode == 1
+    assert f"{mine.code}: clean (5 checks)" in every.stdout
+    assert f"{theirs.code}: 1 drift(s)" in every.stdout
+    as_json = run_verify(settings, "--json", system=True)  # stdout is the report alone (logs: stderr)
+    reports = {r["org_code"]: r for r in json.loads(as_json.stdout)}
+    assert as_json.returncode == 1 and reports[mine.code]["clean"] is True
+    assert [f["check"] for f in reports[theirs.code]["findings"]] == ["level_vs_ledger"]
+    refused = run_verify(settings)
+    assert refused.returncode == 2 and "needs SYSTEM_DATABASE_URL" in refused.stderr
+    unknown = run_verify(settings, "--org", "ZZNOPE")
+    assert unknown.returncode == 2 and "no organization with code ZZNOPE" in unknown.stderr
