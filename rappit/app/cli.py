@@ -509,6 +509,130 @@ def token_create(org_code: str, name: str, role: str) -> None:
         print_token(live, issued.plaintext, label=f"API token {name!r} ({role}) for {org_code.upper()}")
 
 
+VERIFY_STATEMENT_MS = 10 * 60 * 1000
+"""A verify scans every ledger row of an org: more than the request budget (DB_STATEMENT_TIMEOUT_MS)."""
+
+
+@rappit.command()
+@click.option("--org", "org_code", default=None, help="Check this organization only (default: every one).")
+@click.option(
+    "--stuck-after",
+    default=900,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Seconds after which a pending or failed webhook event counts as stuck (15 minutes).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON instead of text.")
+def verify(org_code: str | None, stuck_after: int, as_json: bool) -> None:
+    """Check that stored facts still add up (run it after an incident): levels against the ledger,
+    reserved against active reservations, open orders against their reservations, webhook events
+    stuck pending. Prints every drift with the rows involved; exits 1 on drift, 2 if it cannot check."""
+    from datetime import timedelta
+
+    from rappit.ops.verify import Options
+    from rappit.platform.logging import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.log_level, json=settings.log_json)  # to stderr: stdout is the report
+    options = Options(stuck_after=timedelta(seconds=stuck_after))
+    with stack(settings, migrate=False) as live:
+        try:
+            reports = asyncio.run(_verify(live, org_code, options))
+        except VerifyUnavailable as exc:
+            click.echo(f"rappit verify: {exc}", err=True)
+            sys.exit(2)
+    if as_json:
+        click.echo(json.dumps([_report_json(r) for r in reports], indent=2))
+    else:
+        for report in reports:
+            _echo_report(report)
+    drifted = [r for r in reports if not r.clean]
+    findings = sum(len(r.findings) for r in drifted)
+    if drifted:
+        click.echo(
+            f"verify: {findings} drift(s) in {len(drifted)} of {len(reports)} organization(s)", err=True
+        )
+        sys.exit(1)
+    if not as_json:
+        click.echo(f"verify: {len(reports)} organization(s) clean")
+
+
+class VerifyUnavailable(Exception):
+    """The check could not run (unknown org, no system role to list orgs with)."""
+
+
+async def _verify(settings: Settings, org_code: str | None, options: Any) -> list[Any]:
+    """Each org checked in its own transaction, as that org (row-level security on); only the list
+    of orgs (when no --org is given) is read across orgs, with the system role."""
+    from rappit.ops.verify import organizations, verify_org
+    from rappit.platform.db import long_statements, make_engine, make_sessionmaker, provide_session
+    from rappit.platform.errors import NotFound
+    from rappit.tenancy.context import Actor, org_context
+    from rappit.tenancy.scoping import install_scoping, set_transaction_org, unscoped
+    from rappit.tenancy.service import get_org_by_code
+
+    install_scoping()
+    engine = make_engine(settings, pool_size=1, max_overflow=0)
+    system = None
+    try:
+        sessionmaker = make_sessionmaker(engine)
+        if org_code is not None:
+            async with provide_session(sessionmaker) as session:
+                try:
+                    orgs = [await get_org_by_code(session, org_code)]
+                except NotFound as exc:
+                    raise VerifyUnavailable(exc.message) from exc
+        elif settings.system_database_url:
+            system = make_engine(settings, url=settings.system_database_url, pool_size=1, max_overflow=0)
+            async with unscoped(make_sessionmaker(system, system=True), reason="verify: list orgs") as s:
+                orgs = await organizations(s)
+        else:
+            raise VerifyUnavailable(
+                "checking every organization needs SYSTEM_DATABASE_URL (the role that may list them); "
+                "set it, or pass --org CODE"
+            )
+        reports = []
+        for org_id, _code in orgs:
+            with org_context(org_id, Actor(kind="system", label="cli:verify")):
+                async with provide_session(sessionmaker) as session:
+                    await set_transaction_org(session, org_id)
+                    async with long_statements(session, VERIFY_STATEMENT_MS):
+                        reports.append(await verify_org(session, options))
+        return reports
+    finally:
+        await engine.dispose()
+        if system is not None:
+            await system.dispose()
+
+
+def _report_json(report: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {
+        "org_id": str(report.org_id),
+        "org_code": report.org_code,
+        "clean": report.clean,
+        "checks": list(report.checks),
+        "not_checked": report.not_checked,
+        "findings": [asdict(f) for f in report.findings],
+    }
+
+
+def _echo_report(report: Any) -> None:
+    if report.clean:
+        click.echo(f"{report.org_code}: clean ({len(report.checks)} checks)")
+    else:
+        click.echo(f"{report.org_code}: {len(report.findings)} drift(s)")
+    for finding in report.findings:
+        click.echo(f"  [{finding.check}] {finding.message}")
+        parts = (("rows", finding.rows), ("expected", finding.expected), ("found", finding.found))
+        for label, values in parts:
+            shown = ", ".join(f"{k}={v}" for k, v in values.items() if v is not None)
+            click.echo(f"      {label + ':':<10}{shown}")
+    for name, why in report.not_checked.items():
+        click.echo(f"  (not checked: {name}: {why})")
+
+
 def main() -> None:
     rappit(prog_name="rappit")
 

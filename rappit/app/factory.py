@@ -27,6 +27,7 @@ from rappit.channels import routes as channel_routes
 from rappit.channels import webhooks
 from rappit.integrations.channels.registry import ChannelRegistry
 from rappit.inventory import routes as inventory_routes
+from rappit.ops import routes as ops_routes
 from rappit.orders import routes as order_routes
 from rappit.platform import health
 from rappit.platform.crypto import SecretBox
@@ -105,6 +106,7 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
                 *order_routes.ROUTES,
                 *webhooks.ROUTES,
                 *worker_routes.ROUTES,
+                *ops_routes.ROUTES,
                 PrometheusController,
             ]
         )

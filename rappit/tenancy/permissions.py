@@ -13,7 +13,7 @@ ADMIN = STAFF | {
     "shipments:void",
     "jobs:retry",
 }
-OWNER = ADMIN | {"org:manage"}
+OWNER = ADMIN | {"org:manage", "org:verify"}  # org:verify: `GET /api/v1/admin/verify`
 
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "owner": frozenset(OWNER),

@@ -1,7 +1,7 @@
 """The house's floors, checked from the code: imports point down only, and nothing forms a cycle.
 
 Floors, bottom to top: platform -> tenancy -> integrations -> domains (inventory, channels, orders,
-shipping) -> dashboard, workers -> app. A package may import its own floor's neighbours only where
+shipping) -> dashboard, workers, ops -> app. A package may import its own floor's neighbours only where
 ALLOWED says so (domains may use each other; nothing else sideways).
 """
 
@@ -21,6 +21,7 @@ FLOOR = {
     **dict.fromkeys(DOMAINS, 3),
     "dashboard": 4,
     "workers": 4,
+    "ops": 4,
     "app": 5,
 }
 
