@@ -188,3 +188,46 @@ async def test_only_pending_rows_old_enough_are_recovered(
     assert (
         await jobs.recover_pending(sessionmaker, system_sessionmaker, carriers, older_than_seconds=3600) == {}
     )
+
+
+async def test_the_worker_runs_recovery_with_its_own_carrier_client(
+    client, make_org, settings, monkeypatch, fake_fedex: FakeFedEx
+) -> None:
+    """The job table's recovery job, in a real arq worker whose Deps hold the httpx client and breakers."""
+    from arq import create_pool
+    from arq.worker import Worker
+
+    from rappit.workers.settings import WorkerSettings, redis_settings
+
+    org = await make_org()
+    account = (await add_account(client, org, "fedex", fake_fedex.url))["account"]
+    order = await order_with_stock(client, org)
+
+    async def crash(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("died after the carrier answered")
+
+    monkeypatch.setattr(service, "finish_purchase", crash)
+    body = shipment_body(order["id"], account["id"])
+    assert (await client.post("/api/v1/shipments", json=body, headers=org.headers)).status_code == 500
+    monkeypatch.undo()
+    pool = await create_pool(redis_settings(settings))
+    try:
+        assert await pool.enqueue_job("recover_pending_shipments") is not None
+    finally:
+        await pool.aclose()
+    worker = Worker(
+        functions=WorkerSettings.functions,
+        on_startup=WorkerSettings.on_startup,
+        on_shutdown=WorkerSettings.on_shutdown,
+        redis_settings=redis_settings(settings),
+        burst=True,
+        ctx={"settings": settings, "shipment_recovery_after_seconds": 0},
+        poll_delay=0.05,
+    )
+    try:
+        await asyncio.wait_for(worker.main(), timeout=60)
+    finally:
+        await worker.close()
+    [row] = (await client.get("/api/v1/shipments", headers=org.headers)).json()
+    assert row["status"] == "voided"
+    assert all(label.cancelled for label in fake_fedex.labels.values())

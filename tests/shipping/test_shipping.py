@@ -201,3 +201,22 @@ async def test_status_set_is_enforced_by_the_database(client, make_org, admin_en
             assert "ck_shipments_status_known" in str(exc)
         else:
             raise AssertionError("the database accepted an unknown status")
+
+
+async def test_an_account_that_misses_the_rate_deadline_is_listed_unavailable(
+    client, make_org, monkeypatch, fake_fedex: FakeFedEx, fake_dhl: FakeDhlExpress
+) -> None:
+    from rappit.shipping import routes
+
+    monkeypatch.setattr(routes, "RATE_DEADLINE_SECONDS", 1.0)
+    org = await make_org()
+    fedex = (await add_account(client, org, "fedex", fake_fedex.url))["account"]
+    dhl = (await add_account(client, org, "dhl_express", fake_dhl.api_url))["account"]
+    order = await order_with_stock(client, org)
+    fake_fedex.faults.hang = True
+    body = {"order_id": order["id"], "ship_from": US_FROM, "ship_to": US_TO, "parcels": PARCELS}
+    resp = await client.post("/api/v1/shipments/rates", json=body, headers=org.headers)
+    assert resp.status_code == 200, resp.text
+    quotes = {q["account_id"]: q for q in resp.json()["quotes"]}
+    assert quotes[fedex["id"]]["available"] is False and quotes[fedex["id"]]["reason"] == "deadline"
+    assert quotes[dhl["id"]]["available"] is True and quotes[dhl["id"]]["rates"]
