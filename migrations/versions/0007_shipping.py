@@ -25,7 +25,24 @@ STATUSES = "'pending','label_purchased','in_transit','delivered','voided','void_
 TABLES = ("carrier_accounts", "shipments", "shipment_events")
 
 
+SKU_CUSTOMS_CHECKS = {
+    "hs_code_format": "hs_code is null or hs_code ~ '^[0-9]{6,10}$'",
+    "country_of_origin_format": "country_of_origin is null or country_of_origin ~ '^[A-Z]{2}$'",
+    "customs_value_has_currency": "(customs_value_minor is null) = (customs_currency is null)",
+    "customs_value_positive": "customs_value_minor is null or customs_value_minor > 0",
+    "weight_positive": "weight_grams is null or weight_grams > 0",
+}
+
+
 def upgrade() -> None:
+    # Customs facts per SKU (all nullable: unknown until the merchant sets them).
+    op.add_column("skus", sa.Column("hs_code", sa.String(length=10), nullable=True))
+    op.add_column("skus", sa.Column("country_of_origin", sa.String(length=2), nullable=True))
+    op.add_column("skus", sa.Column("customs_value_minor", sa.BigInteger(), nullable=True))
+    op.add_column("skus", sa.Column("customs_currency", sa.String(length=3), nullable=True))
+    op.add_column("skus", sa.Column("weight_grams", sa.Integer(), nullable=True))
+    for name, check in SKU_CUSTOMS_CHECKS.items():
+        op.create_check_constraint(op.f(f"ck_skus_{name}"), "skus", check)
     op.create_table(
         "carrier_accounts",
         sa.Column("carrier", sa.String(length=30), nullable=False),
@@ -138,3 +155,7 @@ def downgrade() -> None:
     op.drop_index("ix_shipments_order", table_name="shipments")
     op.drop_table("shipments")
     op.drop_table("carrier_accounts")
+    for name in SKU_CUSTOMS_CHECKS:
+        op.drop_constraint(op.f(f"ck_skus_{name}"), "skus", type_="check")
+    for column in ("weight_grams", "customs_currency", "customs_value_minor", "country_of_origin", "hs_code"):
+        op.drop_column("skus", column)

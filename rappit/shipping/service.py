@@ -113,23 +113,34 @@ async def _shipment_lines(
     return out, order.currency
 
 
-def _declaration(
-    lines: list[tuple[str, int, str, int, str]], customs: CustomsInput | None
+async def _declaration(
+    session: AsyncSession, lines: list[tuple[str, int, str, int, str]], customs: CustomsInput | None
 ) -> CustomsDeclaration:
+    """Per SKU: what the request gives, else what the SKU stores, else (value) the order line's price."""
     given = customs or CustomsInput()
+    stored = {
+        s.code: s
+        for s in (await session.execute(select(Sku).where(Sku.code.in_([ln[0] for ln in lines])))).scalars()
+    }
     out = []
     for sku, qty, title, price, currency in lines:
         item = given.items.get(sku, SkuCustoms())
-        unit_value = item.unit_value_minor if item.unit_value_minor is not None else price
+        row = stored.get(sku)
+        unit_value, value_currency = price, currency
+        if item.unit_value_minor is not None:
+            unit_value = item.unit_value_minor
+        elif row is not None and row.customs_value_minor is not None:
+            unit_value, value_currency = row.customs_value_minor, row.customs_currency or currency
+        weight = item.weight_grams if item.weight_grams is not None else (row.weight_grams if row else None)
         out.append(
             CustomsLine(
                 sku=sku,
                 description=item.description or title,
-                hs_code=item.hs_code,
-                origin_country=item.origin_country,
+                hs_code=item.hs_code or (row.hs_code if row else None),
+                origin_country=item.origin_country or (row.country_of_origin if row else None),
                 value_minor=unit_value * qty,
-                currency=currency,
-                weight_grams=item.weight_grams * qty if item.weight_grams is not None else None,
+                currency=value_currency,
+                weight_grams=weight * qty if weight is not None else None,
                 quantity=qty,
             )
         )
@@ -153,7 +164,7 @@ async def build_request(
     lines, _ = await _shipment_lines(session, order_id, data.lines)
     customs = None
     if data.ship_from.country_code.upper() != data.ship_to.country_code.upper():
-        customs = _declaration(lines, data.customs)
+        customs = await _declaration(session, lines, data.customs)
         missing = missing_customs_fields(data.ship_from.country_code, data.ship_to.country_code, customs)
         if missing:
             raise BusinessRuleViolation(

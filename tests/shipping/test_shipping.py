@@ -220,3 +220,32 @@ async def test_an_account_that_misses_the_rate_deadline_is_listed_unavailable(
     quotes = {q["account_id"]: q for q in resp.json()["quotes"]}
     assert quotes[fedex["id"]]["available"] is False and quotes[fedex["id"]]["reason"] == "deadline"
     assert quotes[dhl["id"]]["available"] is True and quotes[dhl["id"]]["rates"]
+
+
+async def test_customs_facts_stored_on_the_sku_are_used_and_a_missing_one_is_named(
+    client, make_org, fake_dhl: FakeDhlExpress
+) -> None:
+    org = await make_org()
+    await add_account(client, org, "dhl_express", fake_dhl.api_url)
+    sku = {"code": "MUG", "hs_code": "691200", "customs_value_minor": 900, "customs_currency": "EUR"}
+    made = await client.post("/api/v1/skus", json=sku, headers=org.headers)
+    assert made.status_code == 201 and made.json()["hs_code"] == "691200", made.text
+    order = await order_with_stock(client, org)
+    body = {
+        "order_id": order["id"],
+        "ship_from": DE_FROM,
+        "ship_to": US_TO,
+        "parcels": PARCELS,
+        "customs": {"exporter_eori": "DE123456789012345"},
+    }
+    resp = await client.post("/api/v1/shipments/rates", json=body, headers=org.headers)
+    assert resp.status_code == 422
+    missing = {(m["sku"], m["field"]) for m in resp.json()["error"]["details"]["missing"]}
+    assert missing == {("MUG", "origin_country"), ("MUG", "weight")}  # hs_code and value came from the SKU
+    body["customs"]["skus"] = {"MUG": {"origin_country": "PT", "weight_grams": 350}}
+    resp = await client.post("/api/v1/shipments/rates", json=body, headers=org.headers)
+    assert resp.status_code == 200 and resp.json()["quotes"][0]["available"] is True
+    half = await client.post(
+        "/api/v1/skus", json={"code": "CUP", "customs_value_minor": 5}, headers=org.headers
+    )
+    assert half.status_code == 422 and half.json()["error"]["code"] == "CUSTOMS_VALUE_NEEDS_CURRENCY"
