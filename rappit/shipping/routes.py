@@ -95,10 +95,10 @@ class ShipmentController(Controller):
     tags = ["shipping"]
 
     @post("/rates", guards=READ, status_code=200, responses=error_responses({404}))
-    async def rates(self, state: State, db_session: DbSession, data: JSONBody[RatesIn]) -> RatesOut:
-        quotes = await service.quote(
-            db_session, state.carriers, data.order_id, data.to_input(), deadline=RATE_DEADLINE_SECONDS
-        )
+    async def rates(self, state: State, data: JSONBody[RatesIn]) -> RatesOut:
+        async with provide_session(state.sessionmaker) as session:
+            shipment, accounts_ = await service.prepare_quote(session, data.order_id, data.to_input())
+        quotes = await service.quote(state.carriers, shipment, accounts_, deadline=RATE_DEADLINE_SECONDS)
         return RatesOut([AccountQuoteOut.of(q) for q in quotes])
 
     @post("/", guards=CREATE, responses=error_responses({404}))

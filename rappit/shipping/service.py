@@ -109,6 +109,14 @@ async def _shipment_lines(
             raise BusinessRuleViolation(
                 f"the order has no {qty} x {sku} to ship", code="LINE_NOT_IN_ORDER", details={"sku": sku}
             )
+        if qty != by_sku[sku][0]:
+            # Hand-over commits whole reservations; splitting one SKU's hold across shipments is not built.
+            raise BusinessRuleViolation(
+                f"a shipment carries all {by_sku[sku][0]} x {sku} of the order or none (partial quantities "
+                "of one SKU are not supported yet)",
+                code="PARTIAL_QUANTITY_NOT_SUPPORTED",
+                details={"sku": sku, "ordered": by_sku[sku][0], "requested": qty},
+            )
         out.append((sku, qty, *by_sku[sku][1:]))
     return out, order.currency
 
@@ -201,13 +209,19 @@ class AccountQuote:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-async def quote(
-    session: AsyncSession, carriers: Carriers, order_id: uuid.UUID, data: ShipmentInput, *, deadline: float
-) -> list[AccountQuote]:
-    """Quotes from every active account at once; one that cannot answer within `deadline` seconds
-    (breaker open, timeout, 5xx) is listed as unavailable instead of failing the request."""
+async def prepare_quote(
+    session: AsyncSession, order_id: uuid.UUID, data: ShipmentInput
+) -> tuple[ShipmentRequest, list[CarrierAccount]]:
+    """What `quote` needs from the database, read before the carrier calls (no transaction waits on them)."""
     request, _ = await build_request(session, order_id, data, service=None)
-    accounts = await list_accounts(session, active_only=True)
+    return request, await list_accounts(session, active_only=True)
+
+
+async def quote(
+    carriers: Carriers, request: ShipmentRequest, accounts: Sequence[CarrierAccount], *, deadline: float
+) -> list[AccountQuote]:
+    """Quotes from every account at once; one that cannot answer within `deadline` seconds
+    (breaker open, timeout, 5xx) is listed as unavailable instead of failing the request."""
 
     async def one(account: CarrierAccount) -> AccountQuote:
         base: dict[str, Any] = {"account_id": account.id, "carrier": account.carrier, "name": account.name}
@@ -520,7 +534,7 @@ async def ship(session: AsyncSession, shipment_id: uuid.UUID) -> Shipment:
             )
         )
     ).scalars()
-    committed = await reservations.commit(session, list(ids))
+    committed = await reservations.commit(session, list(ids), reference=("shipment", str(shipment_id)))
     await _event(
         session, shipment_id, "stock_committed", None, None, reservations=[str(r) for r in committed]
     )

@@ -154,13 +154,13 @@ async def test_concurrent_hand_overs_commit_the_reserved_stock_exactly_once(
         commits = (
             await conn.execute(
                 text(
-                    "select count(*), sum(on_hand_delta) from inventory_ledger"
-                    " where org_id = :o and reason = 'commit'"
+                    "select count(*), sum(on_hand_delta), min(reference_type), min(reference_id)"
+                    " from inventory_ledger where org_id = :o and reason = 'commit'"
                 ),
                 {"o": org.id},
             )
         ).one()
-    assert tuple(commits) == (1, -3)
+    assert tuple(commits) == (1, -3, "shipment", shipment["id"])  # the ledger names the shipment
     again = await client.post(f"/api/v1/shipments/{shipment['id']}/ship", headers=org.headers)
     assert again.json()["error"]["details"] == {
         "shipment_id": shipment["id"],

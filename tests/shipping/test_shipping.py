@@ -249,3 +249,16 @@ async def test_customs_facts_stored_on_the_sku_are_used_and_a_missing_one_is_nam
         "/api/v1/skus", json={"code": "CUP", "customs_value_minor": 5}, headers=org.headers
     )
     assert half.status_code == 422 and half.json()["error"]["code"] == "CUSTOMS_VALUE_NEEDS_CURRENCY"
+
+
+async def test_a_partial_quantity_of_one_sku_is_refused_before_any_carrier_call(
+    client, make_org, fake_fedex: FakeFedEx
+) -> None:
+    org = await make_org()
+    account = (await add_account(client, org, "fedex", fake_fedex.url))["account"]
+    order = await order_with_stock(client, org, quantity=2)
+    body = shipment_body(order["id"], account["id"], lines=[{"sku": "MUG", "quantity": 1}])
+    resp = await client.post("/api/v1/shipments", json=body, headers=org.headers)
+    assert resp.status_code == 422 and resp.json()["error"]["code"] == "PARTIAL_QUANTITY_NOT_SUPPORTED"
+    assert fake_fedex.labels == {}
+    assert (await client.get("/api/v1/shipments", headers=org.headers)).json() == []
