@@ -6,6 +6,7 @@ import re
 from collections.abc import AsyncIterator
 
 import click
+import httpx
 from arq.connections import ArqRedis
 from litestar import Litestar
 from litestar.config.app import AppConfig
@@ -25,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from rappit import __version__
 from rappit.channels import routes as channel_routes
 from rappit.channels import webhooks
+from rappit.integrations.carriers.breaker import BreakerBoard
 from rappit.integrations.channels.registry import ChannelRegistry
 from rappit.inventory import routes as inventory_routes
 from rappit.ops import routes as ops_routes
@@ -37,6 +39,8 @@ from rappit.platform.http import check_json_body
 from rappit.platform.logging import RequestIdMiddleware, configure_logging
 from rappit.platform.ratelimit import Policy, RateLimitMiddleware, channel_of_path, client_ip
 from rappit.platform.settings import Settings
+from rappit.shipping import routes as shipping_routes
+from rappit.shipping.accounts import Carriers
 from rappit.tenancy import routes as tenancy_routes
 from rappit.tenancy.auth import AUTH_EXCLUDE, AuthMiddleware, Principal, rate_limit_key
 from rappit.tenancy.context import clear_org_context
@@ -89,9 +93,15 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
                 await assert_rls_binds(engine)
             app.state.engine = engine
             app.state.sessionmaker = make_sessionmaker(engine)
+            # One httpx client (connection pools) and one breaker board per process, for every carrier call.
+            app.state.carriers = Carriers(
+                http=httpx.AsyncClient(), breakers=BreakerBoard(settings.redis_url), box=app.state.secret_box
+            )
 
         async def stop(app: Litestar) -> None:
             await app.state.engine.dispose()
+            await app.state.carriers.http.aclose()
+            app.state.carriers.breakers.close()
             await redis.aclose()
             await arq_redis.aclose()
 
@@ -104,6 +114,7 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
                 *inventory_routes.ROUTES,
                 *channel_routes.ROUTES,
                 *order_routes.ROUTES,
+                *shipping_routes.ROUTES,
                 *webhooks.ROUTES,
                 *worker_routes.ROUTES,
                 *ops_routes.ROUTES,

@@ -14,8 +14,15 @@ from rappit.platform.db import add_unique
 from rappit.platform.errors import BusinessRuleViolation, Conflict
 
 
-async def create_sku(session: AsyncSession, *, code: str, name: str = "", reorder_point: int = 0) -> Sku:
-    sku = Sku(code=code.strip(), name=name, reorder_point=reorder_point)
+async def create_sku(
+    session: AsyncSession, *, code: str, name: str = "", reorder_point: int = 0, **customs: Any
+) -> Sku:
+    """`customs`: hs_code, country_of_origin, customs_value_minor + customs_currency, weight_grams."""
+    if (customs.get("customs_value_minor") is None) != (customs.get("customs_currency") is None):
+        raise BusinessRuleViolation(
+            "customs_value_minor and customs_currency go together", code="CUSTOMS_VALUE_NEEDS_CURRENCY"
+        )
+    sku = Sku(code=code.strip(), name=name, reorder_point=reorder_point, **customs)
     await add_unique(
         session, sku, Conflict(f"SKU {code!r} already exists", code="SKU_EXISTS", details={"sku": code})
     )

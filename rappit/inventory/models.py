@@ -42,12 +42,32 @@ class Sku(IdMixin, TimestampMixin, TenantMixin, Base):
             name="code_format",
         ),
         CheckConstraint("reorder_point >= 0", name="reorder_point_nonnegative"),
+        CheckConstraint("hs_code is null or hs_code ~ '^[0-9]{6,10}$'", name="hs_code_format"),
+        CheckConstraint(
+            "country_of_origin is null or country_of_origin ~ '^[A-Z]{2}$'", name="country_of_origin_format"
+        ),
+        CheckConstraint(
+            "(customs_value_minor is null) = (customs_currency is null)", name="customs_value_has_currency"
+        ),
+        CheckConstraint(
+            "customs_value_minor is null or customs_value_minor > 0", name="customs_value_positive"
+        ),
+        CheckConstraint("weight_grams is null or weight_grams > 0", name="weight_positive"),
     )
 
     code: Mapped[str] = mapped_column(String(100))
     name: Mapped[str] = mapped_column(String(300), default="", server_default="")
     reorder_point: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     """At or below this many available units the SKU counts as low stock."""
+    # Customs facts for cross-border shipments (None: not known; a shipment needing one names it).
+    hs_code: Mapped[str | None] = mapped_column(String(10))
+    country_of_origin: Mapped[str | None] = mapped_column(String(2))
+    """Where the goods were made (ISO alpha-2)."""
+    customs_value_minor: Mapped[int | None] = mapped_column(BigInteger)
+    """Per unit, in `customs_currency`; without it a shipment declares the order line's price."""
+    customs_currency: Mapped[str | None] = mapped_column(String(3))
+    weight_grams: Mapped[int | None] = mapped_column(Integer)
+    """Net weight of one unit."""
 
 
 class Warehouse(IdMixin, TimestampMixin, TenantMixin, Base):

@@ -245,8 +245,17 @@ _CLOSE = text(
 
 
 async def _close(
-    session: AsyncSession, where: str, params: dict[str, Any], *, status: str, reason: str, ledger_reason: str
+    session: AsyncSession,
+    where: str,
+    params: dict[str, Any],
+    *,
+    status: str,
+    reason: str,
+    ledger_reason: str,
+    reference: tuple[str, str] | None = None,
 ) -> list[uuid.UUID]:
+    """`reference` (type, id) replaces the reservations' own on the ledger rows (a commit names the
+    shipment that took the stock, not the order that reserved it)."""
     org_id = require_org_id()
     targets = (
         await session.execute(text(_LOCK_RESERVATIONS.format(where=where)), {"org": org_id, **params})
@@ -278,8 +287,14 @@ async def _close(
             "reason": reason,
             "levels": levels,
             "qtys": [sum(t.quantity for t in per_level[lv]) for lv in levels],
-            "ref_types": [single({t.reference_type for t in per_level[lv]}) for lv in levels],
-            "ref_ids": [single({t.reference_id for t in per_level[lv]}) for lv in levels],
+            "ref_types": [
+                reference[0] if reference else single({t.reference_type for t in per_level[lv]})
+                for lv in levels
+            ],
+            "ref_ids": [
+                reference[1] if reference else single({t.reference_id for t in per_level[lv]})
+                for lv in levels
+            ],
             "commit": status == "committed",
             "ledger_reason": ledger_reason,
             "actor": current_actor().describe(),
@@ -340,8 +355,11 @@ async def reserved_for_reference(
     return out
 
 
-async def commit(session: AsyncSession, reservation_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
-    """Stock leaves the building (shipment): on_hand and reserved both drop by the reserved quantity."""
+async def commit(
+    session: AsyncSession, reservation_ids: Sequence[uuid.UUID], *, reference: tuple[str, str] | None = None
+) -> list[uuid.UUID]:
+    """Stock leaves the building (shipment): on_hand and reserved both drop by the reserved quantity.
+    `reference` (type, id) goes on the ledger rows instead of the reservations' own."""
     return await _close(
         session,
         "r.id = ANY(CAST(:ids AS uuid[]))",
@@ -349,6 +367,7 @@ async def commit(session: AsyncSession, reservation_ids: Sequence[uuid.UUID]) ->
         status="committed",
         reason="commit",
         ledger_reason="commit",
+        reference=reference,
     )
 
 

@@ -45,16 +45,24 @@ class CatalogueController(Controller):
     ) -> Response[Any]:
         async def op() -> SkuOut:
             sku = await catalogue.create_sku(
-                db_session, code=data.code, name=data.name, reorder_point=data.reorder_point
+                db_session,
+                code=data.code,
+                name=data.name,
+                reorder_point=data.reorder_point,
+                hs_code=data.hs_code,
+                country_of_origin=data.country_of_origin,
+                customs_value_minor=data.customs_value_minor,
+                customs_currency=data.customs_currency,
+                weight_grams=data.weight_grams,
             )
-            return SkuOut(id=sku.id, code=sku.code, name=sku.name, reorder_point=sku.reorder_point)
+            return SkuOut.of(sku)
 
         return await idempotent(request, db_session, op)
 
     @get("/skus", guards=READ)
     async def list_skus(self, db_session: DbSession, limit: Limit = 50, offset: Offset = 0) -> list[SkuOut]:
         skus = await catalogue.list_skus(db_session, limit=limit, offset=offset)
-        return [SkuOut(id=s.id, code=s.code, name=s.name, reorder_point=s.reorder_point) for s in skus]
+        return [SkuOut.of(s) for s in skus]
 
     @post("/warehouses", guards=WRITE)
     async def create_warehouse(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -25,6 +25,12 @@ class SkuIn(msgspec.Struct, forbid_unknown_fields=True):
     code: SkuCode
     name: Annotated[str, msgspec.Meta(max_length=300)] = ""
     reorder_point: Annotated[int, msgspec.Meta(ge=0)] = 0
+    hs_code: Annotated[str, msgspec.Meta(pattern="^[0-9]{6,10}$")] | None = None
+    country_of_origin: Annotated[str, msgspec.Meta(pattern="^[A-Z]{2}$")] | None = None
+    customs_value_minor: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    """Per unit, in customs_currency (both or neither)."""
+    customs_currency: Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")] | None = None
+    weight_grams: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] | None = None
 
 
 class SkuOut(msgspec.Struct):
@@ -32,6 +38,25 @@ class SkuOut(msgspec.Struct):
     code: str
     name: str
     reorder_point: int
+    hs_code: str | None = None
+    country_of_origin: str | None = None
+    customs_value_minor: int | None = None
+    customs_currency: str | None = None
+    weight_grams: int | None = None
+
+    @classmethod
+    def of(cls, s: Any) -> SkuOut:
+        return cls(
+            s.id,
+            s.code,
+            s.name,
+            s.reorder_point,
+            s.hs_code,
+            s.country_of_origin,
+            s.customs_value_minor,
+            s.customs_currency,
+            s.weight_grams,
+        )
 
 
 class WarehouseIn(msgspec.Struct, forbid_unknown_fields=True):

@@ -10,6 +10,7 @@ ADMIN = STAFF | {
     "users:manage",
     "tokens:manage",
     "channels:manage",
+    "carriers:manage",
     "shipments:void",
     "jobs:retry",
 }

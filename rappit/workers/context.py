@@ -6,13 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from rappit.integrations.carriers.breaker import BreakerBoard
 from rappit.integrations.channels.registry import ChannelRegistry
 from rappit.platform.crypto import SecretBox
 from rappit.platform.db import make_engine, make_sessionmaker
 from rappit.platform.settings import Settings
+from rappit.shipping.accounts import Carriers
 
 Ctx = dict[Any, Any]
 """arq's job context, as arq types it."""
@@ -28,10 +31,15 @@ class Deps:
     system_sessionmaker: async_sessionmaker[AsyncSession]
     secret_box: SecretBox
     channels: ChannelRegistry
+    carriers: Carriers
+    """One httpx client and one breaker board for the worker process's carrier calls."""
     webhook_backoff: tuple[float, ...] = (2.0, 10.0, 30.0)
     """Seconds before the 2nd, 3rd... attempt of a failed webhook event."""
     sweep_grace_seconds: float = 20.0
     """How long an inbox row may stay pending before the sweeper re-enqueues it."""
+    shipment_recovery_after_seconds: float = 120.0
+    """A `pending` shipment this old has had its label call end (longer than any carrier read timeout):
+    the recovery job asks the carrier what became of it."""
 
     @classmethod
     def build(cls, settings: Settings, *, pool_size: int = 10, max_overflow: int = 12, **tuning: Any) -> Deps:
@@ -40,16 +48,20 @@ class Deps:
         engine = make_engine(settings, pool_size=pool_size, max_overflow=max_overflow)
         # Cross-org reads (sweeper, expiry, reconciliation, purge) are a few cron queries: a small pool.
         system = make_engine(settings, url=settings.system_database_url, pool_size=2, max_overflow=2)
+        box = SecretBox(settings.encryption_keys)
+        carriers = Carriers(http=httpx.AsyncClient(), breakers=BreakerBoard(settings.redis_url), box=box)
         return cls(
             settings=settings, engine=engine, sessionmaker=make_sessionmaker(engine),
             system_engine=system, system_sessionmaker=make_sessionmaker(system, system=True),
-            secret_box=SecretBox(settings.encryption_keys), channels=ChannelRegistry.from_settings(settings),
+            secret_box=box, channels=ChannelRegistry.from_settings(settings), carriers=carriers,
             **tuning,
         )  # fmt: skip
 
     async def close(self) -> None:
         await self.engine.dispose()
         await self.system_engine.dispose()
+        await self.carriers.http.aclose()
+        self.carriers.breakers.close()
 
 
 def deps(ctx: Ctx) -> Deps:

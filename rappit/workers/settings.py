@@ -18,6 +18,7 @@ from rappit.orders import jobs as order_jobs
 from rappit.platform.db import assert_bypasses_rls
 from rappit.platform.logging import configure_logging
 from rappit.platform.settings import Settings
+from rappit.shipping import jobs as shipping_jobs
 from rappit.tenancy.idempotency import purge_expired
 from rappit.tenancy.scoping import install_scoping, unscoped
 from rappit.workers.context import Ctx, Deps, deps
@@ -37,7 +38,8 @@ async def startup(ctx: Ctx) -> None:
     settings = ctx.get("settings") or Settings.from_env(system_db="required")
     configure_logging(settings.log_level, json=settings.log_json)
     install_scoping()
-    tuning = {k: ctx[k] for k in ("webhook_backoff", "sweep_grace_seconds") if k in ctx}
+    knobs = ("webhook_backoff", "sweep_grace_seconds", "shipment_recovery_after_seconds")
+    tuning = {k: ctx[k] for k in knobs if k in ctx}
     ctx["deps"] = built = Deps.build(settings, **tuning)  # pool: max_jobs concurrent jobs + crons
     await assert_bypasses_rls(built.system_engine)
     log.info("worker.started")
@@ -75,6 +77,18 @@ async def reconcile_channels(ctx: Ctx) -> int:
     return await order_jobs.reconcile_all(d.sessionmaker, d.system_sessionmaker, d.channels, d.secret_box)
 
 
+async def recover_pending_shipments(ctx: Ctx) -> dict[str, int]:
+    """Every minute: label purchases left `pending` (a crash or lost answer after the carrier call) are
+    resolved by asking the carrier by our reference: recorded and voided, or failed."""
+    d = deps(ctx)
+    return await shipping_jobs.recover_pending(
+        d.sessionmaker,
+        d.system_sessionmaker,
+        d.carriers,
+        older_than_seconds=d.shipment_recovery_after_seconds,
+    )
+
+
 def functions(timeout: int) -> Sequence[Function]:
     """The job table: every job a worker runs, by name. Enqueued jobs are named by the constant of the
     module that enqueues them (channels.inbox.JOB), never by a repeated literal."""
@@ -87,6 +101,7 @@ def functions(timeout: int) -> Sequence[Function]:
         func(process_webhook_event, name=channel_inbox.JOB, keep_result=0, max_tries=10, timeout=timeout),
         func(sweep_pending_webhooks),
         func(reconcile_channels),
+        func(recover_pending_shipments),
     ]
 
 
@@ -96,6 +111,7 @@ def cron_jobs(timeout: int) -> list[CronJob]:
         cron(reconcile_channels, minute=set(range(2, 60, 5)), second={0}, timeout=timeout),
         cron(release_expired_reservations, second={0}, run_at_startup=True, timeout=timeout),
         cron(purge_idempotency_keys, minute={17}, second={30}, timeout=timeout),
+        cron(recover_pending_shipments, second={20}, timeout=timeout),
     ]
 
 

@@ -158,10 +158,20 @@ async def test_an_unknown_field_names_the_fields_the_body_takes(client, make_org
         await client.post("/api/v1/skus", json={"sku": "TEE-M"}, headers=org.headers), 400, "VALIDATION_ERROR"
     )
     [problem] = error["details"]["errors"]
-    assert problem["expected"] == ["code", "name", "reorder_point"]
+    assert problem["expected"] == [
+        "code",
+        "name",
+        "reorder_point",
+        "hs_code",
+        "country_of_origin",
+        "customs_value_minor",
+        "customs_currency",
+        "weight_grams",
+    ]
     assert "unknown field `sku`" in problem["message"]
-    assert "expected fields: code, name, reorder_point (required: code)" in problem["message"]
-    assert "expected fields: code, name, reorder_point" in error["message"]
+    assert "expected fields: code, name, reorder_point, hs_code," in problem["message"]
+    assert "(required: code)" in problem["message"]
+    assert "expected fields: code, name, reorder_point, hs_code" in error["message"]
 
     # Nested objects too: a reservation line names a line's fields, not the reservation's.
     body = {"lines": [{"sku": "TEE-M", "warehouse": "W1", "quantity": 1}]}

@@ -60,6 +60,18 @@ async def seed_org_a(client, org, admin_engine) -> dict[str, str]:
         headers=org.headers,
     )
     assert order.status_code == 201, order.text
+    account = await client.post(
+        "/api/v1/carrier-accounts",
+        json={
+            "carrier": "fedex",
+            "name": "A FedEx",
+            "credentials": {"client_id": "a", "client_secret": "b"},
+            "account_number": "510087020",
+        },
+        headers=org.headers,
+    )
+    assert account.status_code == 201, account.text
+    shipment_id = uuid.uuid4()
     dead_id = uuid.uuid4()
     async with admin_engine.begin() as conn:  # a dead letter as the worker would leave it
         event_id = (
@@ -83,7 +95,23 @@ async def seed_org_a(client, org, admin_engine) -> dict[str, str]:
             ),
             {"i": dead_id, "o": org.id, "e": event_id},
         )
+        await conn.execute(  # a bought label, as the purchase saga records it
+            text(
+                "insert into shipments (id, org_id, order_id, carrier_account_id, carrier, service, status,"
+                " ship_date, request, lines, carrier_shipment_id, label_document, label_format)"
+                " values (:i, :o, :ord, :acc, 'fedex', 'FEDEX_GROUND', 'label_purchased', current_date,"
+                " '{}', '[]', '794000000001', 'pdf', 'pdf')"
+            ),
+            {
+                "i": shipment_id,
+                "o": org.id,
+                "ord": order.json()["order"]["id"],
+                "acc": account.json()["account"]["id"],
+            },
+        )
     return {
+        "account_id": account.json()["account"]["id"],
+        "shipment_id": str(shipment_id),
         "order_id": order.json()["order"]["id"],
         "dead_letter_id": str(dead_id),
         "channel_id": channel.json()["channel"]["id"],

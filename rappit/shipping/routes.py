@@ -1,0 +1,204 @@
+"""Carrier accounts, breaker states and shipments. The label purchase and void span several
+transactions (the saga), so those routes open their own with `provide_session` instead of taking the
+request's one session; every other route is the usual one transaction."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.params import JSONBody, QueryParameter
+
+from rappit.integrations.carriers.base import CarrierUnavailable, LabelFormat
+from rappit.platform.db import provide_session
+from rappit.platform.errors import BusinessRuleViolation, Conflict, error_responses
+from rappit.platform.http import DbSession, Id, Limit, Offset
+from rappit.shipping import accounts, service
+from rappit.shipping.schemas import (
+    AccountQuoteOut,
+    BreakerOut,
+    CarrierAccountIn,
+    CarrierAccountOut,
+    CarrierAccountWithSecretOut,
+    RatesIn,
+    RatesOut,
+    ShipmentDetailOut,
+    ShipmentEventOut,
+    ShipmentIn,
+    ShipmentOut,
+    StatusFilter,
+)
+from rappit.tenancy.auth import requires
+from rappit.tenancy.idempotency import HEADER, idempotent
+
+READ = [requires("shipments:read")]
+MANAGE = [requires("carriers:manage")]
+CREATE = [requires("shipments:create")]
+VOID = [requires("shipments:void")]
+RATE_DEADLINE_SECONDS = 8.0
+
+
+class CarrierAccountController(Controller):
+    path = "/api/v1/carrier-accounts"
+    tags = ["shipping"]
+
+    @post("/", guards=MANAGE)
+    async def create(
+        self, state: State, db_session: DbSession, data: JSONBody[CarrierAccountIn]
+    ) -> CarrierAccountWithSecretOut:
+        made = await accounts.create_account(
+            db_session,
+            state.secret_box,
+            carrier=data.carrier,
+            name=data.name,
+            credentials=data.credentials,
+            account_number=data.account_number,
+            base_url=data.base_url,
+        )
+        return CarrierAccountWithSecretOut(CarrierAccountOut.of(made.account), made.callback_secret)
+
+    @get("/", guards=READ)
+    async def list_accounts(
+        self, db_session: DbSession, limit: Limit = 50, offset: Offset = 0
+    ) -> list[CarrierAccountOut]:
+        found = await accounts.list_accounts(db_session, limit=limit, offset=offset)
+        return [CarrierAccountOut.of(a) for a in found]
+
+    @get("/{account_id:uuid}", guards=READ)
+    async def show(self, db_session: DbSession, account_id: Id) -> CarrierAccountOut:
+        return CarrierAccountOut.of(await accounts.get_account(db_session, account_id))
+
+    @post("/{account_id:uuid}/disable", guards=MANAGE, status_code=200)
+    async def disable(
+        self, request: Request[Any, Any, Any], db_session: DbSession, account_id: Id
+    ) -> Response[Any]:
+        async def op() -> CarrierAccountOut:
+            return CarrierAccountOut.of(await accounts.disable_account(db_session, account_id))
+
+        return await idempotent(request, db_session, op, status_code=200)
+
+
+class BreakerController(Controller):
+    path = "/api/v1/carriers"
+    tags = ["shipping"]
+
+    @get("/breakers", guards=READ)
+    async def breakers(self, state: State, db_session: DbSession) -> list[BreakerOut]:
+        states = await accounts.breaker_states(db_session, state.carriers.breakers)
+        return [BreakerOut.of(a, s) for a, s in states]
+
+
+class ShipmentController(Controller):
+    path = "/api/v1/shipments"
+    tags = ["shipping"]
+
+    @post("/rates", guards=READ, status_code=200, responses=error_responses({404}))
+    async def rates(self, state: State, data: JSONBody[RatesIn]) -> RatesOut:
+        async with provide_session(state.sessionmaker) as session:
+            shipment, accounts_ = await service.prepare_quote(session, data.order_id, data.to_input())
+        quotes = await service.quote(state.carriers, shipment, accounts_, deadline=RATE_DEADLINE_SECONDS)
+        return RatesOut([AccountQuoteOut.of(q) for q in quotes])
+
+    @post("/", guards=CREATE, responses=error_responses({404}))
+    async def buy(
+        self, request: Request[Any, Any, Any], state: State, data: JSONBody[ShipmentIn]
+    ) -> Response[Any]:
+        """Buy a label: the `pending` row is committed before the carrier is called; the answer is
+        recorded after. An Idempotency-Key finds the shipment of an earlier attempt, whatever its state."""
+        key = request.headers.get(HEADER)
+        async with provide_session(state.sessionmaker) as session:
+            if key is not None:
+                earlier = await service.by_idempotency_key(session, key)
+                if earlier is not None:
+                    return Response(
+                        ShipmentOut.of(earlier), status_code=200, headers={"Idempotent-Replayed": "true"}
+                    )
+            purchase = await service.start_purchase(
+                session,
+                data.order_id,
+                data.carrier_account_id,
+                data.service,
+                data.to_input(),
+                label_format=LabelFormat(data.label_format),
+                idempotency_key=key,
+            )
+        outcome = await service.buy(state.carriers, purchase)
+        async with provide_session(state.sessionmaker) as session:
+            shipment = await service.finish_purchase(session, purchase.shipment_id, outcome)
+            out = ShipmentOut.of(shipment)
+        if isinstance(outcome, CarrierUnavailable):
+            outcome.details = {**outcome.details, "shipment_id": str(out.id), "shipment_status": out.status}
+            raise outcome
+        if shipment.status == "failed":
+            raise BusinessRuleViolation(
+                "the carrier refused the label: "
+                + "; ".join(f"{m.code}: {m.text}" for m in outcome.messages),
+                code="CARRIER_REFUSED",
+                details={
+                    "shipment_id": str(out.id),
+                    "carrier_messages": [{"code": m.code, "text": m.text} for m in outcome.messages],
+                },
+            )
+        return Response(out, status_code=201)
+
+    @get("/", guards=READ)
+    async def list_shipments(
+        self,
+        db_session: DbSession,
+        order_id: Annotated[uuid.UUID | None, QueryParameter(required=False)] = None,
+        status: Annotated[StatusFilter | None, QueryParameter(required=False)] = None,
+        limit: Limit = 50,
+        offset: Offset = 0,
+    ) -> list[ShipmentOut]:
+        found = await service.list_shipments(
+            db_session, order_id=order_id, status=status, limit=limit, offset=offset
+        )
+        return [ShipmentOut.of(s) for s in found]
+
+    @get("/{shipment_id:uuid}", guards=READ)
+    async def show(self, db_session: DbSession, shipment_id: Id) -> ShipmentDetailOut:
+        shipment = await service.get_shipment(db_session, shipment_id)
+        events = await service.timeline(db_session, shipment_id)
+        return ShipmentDetailOut(ShipmentOut.of(shipment), [ShipmentEventOut.of(e) for e in events])
+
+    @get("/{shipment_id:uuid}/label", guards=READ)
+    async def label(self, db_session: DbSession, shipment_id: Id) -> Response[bytes]:
+        shipment = await service.get_shipment(db_session, shipment_id)
+        if not shipment.label_document:
+            raise Conflict("this shipment has no label document", code="NO_LABEL",
+                           details={"status": shipment.status})  # fmt: skip
+        fmt = LabelFormat(shipment.label_format or "pdf")
+        return Response(
+            shipment.label_document,
+            media_type=fmt.content_type,
+            headers={"Content-Disposition": f'inline; filename="{shipment.id}.{fmt.value}"'},
+        )
+
+    @post("/{shipment_id:uuid}/void", guards=VOID, status_code=200)
+    async def void(self, state: State, shipment_id: Id) -> ShipmentOut:
+        """Voided only on the carrier's confirmation, through the account that bought the label."""
+        async with provide_session(state.sessionmaker) as session:
+            ask = await service.prepare_void(session, shipment_id)
+        outcome = await service.ask_void(state.carriers, ask)
+        async with provide_session(state.sessionmaker) as session:
+            out = ShipmentOut.of(await service.record_void(session, shipment_id, outcome))
+        refused = service.refusal(shipment_id, outcome)
+        if refused is not None:
+            raise refused
+        return out
+
+    @post("/{shipment_id:uuid}/ship", guards=CREATE, status_code=200)
+    async def ship(
+        self, request: Request[Any, Any, Any], db_session: DbSession, shipment_id: Id
+    ) -> Response[Any]:
+        """Manual hand-over: in transit, and the shipment's reserved stock committed (exactly once)."""
+
+        async def op() -> ShipmentOut:
+            return ShipmentOut.of(await service.ship(db_session, shipment_id))
+
+        return await idempotent(request, db_session, op, status_code=200)
+
+
+ROUTES = [CarrierAccountController, BreakerController, ShipmentController]
