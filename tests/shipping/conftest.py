@@ -51,7 +51,9 @@ def fake_dhl() -> Iterator[FakeDhlExpress]:
     fake.stop()
 
 
-async def add_account(client: Any, org: Any, carrier: str, base_url: str, name: str | None = None) -> dict:
+async def add_account(
+    client: Any, org: Any, carrier: str, base_url: str, name: str | None = None, number: str | None = None
+) -> dict:
     creds = (
         {"client_id": "fedex-client", "client_secret": "fedex-secret"}
         if carrier == "fedex"
@@ -63,7 +65,7 @@ async def add_account(client: Any, org: Any, carrier: str, base_url: str, name: 
             "carrier": carrier,
             "name": name or f"{carrier}-{uuid.uuid4().hex[:6]}",
             "credentials": creds,
-            "account_number": "510087020" if carrier == "fedex" else "123456789",
+            "account_number": number or ("510087020" if carrier == "fedex" else "123456789"),
             "base_url": base_url,
         },
         headers=org.headers,

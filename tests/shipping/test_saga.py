@@ -231,3 +231,45 @@ async def test_the_worker_runs_recovery_with_its_own_carrier_client(
     [row] = (await client.get("/api/v1/shipments", headers=org.headers)).json()
     assert row["status"] == "voided"
     assert all(label.cancelled for label in fake_fedex.labels.values())
+
+
+async def test_concurrent_purchases_with_one_idempotency_key_buy_one_label(
+    app, client, make_org, fake_fedex: FakeFedEx
+) -> None:
+    org = await make_org()
+    account = (await add_account(client, org, "fedex", fake_fedex.url))["account"]
+    order = await order_with_stock(client, org)
+    fake_fedex.faults.delay = 0.3  # every attempt overlaps the first one's carrier call
+    headers = {**org.headers, "Idempotency-Key": f"k-{order['id']}"}
+
+    async def attempt() -> int:
+        async with client_for(app) as c:
+            body = shipment_body(order["id"], account["id"])
+            return (await c.post("/api/v1/shipments", json=body, headers=headers)).status_code
+
+    statuses = await asyncio.gather(*(attempt() for _ in range(8)))
+    assert statuses.count(201) == 1 and set(statuses) <= {201, 200, 409}, statuses
+    assert len(fake_fedex.labels) == 1
+    assert len((await client.get("/api/v1/shipments", headers=org.headers)).json()) == 1
+
+
+async def test_a_purchase_while_the_breaker_is_open_fails_fast_and_sends_nothing(
+    client, make_org, stack, fake_fedex: FakeFedEx
+) -> None:
+    org = await make_org()
+    account = (await add_account(client, org, "fedex", fake_fedex.url))["account"]
+    order = await order_with_stock(client, org)
+    board = BreakerBoard(stack.redis_url)
+    try:
+        board.for_account("fedex", account["id"]).cb.open()
+    finally:
+        board.close()
+    sent = len(fake_fedex.requests)
+    resp = await client.post(
+        "/api/v1/shipments", json=shipment_body(order["id"], account["id"]), headers=org.headers
+    )
+    assert resp.status_code == 503 and int(resp.headers["retry-after"]) >= 1
+    error = resp.json()["error"]
+    assert error["code"] == "CARRIER_UNAVAILABLE" and error["details"]["breaker_state"] == "open"
+    assert error["details"]["shipment_status"] == "failed"  # nothing reached the carrier: no label
+    assert len(fake_fedex.requests) == sent

@@ -262,3 +262,22 @@ async def test_a_partial_quantity_of_one_sku_is_refused_before_any_carrier_call(
     assert resp.status_code == 422 and resp.json()["error"]["code"] == "PARTIAL_QUANTITY_NOT_SUPPORTED"
     assert fake_fedex.labels == {}
     assert (await client.get("/api/v1/shipments", headers=org.headers)).json() == []
+
+
+async def test_the_account_that_bought_the_label_is_the_one_that_voids_it(
+    client, make_org, fake_fedex: FakeFedEx
+) -> None:
+    """Two accounts of one carrier: the void goes through the buyer (the sandbox, as FedEx does, refuses
+    a cancel from another account), never the org's first or any other account."""
+    org = await make_org()
+    await add_account(client, org, "fedex", fake_fedex.url, name="A other", number="600000001")
+    buyer = (await add_account(client, org, "fedex", fake_fedex.url, name="B buyer"))["account"]
+    order = await order_with_stock(client, org)
+    bought = await client.post(
+        "/api/v1/shipments", json=shipment_body(order["id"], buyer["id"]), headers=org.headers
+    )
+    shipment = bought.json()
+    assert fake_fedex.labels[shipment["carrier_shipment_id"]].account_number == "510087020"
+    voided = await client.post(f"/api/v1/shipments/{shipment['id']}/void", headers=org.headers)
+    assert voided.status_code == 200 and voided.json()["status"] == "voided"
+    assert fake_fedex.labels[shipment["carrier_shipment_id"]].cancelled
