@@ -314,6 +314,17 @@ class CarrierAdapter(Protocol):
         ...
 
 
+def require_credentials(
+    carrier: str, credentials: Mapping[str, str], keys: tuple[str, ...], account_number: str
+) -> None:
+    """ValueError naming every missing credential at once (the account form shows them all)."""
+    missing = [k for k in keys if not str(credentials.get(k) or "").strip()]
+    if not account_number.strip():
+        missing.append("account_number")
+    if missing:
+        raise ValueError(f"{carrier} needs {', '.join(missing)}")
+
+
 def major_units(minor: int, currency: str) -> float:
     """Minor units as the decimal amount carriers' JSON carries (1999 USD -> 19.99, 500 JPY -> 500)."""
     from rappit.integrations.channels.canonical import to_minor

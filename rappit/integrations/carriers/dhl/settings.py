@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from rappit.integrations.carriers.base import require_credentials
 from rappit.integrations.carriers.transport import Timeouts
 
 PRODUCTION_URL = "https://express.api.dhl.com/mydhlapi"
@@ -33,11 +34,7 @@ class DhlAccount:
         base_url: str | None = None,
         timeouts: Timeouts | None = None,
     ) -> DhlAccount:
-        missing = [k for k in CREDENTIAL_KEYS if not str(credentials.get(k) or "").strip()]
-        if not account_number.strip():
-            missing.append("account_number")
-        if missing:
-            raise ValueError(f"DHL Express needs {', '.join(missing)}")
+        require_credentials("DHL Express", credentials, CREDENTIAL_KEYS, account_number)
         return cls(
             username=credentials["username"],
             password=credentials["password"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from rappit.integrations.carriers.base import require_credentials
 from rappit.integrations.carriers.transport import Timeouts
 
 PRODUCTION_URL = "https://apis.fedex.com"
@@ -31,12 +32,7 @@ class FedExAccount:
         base_url: str | None = None,
         timeouts: Timeouts | None = None,
     ) -> FedExAccount:
-        """ValueError naming every missing credential (the account form shows them all)."""
-        missing = [k for k in CREDENTIAL_KEYS if not str(credentials.get(k) or "").strip()]
-        if not account_number.strip():
-            missing.append("account_number")
-        if missing:
-            raise ValueError(f"FedEx needs {', '.join(missing)}")
+        require_credentials("FedEx", credentials, CREDENTIAL_KEYS, account_number)
         return cls(
             client_id=credentials["client_id"],
             client_secret=credentials["client_secret"],
