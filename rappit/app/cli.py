@@ -9,15 +9,20 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from rappit.platform.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+T = TypeVar("T")
 
 DEV_DATABASE = "rappit"
 DEMO_CODE = "DEMO"
@@ -134,6 +139,24 @@ async def _org_id(session: Any, code: str) -> Any:
     return org_id
 
 
+def as_org(org_code: str, operation: Callable[[AsyncSession], Awaitable[T]]) -> tuple[T, Settings]:
+    """Run one service call in one transaction as the org with this code (the CLI actor), on the
+    configured or embedded stack: (its result, the live settings). A domain error exits 1 with its
+    message."""
+    from rappit.tenancy.context import Actor, org_context
+
+    async def run(session: AsyncSession) -> T:
+        org_id = await _org_id(session, org_code)
+        with org_context(org_id, Actor(kind="system", label="cli")):
+            return await operation(session)
+
+    with stack(load_settings()) as live:
+        try:
+            return asyncio.run(_with_session(live, run)), live
+        except Exception as exc:
+            fail(exc)  # exits 1 for a domain error, re-raises anything else
+
+
 def rappit_command() -> str:
     """How to run this CLI from where the user stands: `rappit` if that is on PATH, else the path of
     the venv's script (`.venv/bin/rappit` from the checkout, where `./run` leaves you)."""
@@ -188,7 +211,7 @@ def wait_until_live(base_url: str, *, deadline_seconds: float, keep_going: Any, 
     return False
 
 
-def fail(exc: Exception) -> None:
+def fail(exc: Exception) -> NoReturn:
     from rappit.platform.errors import DomainError
 
     if isinstance(exc, DomainError):
@@ -405,7 +428,6 @@ def org_create(name: str, admin_email: str, code: str | None, password: str | No
             )
         except Exception as exc:
             fail(exc)
-            return
         click.echo(
             f"Created organization {new.org.code} ({new.org.id}); owner {new.owner.email} / password "
             f"{password}"
@@ -429,23 +451,10 @@ def user_add(org_code: str, email: str, role: str, password: str | None) -> None
     """Add a user to an organization."""
     import secrets
 
-    from rappit.tenancy.context import Actor, org_context
     from rappit.tenancy.service import add_user
 
-    settings = load_settings()
     password = password or secrets.token_urlsafe(12)
-
-    async def run(session: Any) -> Any:
-        org_id = await _org_id(session, org_code)
-        with org_context(org_id, Actor(kind="system", label="cli")):
-            return await add_user(session, email=email, role=role, password=password)
-
-    with stack(settings) as live:
-        try:
-            new = asyncio.run(_with_session(live, run))
-        except Exception as exc:
-            fail(exc)
-            return
+    new, _ = as_org(org_code, lambda s: add_user(s, email=email, role=role, password=password))
     click.echo(f"Added {new.email} ({new.role}) to {org_code.upper()}; password {password}")
 
 
@@ -457,23 +466,10 @@ def user_reset_password(org_code: str, email: str, password: str | None) -> None
     """Set a user's dashboard password (for example the demo owner's, shown once by `up`)."""
     import secrets
 
-    from rappit.tenancy.context import Actor, org_context
     from rappit.tenancy.service import reset_password
 
-    settings = load_settings()
     password = password or secrets.token_urlsafe(12)
-
-    async def run(session: Any) -> Any:
-        org_id = await _org_id(session, org_code)
-        with org_context(org_id, Actor(kind="system", label="cli")):
-            return await reset_password(session, email=email, password=password)
-
-    with stack(settings) as live:
-        try:
-            changed = asyncio.run(_with_session(live, run))
-        except Exception as exc:
-            fail(exc)
-            return
+    changed, _ = as_org(org_code, lambda s: reset_password(s, email=email, password=password))
     click.echo(f"New password for {changed.email} ({org_code.upper()}): {password}")
 
 
@@ -490,23 +486,10 @@ def token() -> None:
 )
 def token_create(org_code: str, name: str, role: str) -> None:
     """Issue an API token (printed once)."""
-    from rappit.tenancy.context import Actor, org_context
     from rappit.tenancy.service import create_token
 
-    settings = load_settings()
-
-    async def run(session: Any) -> Any:
-        org_id = await _org_id(session, org_code)
-        with org_context(org_id, Actor(kind="system", label="cli")):
-            return await create_token(session, name=name, role=role)
-
-    with stack(settings) as live:
-        try:
-            issued = asyncio.run(_with_session(live, run))
-        except Exception as exc:
-            fail(exc)
-            return
-        print_token(live, issued.plaintext, label=f"API token {name!r} ({role}) for {org_code.upper()}")
+    issued, live = as_org(org_code, lambda s: create_token(s, name=name, role=role))
+    print_token(live, issued.plaintext, label=f"API token {name!r} ({role}) for {org_code.upper()}")
 
 
 VERIFY_STATEMENT_MS = 10 * 60 * 1000
