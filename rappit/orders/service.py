@@ -98,6 +98,11 @@ async def _event(
     session.add(OrderEvent(order_id=order.id, kind=kind, detail=detail, webhook_event_id=webhook_event_id))
 
 
+def add_event(session: AsyncSession, order_id: uuid.UUID, kind: str, **detail: Any) -> None:
+    """A line on the order's timeline written by another domain (shipping's pushes to the channel)."""
+    session.add(OrderEvent(order_id=order_id, kind=kind, detail=detail))
+
+
 async def _warehouse(session: AsyncSession, channel: ChannelRef) -> Warehouse | None:
     """Where the channel's orders reserve: its pinned warehouse. A channel made before the org had any
     is pinned here, once, to the first warehouse by code (under the channel's row lock, so concurrent

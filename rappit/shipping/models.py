@@ -16,8 +16,10 @@ from sqlalchemy import (
     Date,
     DateTime,
     Index,
+    Integer,
     LargeBinary,
     String,
+    Text,
     UniqueConstraint,
     func,
     text,
@@ -130,5 +132,42 @@ class ShipmentEvent(TenantMixin, Base):
     to_status: Mapped[str | None] = mapped_column(String(20))
     detail: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), default=utcnow
+    )
+
+
+PUSH_STATUSES = ("pending", "pushed", "failed")
+
+
+class FulfillmentPush(IdMixin, TimestampMixin, TenantMixin, Base):
+    """The outbox row that tells the order's sales channel a shipment left: written in the transaction
+    that moves the shipment to in_transit, so a hand-over is never without its push; one per shipment."""
+
+    __tablename__ = "fulfillment_pushes"
+    __org_fk__ = False  # implied by the FKs to shipments, orders and channels
+    __extra_table_args__ = (
+        org_fk("shipment_id", "shipments"),
+        org_fk("order_id", "orders"),
+        org_fk("channel_id", "channels"),
+        UniqueConstraint("org_id", "shipment_id"),
+        CheckConstraint(f"status in ({','.join(repr(s) for s in PUSH_STATUSES)})", name="status_known"),
+        CheckConstraint("(status = 'pushed') = (pushed_at is not null)", name="pushed_at_iff_pushed"),
+        CheckConstraint("attempts >= 0", name="attempts_nonnegative"),
+        Index("ix_fulfillment_pushes_order", "org_id", "order_id"),
+        Index("ix_fulfillment_pushes_pending", "created_at", postgresql_where=text("status = 'pending'")),
+    )
+
+    shipment_id: Mapped[uuid.UUID] = mapped_column()
+    order_id: Mapped[uuid.UUID] = mapped_column()
+    channel_id: Mapped[uuid.UUID] = mapped_column()
+    status: Mapped[str] = mapped_column(String(20), default="pending", server_default="pending")
+    tracking_number: Mapped[str] = mapped_column(String(100))
+    carrier: Mapped[str] = mapped_column(String(30))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    external_ref: Mapped[str | None] = mapped_column(String(100))
+    """The channel's id of what the push created (Shopify fulfillment id, WooCommerce note id)."""
+    pushed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), default=utcnow
     )

@@ -8,6 +8,7 @@ import uuid
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
+from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State
 from litestar.params import JSONBody, QueryParameter
 
@@ -15,7 +16,7 @@ from rappit.integrations.carriers.base import CarrierUnavailable, LabelFormat
 from rappit.platform.db import provide_session
 from rappit.platform.errors import BusinessRuleViolation, Conflict, error_responses
 from rappit.platform.http import DbSession, Id, Limit, Offset
-from rappit.shipping import accounts, service
+from rappit.shipping import accounts, fulfillment, service
 from rappit.shipping.schemas import (
     AccountQuoteOut,
     BreakerOut,
@@ -191,14 +192,19 @@ class ShipmentController(Controller):
 
     @post("/{shipment_id:uuid}/ship", guards=CREATE, status_code=200)
     async def ship(
-        self, request: Request[Any, Any, Any], db_session: DbSession, shipment_id: Id
+        self, request: Request[Any, Any, Any], state: State, db_session: DbSession, shipment_id: Id
     ) -> Response[Any]:
-        """Manual hand-over: in transit, and the shipment's reserved stock committed (exactly once)."""
+        """Manual hand-over: in transit, and the shipment's reserved stock committed (exactly once);
+        the order's channel is told by a job enqueued once this transaction has committed."""
 
         async def op() -> ShipmentOut:
             return ShipmentOut.of(await service.ship(db_session, shipment_id))
 
-        return await idempotent(request, db_session, op, status_code=200)
+        response = await idempotent(request, db_session, op, status_code=200)
+        push = await fulfillment.push_of_shipment(db_session, shipment_id)
+        if push is not None and push.status == "pending":
+            response.background = BackgroundTask(fulfillment.try_enqueue, state.arq, push.org_id, push.id)
+        return response
 
 
 ROUTES = [CarrierAccountController, BreakerController, ShipmentController]

@@ -44,6 +44,7 @@ from rappit.orders import service as orders
 from rappit.orders.service import RESERVATION_REF
 from rappit.platform.db import add_unique, get_or_404, utcnow
 from rappit.platform.errors import BusinessRuleViolation, Conflict
+from rappit.shipping import fulfillment
 from rappit.shipping.accounts import Carriers, get_account, list_accounts
 from rappit.shipping.models import TRANSITIONS, CarrierAccount, Shipment, ShipmentEvent
 
@@ -518,7 +519,9 @@ def refusal(shipment_id: uuid.UUID, outcome: VoidOutcome) -> VoidRefused | None:
 async def ship(session: AsyncSession, shipment_id: uuid.UUID) -> Shipment:
     """label_purchased -> in_transit, and the order's reserved units of this shipment's SKUs are
     committed, in the same transaction: only the caller whose conditional UPDATE moved the row
-    commits, so two concurrent hand-overs commit once."""
+    commits, so two concurrent hand-overs commit once. The same transaction writes the push that
+    tells the order's channel (`fulfillment`): enqueue its job after the commit
+    (`fulfillment.push_of_shipment` + `try_enqueue`; the sweeper catches what is not)."""
     shipment = await require_transition(session, shipment_id, "in_transit", kind="handed_over")
     skus = [line["sku"] for line in shipment.lines]
     ids = (
@@ -538,4 +541,5 @@ async def ship(session: AsyncSession, shipment_id: uuid.UUID) -> Shipment:
     await _event(
         session, shipment_id, "stock_committed", None, None, reservations=[str(r) for r in committed]
     )
+    await fulfillment.record_push(session, shipment)
     return shipment

@@ -35,6 +35,8 @@ class Deps:
     """One httpx client and one breaker board for the worker process's carrier calls."""
     webhook_backoff: tuple[float, ...] = (2.0, 10.0, 30.0)
     """Seconds before the 2nd, 3rd... attempt of a failed webhook event."""
+    fulfillment_backoff: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0)
+    """Seconds before the 2nd, 3rd... attempt of a fulfillment push the channel did not take."""
     sweep_grace_seconds: float = 20.0
     """How long an inbox row may stay pending before the sweeper re-enqueues it."""
     shipment_recovery_after_seconds: float = 120.0

@@ -4,10 +4,11 @@ can list them and put the work back (`retry`)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
+from arq.connections import ArqRedis
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,10 +16,45 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from rappit.channels import inbox
 from rappit.platform.db import get_or_404, utcnow
 from rappit.platform.errors import BusinessRuleViolation, NotFound
+from rappit.shipping import fulfillment
 from rappit.workers.models import DeadLetter
 
 log = structlog.get_logger("rappit.dead_letters")
 WEBHOOK_EVENT = "webhook_event"
+FULFILLMENT_PUSH = "fulfillment_push"
+
+
+async def _reopen_event(session: AsyncSession, ref_id: uuid.UUID) -> None:
+    await inbox.reopen(session, ref_id)
+
+
+async def _reopen_push(session: AsyncSession, ref_id: uuid.UUID) -> None:
+    await fulfillment.reopen(session, ref_id)
+
+
+async def _enqueue_event(
+    redis: ArqRedis, org_id: uuid.UUID, ref_id: uuid.UUID, request_id: str | None
+) -> None:
+    await inbox.try_enqueue(redis, org_id, ref_id, request_id)
+
+
+async def _enqueue_push(
+    redis: ArqRedis, org_id: uuid.UUID, ref_id: uuid.UUID, request_id: str | None
+) -> None:
+    await fulfillment.try_enqueue(redis, org_id, ref_id)
+
+
+RETRYABLE: dict[
+    str,
+    tuple[
+        Callable[[AsyncSession, uuid.UUID], Awaitable[None]],
+        Callable[[ArqRedis, uuid.UUID, uuid.UUID, str | None], Awaitable[None]],
+    ],
+] = {
+    WEBHOOK_EVENT: (_reopen_event, _enqueue_event),
+    FULFILLMENT_PUSH: (_reopen_push, _enqueue_push),
+}
+"""kind -> (put the work back in the operator's transaction, enqueue it after the commit)."""
 
 
 async def record(
@@ -83,14 +119,19 @@ async def retry(session: AsyncSession, dead_letter_id: uuid.UUID, actor: str) ->
         raise NotFound("no such dead letter", details={"dead_letter_id": str(dead_letter_id)})
     if letter.status != "dead":
         raise BusinessRuleViolation("this dead letter was already retried", code="ALREADY_RETRIED")
-    if letter.kind != WEBHOOK_EVENT:
+    if letter.kind not in RETRYABLE:
         raise BusinessRuleViolation(
             f"dead letters of kind {letter.kind!r} cannot be retried", code="NOT_RETRYABLE"
         )
-    await inbox.reopen(session, letter.ref_id)
+    await RETRYABLE[letter.kind][0](session, letter.ref_id)
     letter.status, letter.retried_at, letter.retried_by = "retried", utcnow(), actor
     return letter
 
 
 async def get(session: AsyncSession, dead_letter_id: uuid.UUID) -> DeadLetter:
     return await get_or_404(session, DeadLetter, dead_letter_id, "dead letter")
+
+
+async def enqueue_retried(redis: ArqRedis, letter: DeadLetter, request_id: str | None) -> None:
+    """After the retry's commit: queue the work again (best effort; the sweepers catch a miss)."""
+    await RETRYABLE[letter.kind][1](redis, letter.org_id, letter.ref_id, request_id)

@@ -23,7 +23,7 @@ class DeadLetter(IdMixin, TenantMixin, Base):
     )
 
     kind: Mapped[str] = mapped_column(String(40))
-    """What failed: webhook_event (more kinds later)."""
+    """What failed: webhook_event, fulfillment_push (dead_letters.RETRYABLE knows how to put each back)."""
     ref_id: Mapped[uuid.UUID] = mapped_column()
     job_name: Mapped[str] = mapped_column(String(100))
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)

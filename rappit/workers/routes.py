@@ -9,7 +9,6 @@ from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State
 from litestar.params import QueryParameter
 
-from rappit.channels import inbox
 from rappit.platform.http import DbSession, Id, Limit, Offset
 from rappit.platform.logging import current_request_id
 from rappit.tenancy.auth import Principal, requires
@@ -48,7 +47,7 @@ class DeadLetterController(Controller):
         if response.headers.get("idempotent-replayed") != "true":
             out = await dead_letters.get(db_session, dead_letter_id)
             response.background = BackgroundTask(
-                inbox.try_enqueue, state.arq, out.org_id, out.ref_id, current_request_id()
+                dead_letters.enqueue_retried, state.arq, out, current_request_id()
             )
         return response
 

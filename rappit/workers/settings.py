@@ -18,10 +18,13 @@ from rappit.orders import jobs as order_jobs
 from rappit.platform.db import assert_bypasses_rls
 from rappit.platform.logging import configure_logging
 from rappit.platform.settings import Settings
+from rappit.shipping import fulfillment
 from rappit.shipping import jobs as shipping_jobs
 from rappit.tenancy.idempotency import purge_expired
 from rappit.tenancy.scoping import install_scoping, unscoped
 from rappit.workers.context import Ctx, Deps, deps
+from rappit.workers.fulfillment import MAX_ATTEMPTS as PUSH_ATTEMPTS
+from rappit.workers.fulfillment import push_fulfillment, sweep_pending_pushes
 from rappit.workers.inbox import process_webhook_event, sweep_pending_webhooks
 
 log = structlog.get_logger("rappit.worker")
@@ -38,7 +41,12 @@ async def startup(ctx: Ctx) -> None:
     settings = ctx.get("settings") or Settings.from_env(system_db="required")
     configure_logging(settings.log_level, json=settings.log_json)
     install_scoping()
-    knobs = ("webhook_backoff", "sweep_grace_seconds", "shipment_recovery_after_seconds")
+    knobs = (
+        "webhook_backoff",
+        "fulfillment_backoff",
+        "sweep_grace_seconds",
+        "shipment_recovery_after_seconds",
+    )
     tuning = {k: ctx[k] for k in knobs if k in ctx}
     ctx["deps"] = built = Deps.build(settings, **tuning)  # pool: max_jobs concurrent jobs + crons
     await assert_bypasses_rls(built.system_engine)
@@ -100,6 +108,15 @@ def functions(timeout: int) -> Sequence[Function]:
         # sweeper can re-enqueue an event whose run failed; the inbox row, not arq, is the record.
         func(process_webhook_event, name=channel_inbox.JOB, keep_result=0, max_tries=10, timeout=timeout),
         func(sweep_pending_webhooks),
+        # The push row counts its own attempts (MAX_ATTEMPTS); arq's cap only bounds runaway re-runs.
+        func(
+            push_fulfillment,
+            name=fulfillment.JOB,
+            keep_result=0,
+            max_tries=2 * PUSH_ATTEMPTS,
+            timeout=timeout,
+        ),
+        func(sweep_pending_pushes),
         func(reconcile_channels),
         func(recover_pending_shipments),
     ]
@@ -108,6 +125,7 @@ def functions(timeout: int) -> Sequence[Function]:
 def cron_jobs(timeout: int) -> list[CronJob]:
     return [
         cron(sweep_pending_webhooks, second={5, 35}, run_at_startup=True, timeout=timeout),
+        cron(sweep_pending_pushes, second={15, 45}, timeout=timeout),
         cron(reconcile_channels, minute=set(range(2, 60, 5)), second={0}, timeout=timeout),
         cron(release_expired_reservations, second={0}, run_at_startup=True, timeout=timeout),
         cron(purge_idempotency_keys, minute={17}, second={30}, timeout=timeout),

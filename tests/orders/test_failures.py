@@ -185,7 +185,7 @@ async def test_reconciliation_recovers_an_order_whose_webhook_never_arrived(
             await deps.close()
     finally:
         fake.stop()
-    assert any("orders.json" in p and "updated_at_min" in p for p in fake.requests)
+    assert any("orders.json" in p and "updated_at_min" in p for p in fake.paths)
     orders = (await client.get("/api/v1/orders", headers=org.headers)).json()["items"]
     assert sorted(o["external_id"] for o in orders) == ["7001", "7002"]
     levels = await assert_inventory_consistent(admin_engine, org.id)

@@ -231,7 +231,7 @@ async def test_poison_event_dead_letters_after_three_tries_and_retries_after_the
         await run_worker(sandboxed)
     finally:
         fake.stop()
-    assert any("/orders/99.json" in path for path in fake.requests)
+    assert any("/orders/99.json" in path for path in fake.paths)
     assert await reserved(client, org, "A") == 3
     events = (await client.get(f"/api/v1/channels/{channel['id']}/events", headers=org.headers)).json()
     assert sorted(e["status"] for e in events) == ["processed", "processed"]

@@ -4,7 +4,9 @@ under carriers/ and a line here (plus a migration for the CHECK list built from 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import httpx
 
@@ -18,6 +20,10 @@ from rappit.integrations.carriers.transport import Timeouts
 class AdapterClass(Protocol):
     name: str
     can_void: bool
+    display_name: str
+    """The carrier's name as customers and channels know it (Shopify's tracking company)."""
+    tracking_url_template: str
+    """The carrier's public tracking page, `{number}` standing for the tracking number."""
 
     def for_account(
         self,
@@ -63,4 +69,19 @@ def adapter_for(
         http=http,
         breaker=breakers.for_account(carrier, account_id),
         timeouts=timeouts,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TrackingLink:
+    company: str
+    number: str
+    url: str
+
+
+def tracking_link(carrier: str, number: str) -> TrackingLink:
+    """What a channel shows the customer for a tracking number of this carrier."""
+    cls = adapter_class(carrier)
+    return TrackingLink(
+        cls.display_name, number, cls.tracking_url_template.format(number=quote(number, safe=""))
     )

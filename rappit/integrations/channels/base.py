@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+import httpx
+
 from rappit.integrations.channels.canonical import CanonicalOrder
 from rappit.platform.settings import Settings
 
@@ -65,6 +67,51 @@ class ChannelActionNeeded(Exception):
     """The event cannot be applied until someone fixes the channel (for example adds API credentials)."""
 
 
+class ChannelUnavailable(Exception):
+    """The channel's API could not be asked or did not answer usably (connection failed, timed out, 5xx,
+    429): the same call may succeed later, so the caller retries."""
+
+
+class ChannelRejected(Exception):
+    """The channel's API refused the call (a 4xx other than 429, or nothing on the channel matches what
+    was asked): asking again unchanged will not help."""
+
+    def __init__(self, status: int | None, message: str) -> None:
+        super().__init__(f"{status}: {message}" if status else message)
+        self.status, self.message = status, message
+
+
+@dataclass(frozen=True, slots=True)
+class FulfillmentLine:
+    external_line_id: str | None
+    """The channel's id of the order line (Shopify line item id, WooCommerce line item id)."""
+    sku: str
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class Fulfillment:
+    """What the channel is told when a shipment is handed to the carrier."""
+
+    order_external_id: str
+    lines: tuple[FulfillmentLine, ...]
+    """Only the shipment's lines: a partial shipment fulfils only what it carries."""
+    tracking_number: str
+    tracking_company: str
+    tracking_url: str
+    reference: str
+    """Our push id, for the channel's logs where it keeps one."""
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    external_ref: str
+    """The channel's id of what was created (Shopify fulfillment id; WooCommerce note id)."""
+    already_there: bool = False
+    """An earlier attempt had already reached the channel (found by its tracking number): nothing new
+    was created."""
+
+
 class ChannelAdapter(Protocol):
     type: str
     """The channel type as stored on channels.type and in URLs (/webhooks/{type}/{id})."""
@@ -108,4 +155,12 @@ class ChannelAdapter(Protocol):
 
     async def orders_updated_since(self, access: ChannelAccess, since: datetime) -> list[dict[str, Any]]:
         """Orders updated since `since`, oldest first (reconciliation); OperationNotSupported if none."""
+        ...
+
+    async def push_fulfillment(
+        self, access: ChannelAccess, fulfillment: Fulfillment, *, http: httpx.AsyncClient
+    ) -> PushResult:
+        """Tell the channel these lines shipped with this tracking. Idempotent: a second call for the
+        same tracking number finds the first one's result instead of creating another. Raises
+        ChannelUnavailable (retry), ChannelRejected or ChannelActionNeeded (do not)."""
         ...

@@ -7,12 +7,17 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+import httpx
+
 from rappit.integrations.channels import shopify_api
 from rappit.integrations.channels.base import (
     ChannelAccess,
     ChannelActionNeeded,
+    ChannelRejected,
     Delivery,
     DeliveryRefused,
+    Fulfillment,
+    PushResult,
     TopicKind,
 )
 from rappit.integrations.channels.canonical import (
@@ -77,6 +82,55 @@ def edited_order_id(payload: dict[str, Any]) -> str:
     if not isinstance(edit, dict) or edit.get("order_id") is None:
         raise PayloadError("orders/edited payload has no order_edit.order_id")
     return str(edit["order_id"])
+
+
+FULFILLABLE_STATUSES = ("open", "in_progress")
+
+
+def fulfillment_body(fulfillment: Fulfillment, fulfillment_orders: list[dict[str, Any]]) -> dict[str, Any]:
+    """The POST /fulfillments.json attributes for exactly the shipment's lines: each order line's units
+    are taken from the fulfillment order line items that still hold them (an order split across
+    locations has one fulfillment order per location), grouped per fulfillment order. ChannelRejected
+    if a line has nothing left to fulfil on Shopify."""
+    open_items = [
+        item
+        for fo in fulfillment_orders
+        if fo.get("status") in FULFILLABLE_STATUSES
+        for item in fo.get("line_items") or []
+        if int(item.get("fulfillable_quantity") or 0) > 0
+    ]
+    groups: dict[int, list[dict[str, int]]] = {}
+    for line in fulfillment.lines:
+        left = line.quantity
+        for item in open_items:
+            if left == 0:
+                break
+            if line.external_line_id is None or str(item.get("line_item_id")) != line.external_line_id:
+                continue
+            take = min(left, int(item["fulfillable_quantity"]))
+            item["fulfillable_quantity"] = int(item["fulfillable_quantity"]) - take
+            groups.setdefault(int(item["fulfillment_order_id"]), []).append(
+                {"id": int(item["id"]), "quantity": take}
+            )
+            left -= take
+        if left:
+            raise ChannelRejected(
+                None,
+                f"Shopify has no {line.quantity} unfulfilled x {line.sku} (line item "
+                f"{line.external_line_id}) on order {fulfillment.order_external_id} to fulfil",
+            )
+    return {
+        "line_items_by_fulfillment_order": [
+            {"fulfillment_order_id": fo_id, "fulfillment_order_line_items": items}
+            for fo_id, items in groups.items()
+        ],
+        "tracking_info": {
+            "number": fulfillment.tracking_number,
+            "company": fulfillment.tracking_company,
+            "url": fulfillment.tracking_url,
+        },
+        "notify_customer": True,
+    }
 
 
 class ShopifyAdapter:
@@ -149,3 +203,17 @@ class ShopifyAdapter:
 
     async def orders_updated_since(self, access: ChannelAccess, since: datetime) -> list[dict[str, Any]]:
         return await shopify_api.orders_updated_since(*self._site(access), since)
+
+    async def push_fulfillment(
+        self, access: ChannelAccess, fulfillment: Fulfillment, *, http: httpx.AsyncClient
+    ) -> PushResult:
+        """Through ShopifyAPI (its own HTTP client, in a thread): the fulfillment-orders flow."""
+        site, token = self._site(access)
+        ref, already = await shopify_api.push_fulfillment_async(
+            site,
+            token,
+            fulfillment.order_external_id,
+            fulfillment.tracking_number,
+            lambda orders: fulfillment_body(fulfillment, orders),
+        )
+        return PushResult(external_ref=ref, already_there=already)

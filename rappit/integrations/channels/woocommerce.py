@@ -9,11 +9,18 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
+
 from rappit.integrations.channels.base import (
     ChannelAccess,
+    ChannelActionNeeded,
+    ChannelRejected,
+    ChannelUnavailable,
     Delivery,
     DeliveryRefused,
+    Fulfillment,
     OperationNotSupported,
+    PushResult,
     TopicKind,
 )
 from rappit.integrations.channels.canonical import (
@@ -40,6 +47,53 @@ ORDER_TOPICS = {"order.created", "order.updated"}
 DELETE_TOPIC = "order.deleted"
 CANCELLED_STATUSES = {"cancelled", "refunded", "trash", "failed"}
 _PING = re.compile(rb"^webhook_id=\d+$")
+API = "/wp-json/wc/v3"
+TIMEOUT = httpx.Timeout(15.0, connect=5.0)
+
+
+def tracking_note(fulfillment: Fulfillment) -> str:
+    """The order note the customer gets: carrier, tracking number and where to follow it."""
+    return (
+        f"Shipped with {fulfillment.tracking_company}, tracking number {fulfillment.tracking_number}: "
+        f"{fulfillment.tracking_url}"
+    )
+
+
+def consumer_credentials(access: ChannelAccess) -> tuple[str, str]:
+    """The channel's API credential is the REST API key pair as `consumer_key:consumer_secret`."""
+    key, sep, secret = (access.token or "").partition(":")
+    if not sep or not key or not secret:
+        raise ChannelActionNeeded(
+            "this needs the store's REST API key pair as consumer_key:consumer_secret in the "
+            "channel's api_access_token"
+        )
+    return key, secret
+
+
+def _error_text(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text[:200]
+    if isinstance(body, dict) and body.get("code"):
+        return f"{body.get('code')}: {body.get('message')}"
+    return resp.text[:200]
+
+
+async def _call(http: httpx.AsyncClient, method: str, url: str, auth: tuple[str, str], **kwargs: Any) -> Any:
+    """One REST call; 5xx, 429 and transport failures are ChannelUnavailable, other 4xx ChannelRejected."""
+    try:
+        resp = await http.request(method, url, auth=auth, timeout=TIMEOUT, **kwargs)
+    except httpx.TransportError as exc:
+        raise ChannelUnavailable(f"WooCommerce did not answer: {type(exc).__name__}: {exc}") from exc
+    if resp.status_code >= 500 or resp.status_code == 429:
+        raise ChannelUnavailable(f"WooCommerce answered {resp.status_code}: {_error_text(resp)}")
+    if resp.status_code >= 400:
+        raise ChannelRejected(resp.status_code, f"WooCommerce refused the call: {_error_text(resp)}")
+    try:
+        return resp.json()
+    except ValueError as exc:
+        raise ChannelUnavailable(f"WooCommerce answered {resp.status_code} without JSON") from exc
 
 
 def map_order(payload: dict[str, Any], *, deleted: bool = False) -> CanonicalOrder:
@@ -141,3 +195,24 @@ class WooCommerceAdapter:
 
     async def orders_updated_since(self, access: ChannelAccess, since: datetime) -> list[dict[str, Any]]:
         raise OperationNotSupported("WooCommerce reconciliation is not implemented")
+
+    async def push_fulfillment(
+        self, access: ChannelAccess, fulfillment: Fulfillment, *, http: httpx.AsyncClient
+    ) -> PushResult:
+        """Mark the order completed (idempotent), then add the tracking note unless an earlier attempt
+        already did (a note carrying the tracking number): a retry never adds a second one."""
+        auth = consumer_credentials(access)
+        order = f"{access.address}{API}/orders/{fulfillment.order_external_id}"
+        await _call(http, "PUT", order, auth, json={"status": "completed"})
+        notes = await _call(http, "GET", f"{order}/notes", auth)
+        for note in notes if isinstance(notes, list) else []:
+            if isinstance(note, dict) and fulfillment.tracking_number in str(note.get("note") or ""):
+                return PushResult(external_ref=str(note.get("id")), already_there=True)
+        made = await _call(
+            http,
+            "POST",
+            f"{order}/notes",
+            auth,
+            json={"note": tracking_note(fulfillment), "customer_note": True},
+        )
+        return PushResult(external_ref=str(made.get("id") if isinstance(made, dict) else ""))

@@ -1,8 +1,19 @@
-"""A loopback fake of the Shopify Admin REST API (the endpoints Rappit calls), for tests, benchmarks
-and the demo: Shopify itself cannot be reached from here.
+"""A loopback fake of the Shopify Admin REST API 2024-10 (the endpoints Rappit calls), for tests,
+benchmarks and the demo: Shopify itself cannot be reached from here. Shapes from CARRIERS.md §3 (the
+Admin API reference and the official client libraries' fixtures).
 
-GET /admin/api/{version}/orders/{id}.json and GET /admin/api/{version}/orders.json?updated_at_min=...,
-answering only with the right X-Shopify-Access-Token.
+- GET  /admin/api/{v}/orders/{id}.json and /orders.json?updated_at_min=... (reconciliation, edits);
+- GET  /admin/api/{v}/orders/{id}/fulfillment_orders.json: one fulfillment order per location, its
+  line items with `line_item_id`, `quantity` and `fulfillable_quantity`;
+- GET  /admin/api/{v}/orders/{id}/fulfillments.json: the order's fulfillments with their tracking;
+- POST /admin/api/{v}/fulfillments.json: `{"fulfillment": {"line_items_by_fulfillment_order": [...],
+  "tracking_info": {...}, "notify_customer": bool}}`, validated as Shopify does (422 with `errors` for
+  an unknown or closed fulfillment order, a line item not on it, a quantity above what is
+  fulfillable); what it accepted is kept in `fulfillment_bodies` and `fulfillments`.
+
+Every call needs the right X-Shopify-Access-Token (401 otherwise). Switches: `faults.server_error`
+(the next N calls answer 500), `drop_after_fulfil` (create the fulfillment, then drop the connection:
+the answer never arrives).
 """
 
 from __future__ import annotations
@@ -11,71 +22,219 @@ import json
 import re
 import threading
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from rappit.integrations.sandboxes._loopback import Drop, LoopbackServer, Reply
+
 _ORDER = re.compile(r"^/admin/api/[^/]+/orders/(\d+)\.json$")
 _ORDERS = re.compile(r"^/admin/api/[^/]+/orders\.json$")
+_FULFILLMENT_ORDERS = re.compile(r"^/admin/api/[^/]+/orders/(\d+)/fulfillment_orders\.json$")
+_ORDER_FULFILLMENTS = re.compile(r"^/admin/api/[^/]+/orders/(\d+)/fulfillments\.json$")
+_FULFILLMENTS = re.compile(r"^/admin/api/[^/]+/fulfillments\.json$")
+FULFILLABLE = ("open", "in_progress")
 
 
-class FakeShopify:
+def _invalid(*messages: str) -> Reply:
+    return Reply(422, {"errors": list(messages)})
+
+
+class FakeShopify(LoopbackServer):
     def __init__(self, access_token: str) -> None:
+        super().__init__()
         self.access_token = access_token
         self.orders: dict[str, dict[str, Any]] = {}
-        self.requests: list[str] = []
-        self._server: ThreadingHTTPServer | None = None
-
-    def put_order(self, order: dict[str, Any]) -> None:
-        self.orders[str(order["id"])] = order
+        self.fulfillment_orders: dict[str, list[dict[str, Any]]] = {}
+        """order id -> its fulfillment orders (Shopify's shape)."""
+        self.fulfillments: dict[str, list[dict[str, Any]]] = {}
+        """order id -> the fulfillments created on it."""
+        self.fulfillment_bodies: list[dict[str, Any]] = []
+        """Every accepted POST /fulfillments.json body, as received."""
+        self.drop_after_fulfil = 0
+        """Create the next N fulfillments, then drop the connection without answering."""
+        self._ids = 1_000_000
+        self._state = threading.Lock()
 
     @property
-    def url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+    def paths(self) -> list[str]:
+        return [path for _, path in self.requests]
 
-    def start(self) -> FakeShopify:
-        fake = self
+    def _next_id(self) -> int:
+        self._ids += 1
+        return self._ids
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:  # quiet
-                pass
+    def put_order(self, order: dict[str, Any]) -> None:
+        """Store the order; the first time, one open fulfillment order holds all its line items."""
+        oid = str(order["id"])
+        self.orders[oid] = order
+        if oid not in self.fulfillment_orders:
+            items = [li for li in order.get("line_items", []) if int(li.get("quantity", 0)) > 0]
+            self.fulfillment_orders[oid] = [self._fulfillment_order(oid, 1, items)]
 
-            def _send(self, status: int, body: dict[str, Any]) -> None:
-                raw = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
+    def split_fulfillment_order(self, order_id: int | str, line_item_ids: list[int], location_id: int) -> int:
+        """Move these order lines to a fulfillment order of their own at another location (as when a
+        merchant stocks them elsewhere); returns its id."""
+        oid = str(order_id)
+        first = self.fulfillment_orders[oid][0]
+        moved = [li for li in first["line_items"] if li["line_item_id"] in line_item_ids]
+        first["line_items"] = [li for li in first["line_items"] if li["line_item_id"] not in line_item_ids]
+        fo = self._fulfillment_order(oid, location_id, [])
+        for li in moved:
+            li["fulfillment_order_id"] = fo["id"]
+        fo["line_items"] = moved
+        self.fulfillment_orders[oid].append(fo)
+        return int(fo["id"])
 
-            def do_GET(self) -> None:
-                fake.requests.append(self.path)
-                if self.headers.get("X-Shopify-Access-Token") != fake.access_token:
-                    self._send(401, {"errors": "[API] Invalid API key or access token"})
-                    return
-                parts = urlsplit(self.path)
-                if m := _ORDER.match(parts.path):
-                    order = fake.orders.get(m.group(1))
-                    self._send(200, {"order": order}) if order else self._send(404, {"errors": "Not Found"})
-                    return
-                if _ORDERS.match(parts.path):
-                    query = parse_qs(parts.query)
-                    since = query.get("updated_at_min", [None])[0]
-                    limit = int(query.get("limit", ["50"])[0])
-                    found = sorted(fake.orders.values(), key=lambda o: o["updated_at"])
-                    if since:
-                        floor = datetime.fromisoformat(since.replace("Z", "+00:00"))
-                        found = [o for o in found if datetime.fromisoformat(o["updated_at"]) >= floor]
-                    self._send(200, {"orders": found[:limit]})
-                    return
-                self._send(404, {"errors": "Not Found"})
+    def _fulfillment_order(
+        self, order_id: str, location_id: int, items: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        fo_id = self._next_id()
+        return {
+            "id": fo_id,
+            "order_id": int(order_id),
+            "assigned_location_id": location_id,
+            "request_status": "unsubmitted",
+            "status": "open",
+            "supported_actions": ["create_fulfillment"],
+            "line_items": [
+                {
+                    "id": self._next_id(),
+                    "fulfillment_order_id": fo_id,
+                    "line_item_id": int(li["id"]),
+                    "quantity": int(li["quantity"]),
+                    "fulfillable_quantity": int(li["quantity"]),
+                    "variant_id": li.get("variant_id"),
+                }
+                for li in items
+            ],
+        }
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
+    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
+        if headers.get("x-shopify-access-token") != self.access_token:
+            return Reply(
+                401,
+                {"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"},
+            )
+        if self.take_server_error():
+            return Reply(500, {"errors": "Internal Server Error"})
+        parts = urlsplit(path)
+        if method == "GET":
+            return self._get(parts.path, parse_qs(parts.query))
+        if method == "POST" and _FULFILLMENTS.match(parts.path):
+            return self._create_fulfillment(body)
+        return Reply(404, {"errors": "Not Found"})
 
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+    def _get(self, path: str, query: dict[str, list[str]]) -> Reply:
+        if m := _ORDER.match(path):
+            order = self.orders.get(m.group(1))
+            return Reply(200, {"order": order}) if order else Reply(404, {"errors": "Not Found"})
+        if _ORDERS.match(path):
+            since = query.get("updated_at_min", [None])[0]
+            limit = int(query.get("limit", ["50"])[0])
+            found = sorted(self.orders.values(), key=lambda o: o["updated_at"])
+            if since:
+                floor = datetime.fromisoformat(since.replace("Z", "+00:00"))
+                found = [o for o in found if datetime.fromisoformat(o["updated_at"]) >= floor]
+            return Reply(200, {"orders": found[:limit]})
+        if m := _FULFILLMENT_ORDERS.match(path):
+            if m.group(1) not in self.orders:
+                return Reply(404, {"errors": "Not Found"})
+            with self._state:
+                return Reply(200, {"fulfillment_orders": self.fulfillment_orders[m.group(1)]})
+        if m := _ORDER_FULFILLMENTS.match(path):
+            if m.group(1) not in self.orders:
+                return Reply(404, {"errors": "Not Found"})
+            with self._state:
+                return Reply(200, {"fulfillments": self.fulfillments.get(m.group(1), [])})
+        return Reply(404, {"errors": "Not Found"})
+
+    def _create_fulfillment(self, body: bytes) -> Reply:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return Reply(400, {"errors": {"fulfillment": "Required parameter missing or invalid"}})
+        fulfillment = data.get("fulfillment") if isinstance(data, dict) else None
+        if not isinstance(fulfillment, dict):
+            return Reply(400, {"errors": {"fulfillment": "Required parameter missing or invalid"}})
+        groups = fulfillment.get("line_items_by_fulfillment_order")
+        if not isinstance(groups, list) or not groups:
+            return _invalid("Line items by fulfillment order must be present")
+        tracking = fulfillment.get("tracking_info") or {}
+        if not isinstance(tracking, dict) or not all(
+            isinstance(tracking.get(k), str | None) for k in ("number", "company", "url")
+        ):
+            return _invalid("Tracking info is invalid")
+        with self._state:
+            return self._apply_fulfillment(data, fulfillment, groups, tracking)
+
+    def _apply_fulfillment(
+        self, data: dict[str, Any], fulfillment: dict[str, Any], groups: list[Any], tracking: dict[str, Any]
+    ) -> Reply:
+        by_id = {fo["id"]: fo for fos in self.fulfillment_orders.values() for fo in fos}
+        plan: list[tuple[dict[str, Any], int]] = []
+        order_ids = set()
+        for group in groups:
+            fo = by_id.get(group.get("fulfillment_order_id")) if isinstance(group, dict) else None
+            if fo is None:
+                return Reply(404, {"errors": "Not Found"})
+            if fo["status"] not in FULFILLABLE:
+                return _invalid(f"Fulfillment order {fo['id']} has an unfulfillable status= {fo['status']}.")
+            order_ids.add(fo["order_id"])
+            lines = {li["id"]: li for li in fo["line_items"]}
+            wanted = group.get("fulfillment_order_line_items")
+            if wanted is None:  # omitted: every remaining unit of the fulfillment order
+                plan += [
+                    (li, li["fulfillable_quantity"]) for li in fo["line_items"] if li["fulfillable_quantity"]
+                ]
+                continue
+            for item in wanted:
+                line = lines.get(item.get("id")) if isinstance(item, dict) else None
+                qty = item.get("quantity") if isinstance(item, dict) else None
+                if line is None:
+                    return _invalid("Invalid fulfillment order line item id requested.")
+                if not isinstance(qty, int) or qty < 1 or qty > line["fulfillable_quantity"]:
+                    return _invalid("Invalid fulfillment order line item quantity requested.")
+                plan.append((line, qty))
+        if len(order_ids) != 1:
+            return _invalid("All fulfillment orders must belong to the same order.")
+        if not plan:
+            return _invalid("Fulfillment order line items must have a fulfillable quantity.")
+        for line, qty in plan:
+            line["fulfillable_quantity"] -= qty
+        for fo in by_id.values():
+            if fo["order_id"] in order_ids and fo["status"] in FULFILLABLE:
+                left = sum(li["fulfillable_quantity"] for li in fo["line_items"])
+                fo["status"] = "closed" if left == 0 else "in_progress"
+        order_id = str(order_ids.pop())
+        made = self._record(order_id, plan, tracking, fulfillment)
+        self.fulfillment_bodies.append(data)
+        if self.drop_after_fulfil > 0:
+            self.drop_after_fulfil -= 1
+            raise Drop
+        return Reply(201, {"fulfillment": made})
+
+    def _record(
+        self,
+        order_id: str,
+        plan: list[tuple[dict[str, Any], int]],
+        tracking: dict[str, Any],
+        body: dict[str, Any],
+    ) -> dict[str, Any]:
+        existing = self.fulfillments.setdefault(order_id, [])
+        number, url = tracking.get("number"), tracking.get("url")
+        made = {
+            "id": self._next_id(),
+            "order_id": int(order_id),
+            "status": "success",
+            "service": "manual",
+            "name": f"#{order_id}.{len(existing) + 1}",
+            "tracking_company": tracking.get("company"),
+            "tracking_number": number,
+            "tracking_numbers": [number] if number else [],
+            "tracking_url": url,
+            "tracking_urls": [url] if url else [],
+            "notify_customer": bool(body.get("notify_customer")),
+            "line_items": [{"id": line["line_item_id"], "quantity": qty} for line, qty in plan],
+        }
+        existing.append(made)
+        return made

@@ -36,6 +36,11 @@ NO_VOID = (
 class DhlExpressAdapter:
     name: ClassVar[str] = "dhl_express"
     can_void: ClassVar[bool] = False
+    display_name: ClassVar[str] = "DHL Express"
+    """As Shopify's tracking companies list spells it."""
+    tracking_url_template: ClassVar[str] = (
+        "https://www.dhl.com/global-en/home/tracking/tracking-express.html?submit=1&tracking-id={number}"
+    )
 
     def __init__(self, account: DhlAccount, client: DhlClient) -> None:
         self.account, self.client = account, client

@@ -30,6 +30,9 @@ from rappit.integrations.carriers.transport import Timeouts
 class FedExAdapter:
     name: ClassVar[str] = "fedex"
     can_void: ClassVar[bool] = True
+    display_name: ClassVar[str] = "FedEx"
+    """As Shopify's tracking companies list spells it."""
+    tracking_url_template: ClassVar[str] = "https://www.fedex.com/fedextrack/?trknbr={number}"
 
     def __init__(self, account: FedExAccount, client: FedExClient) -> None:
         self.account, self.client = account, client
