@@ -80,7 +80,8 @@ class LoopbackServer:
         """Hang (bounded), for timeouts: released at once by stop()."""
         self._released.wait(HANG_SECONDS)
 
-    def start(self) -> LoopbackServer:
+    def start(self, port: int = 0) -> LoopbackServer:
+        """Serve on 127.0.0.1:`port` (0: a free one). OSError if that port is taken."""
         sandbox = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -109,7 +110,7 @@ class LoopbackServer:
             do_GET = do_POST = do_PUT = do_DELETE = _serve
 
         self._released.clear()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self

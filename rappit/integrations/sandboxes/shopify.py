@@ -34,7 +34,8 @@ class FakeShopify:
         assert self._server is not None
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def start(self) -> FakeShopify:
+    def start(self, port: int = 0) -> FakeShopify:
+        """Serve on 127.0.0.1:`port` (0: a free one). OSError if that port is taken."""
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -71,7 +72,8 @@ class FakeShopify:
                     return
                 self._send(404, {"errors": "Not Found"})
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
