@@ -436,6 +436,17 @@ async def main(results_dir: Path) -> None:
                             outcomes[key] = outcomes.get(key, 0) + 1
                     return latencies, outcomes
 
+                floor: list[float] = []  # the API's own floor: auth and one read, same client, same calls
+                async with httpx.AsyncClient(timeout=30) as client:
+                    for _ in range(SEQUENTIAL):
+                        started = time.perf_counter()
+                        assert (await client.get(f"{base}/api/v1/me", headers=auth)).status_code == 200
+                        floor.append((time.perf_counter() - started) * 1000)
+                results["api_floor_get_me_sequential"] = {
+                    "calls": SEQUENTIAL,
+                    "p50_ms": pct(floor, 0.5),
+                    "p99_ms": pct(floor, 0.99),
+                }
                 closed, closed_outcomes = await sequential(SEQUENTIAL, "closed")
                 board = BreakerBoard(settings.redis_url)
                 try:
@@ -507,6 +518,8 @@ async def main(results_dir: Path) -> None:
         f"({b['requests_reaching_sandbox']} reached the sandbox);"
         f" closed: p50 {c['p50_ms']} ms, p99 {c['p99_ms']} ms"
     )
+    f = results["api_floor_get_me_sequential"]
+    print(f"   API floor (GET /api/v1/me, sequential): p50 {f['p50_ms']} ms, p99 {f['p99_ms']} ms")
     print(f"\nwritten to {path}")
 
 

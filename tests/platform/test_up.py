@@ -17,12 +17,8 @@ from typing import Any
 
 import httpx
 import psutil
-from sqlalchemy.engine import make_url
 
 from rappit.app.supervisor import ChildSpec, Supervisor
-from rappit.platform import migrate
-from rappit.platform.db import APP_ROLE, SYSTEM_ROLE
-from rappit.platform.localstack import drop_database, ensure_database, with_database
 
 
 def free_port() -> int:
@@ -246,14 +242,9 @@ def demo_state(base: str, token: str) -> dict[str, Any]:
     }
 
 
-def test_up_gives_the_demo_org_once_and_its_printed_curl_buys_a_label(stack) -> None:
+def test_up_gives_the_demo_org_once_and_its_printed_curl_buys_a_label(own_database) -> None:
     """The newcomer's first minute: `up` prints a token and curl lines that work as pasted (the label
     one answers 201 with a tracking number); a second `up` on the same data adds nothing."""
-    database = f"rappit_demo_{os.getpid()}"
-    ensure_database(stack.admin_url, database)
-    admin = with_database(stack.admin_url, database)
-    migrate.upgrade(admin)
-    url = make_url(admin)
     tmp = Path(tempfile.mkdtemp(prefix="rappit-demo-"))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -261,9 +252,9 @@ def test_up_gives_the_demo_org_once_and_its_printed_curl_buys_a_label(stack) -> 
     env.update(
         RAPPIT_ENV="development",
         RAPPIT_DATA_DIR=str(tmp / "data"),
-        DATABASE_URL=url.set(username=APP_ROLE).render_as_string(hide_password=False),
-        SYSTEM_DATABASE_URL=url.set(username=SYSTEM_ROLE).render_as_string(hide_password=False),
-        MIGRATION_DATABASE_URL=admin,
+        DATABASE_URL=own_database.app_url,
+        SYSTEM_DATABASE_URL=own_database.system_url,
+        MIGRATION_DATABASE_URL=own_database.admin_url,
         PORT=str(port),
         LOG_LEVEL="WARNING",
     )
@@ -311,4 +302,3 @@ def test_up_gives_the_demo_org_once_and_its_printed_curl_buys_a_label(stack) -> 
             up.kill()
             up.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
-        drop_database(stack.admin_url, database)
