@@ -14,6 +14,14 @@ HANG_SECONDS = 30.0
 """How long a "hang" lasts at most (stop() releases it at once): longer than any client read timeout."""
 
 
+class Server(ThreadingHTTPServer):
+    """A thread per connection. The listen backlog is socketserver's 5 by default: 32 clients
+    connecting at once (a benchmark, a burst of label purchases) would be refused."""
+
+    request_queue_size = 128
+    daemon_threads = True
+
+
 @dataclass
 class Reply:
     status: int
@@ -52,7 +60,7 @@ class LoopbackServer:
         self.faults = Faults()
         self.requests: list[tuple[str, str]] = []
         """(method, path) of every request received, in order (proves "nothing reached the carrier")."""
-        self._server: ThreadingHTTPServer | None = None
+        self._server: Server | None = None
         self._released = threading.Event()
         self._lock = threading.Lock()
 
@@ -113,8 +121,7 @@ class LoopbackServer:
             do_GET = do_POST = do_PUT = do_DELETE = _serve
 
         self._released.clear()
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self._server.daemon_threads = True
+        self._server = Server(("127.0.0.1", port), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 

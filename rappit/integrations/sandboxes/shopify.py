@@ -11,9 +11,11 @@ import json
 import re
 import threading
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from rappit.integrations.sandboxes._loopback import Server
 
 _ORDER = re.compile(r"^/admin/api/[^/]+/orders/(\d+)\.json$")
 _ORDERS = re.compile(r"^/admin/api/[^/]+/orders\.json$")
@@ -24,7 +26,7 @@ class FakeShopify:
         self.access_token = access_token
         self.orders: dict[str, dict[str, Any]] = {}
         self.requests: list[str] = []
-        self._server: ThreadingHTTPServer | None = None
+        self._server: Server | None = None
 
     def put_order(self, order: dict[str, Any]) -> None:
         self.orders[str(order["id"])] = order
@@ -72,8 +74,7 @@ class FakeShopify:
                     return
                 self._send(404, {"errors": "Not Found"})
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self._server.daemon_threads = True
+        self._server = Server(("127.0.0.1", port), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
