@@ -316,6 +316,8 @@ def up(demo: bool, worker: bool, port: int | None) -> None:
                                     sandboxes,
                                     tick=supervisor.check,
                                     keep_going=lambda: not stopping,
+                                    # no worker, no orders: don't wait for them
+                                    deadline_seconds=demo_org.ORDERS_DEADLINE_SECONDS if worker else 0,
                                 )
                             )
                         except Exception as exc:  # the platform runs on; only the demo orders are missing

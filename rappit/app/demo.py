@@ -536,7 +536,7 @@ def banner(
     sign_in = (
         f"org {CODE}, {OWNER_EMAIL}, password {base.password}"
         if base.password
-        else (f"org {CODE}, {OWNER_EMAIL} (password changed since `up` set it)")
+        else (f"org {CODE}, {OWNER_EMAIL} (password not shown: changed since `up` set it, or set before)")
     )
     out = [
         f"  Demo organization {CODE}" + (" (created now)" if base.created else " (from an earlier start)"),
