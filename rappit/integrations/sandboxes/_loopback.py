@@ -4,6 +4,7 @@ failure switches every carrier sandbox honours, and real (small) label documents
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -20,6 +21,12 @@ class Server(ThreadingHTTPServer):
 
     request_queue_size = 128
     daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up mid-answer (a load generator stopping) is not the sandbox's error."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 @dataclass
