@@ -48,4 +48,9 @@ def test_benchmark_runs_to_the_end_and_writes_its_results(name: str, data_dir: P
     assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-4000:])
     written = json.loads((results / f"{name}.json").read_text())
     assert written["benchmark"] == name
+    if name == "carriers":  # with the breaker open, every purchase failed fast and none reached the sandbox
+        assert written["breaker_open"]["requests_reaching_sandbox"] == 0
+        assert written["breaker_open"]["outcomes"] == {
+            "503 CARRIER_UNAVAILABLE": written["breaker_open"]["calls"]
+        }
     assert not (BENCH / "results" / "_bare_app.py").exists()  # nothing left in the committed results

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 DEV_DATABASE = "rappit"
-DEMO_CODE = "DEMO"
 
 
 def load_settings(system_db: str = "optional") -> Settings:
@@ -94,6 +93,7 @@ def child_env(settings: Settings, *, system: bool) -> dict[str, str]:
             "HOST": settings.host,
             "PORT": str(settings.port),
             "LOG_JSON": "true" if settings.log_json else "false",  # every child logs in one format
+            "SHOPIFY_ADMIN_URL": settings.shopify_admin_url,
         }
     )
     if system and settings.system_database_url:
@@ -244,11 +244,17 @@ LIVE_DEADLINE_SECONDS = 60.0
 
 
 @rappit.command()
-@click.option("--demo/--no-demo", default=True, help="Create the demo organization on first run.")
+@click.option(
+    "--demo/--no-demo",
+    default=True,
+    help="Run the carrier and Shopify sandboxes and make (or keep) the demo organization.",
+)
 @click.option("--worker/--no-worker", default=True, help="Also run an arq worker.")
 @click.option("--port", default=None, type=int, help="The API's port (default: PORT, else 8000).")
 def up(demo: bool, worker: bool, port: int | None) -> None:
-    """Run the whole platform until Ctrl-C: (embedded) PostgreSQL and Redis, migrations, API, worker."""
+    """Run the whole platform until Ctrl-C: (embedded) PostgreSQL and Redis, migrations, API, worker,
+    and for the demo organization the Shopify, FedEx and DHL Express sandboxes."""
+    from rappit.app import demo as demo_org
     from rappit.app.supervisor import ChildSpec, Supervisor
 
     settings = load_settings()
@@ -262,80 +268,92 @@ def up(demo: bool, worker: bool, port: int | None) -> None:
         nonlocal stopping
         stopping = True
 
-    with stack(settings) as live:
-        base = live.public_url or live.base_url()
-        probe = f"http://{_loopback(live.host)}:{live.port}"
-        if demo:
-            asyncio.run(_ensure_demo(live, base))
-        api = [sys.executable, "-m", "uvicorn", "--factory", "rappit.app.factory:create_app"]
-        api += ["--host", live.host, "--port", str(live.port), "--no-access-log", *uvicorn_proxy_args(live)]
-        children = [ChildSpec("api", api, env=child_env(live, system=False))]
-        if worker:
-            worker_argv = [sys.executable, "-m", "rappit.app.cli", "worker"]
-            children.append(ChildSpec("worker", worker_argv, env=child_env(live, system=True)))
-        supervisor = Supervisor(children)
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
-        supervisor.start()
-        record = running_file(live)
-        try:
-            if wait_until_live(
-                probe,
-                deadline_seconds=LIVE_DEADLINE_SECONDS,
-                keep_going=lambda: not stopping,
-                tick=supervisor.check,
-            ):
-                record.parent.mkdir(parents=True, exist_ok=True)
-                record.write_text(json.dumps({"pid": os.getpid(), "base_url": base}))
-                click.echo(
-                    f"\n  Rappit is running at {base} (API docs: {base}/schema). A process "
-                    "that dies is restarted; Ctrl-C stops everything.\n"
-                )
-            elif not stopping:
-                click.echo(
-                    f"\n  rappit up: the API did not answer {probe}/health/live within "
-                    f"{LIVE_DEADLINE_SECONDS:g} s; still trying (see its log above).\n",
-                    err=True,
-                )
-            supervisor.run(lambda: stopping)
-        finally:
-            supervisor.stop()
-            record.unlink(missing_ok=True)
+    sandboxes = demo_org.Sandboxes.start() if demo else None
+    try:
+        with stack(settings) as live:
+            base = live.public_url or live.base_url()
+            probe = f"http://{_loopback(live.host)}:{live.port}"
+            seeded = None
+            if sandboxes is not None:
+                if "SHOPIFY_ADMIN_URL" not in os.environ:  # the demo channel's Admin API is the sandbox
+                    live = replace(live, shopify_admin_url=sandboxes.shopify.url)
+                seeded = asyncio.run(demo_org.ensure_base(live, sandboxes))
+            api = [sys.executable, "-m", "uvicorn", "--factory", "rappit.app.factory:create_app"]
+            api += [
+                "--host",
+                live.host,
+                "--port",
+                str(live.port),
+                "--no-access-log",
+                *uvicorn_proxy_args(live),
+            ]
+            children = [ChildSpec("api", api, env=child_env(live, system=False))]
+            if worker:
+                worker_argv = [sys.executable, "-m", "rappit.app.cli", "worker"]
+                children.append(ChildSpec("worker", worker_argv, env=child_env(live, system=True)))
+            supervisor = Supervisor(children)
+            signal.signal(signal.SIGINT, stop)
+            signal.signal(signal.SIGTERM, stop)
+            supervisor.start()
+            record = running_file(live)
+            try:
+                if wait_until_live(
+                    probe,
+                    deadline_seconds=LIVE_DEADLINE_SECONDS,
+                    keep_going=lambda: not stopping,
+                    tick=supervisor.check,
+                ):
+                    record.parent.mkdir(parents=True, exist_ok=True)
+                    record.write_text(json.dumps({"pid": os.getpid(), "base_url": base}))
+                    lines = []
+                    if seeded is not None and sandboxes is not None:
+                        try:
+                            orders = asyncio.run(
+                                demo_org.ensure_orders(
+                                    live,
+                                    probe,
+                                    seeded,
+                                    sandboxes,
+                                    tick=supervisor.check,
+                                    keep_going=lambda: not stopping,
+                                    # no worker, no orders: don't wait for them
+                                    deadline_seconds=demo_org.ORDERS_DEADLINE_SECONDS if worker else 0,
+                                )
+                            )
+                        except Exception as exc:  # the platform runs on; only the demo orders are missing
+                            click.echo(f"rappit up: the demo orders could not be sent: {exc}", err=True)
+                            orders = []
+                        lines = demo_org.banner(
+                            api=base,
+                            base=seeded,
+                            orders=orders,
+                            sandboxes=sandboxes,
+                            command=rappit_command(),
+                        )
+                    click.echo(
+                        f"\n  Rappit is running at {base} (API docs: {base}/schema). A process "
+                        "that dies is restarted; Ctrl-C stops everything.\n"
+                    )
+                    if lines:
+                        click.echo("\n".join(lines) + "\n")
+                elif not stopping:
+                    click.echo(
+                        f"\n  rappit up: the API did not answer {probe}/health/live within "
+                        f"{LIVE_DEADLINE_SECONDS:g} s; still trying (see its log above).\n",
+                        err=True,
+                    )
+                supervisor.run(lambda: stopping)
+            finally:
+                supervisor.stop()
+                record.unlink(missing_ok=True)
+    finally:
+        if sandboxes is not None:
+            sandboxes.stop()
 
 
 def _loopback(host: str) -> str:
     """Where to reach a server bound to `host` from this machine."""
     return {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(host, host)
-
-
-async def _ensure_demo(settings: Settings, base_url: str) -> None:
-    from rappit.platform.errors import NotFound
-    from rappit.tenancy.service import create_organization, get_org_by_code
-
-    command = rappit_command()
-    email = "admin@demo.rappit.test"
-
-    async def run(session: Any) -> None:
-        try:
-            await get_org_by_code(session, DEMO_CODE)
-        except NotFound:
-            import secrets
-
-            password = secrets.token_urlsafe(12)
-            new = await create_organization(
-                session, name="Demo Merchant", code=DEMO_CODE, admin_email=email, password=password
-            )
-            click.echo(f"\n  Created the demo organization {DEMO_CODE}: {email} / {password}")
-            print_token(settings, new.token.plaintext, label="Demo API token", base_url=base_url)
-            return
-        click.echo(
-            f"\n  Demo organization {DEMO_CODE} exists (owner {email}). A new token:\n"
-            f"    {command} token create --org {DEMO_CODE} --name me\n"
-            f"  A new password for the owner:\n"
-            f"    {command} user reset-password --org {DEMO_CODE} --email {email}\n"
-        )
-
-    await _with_session(settings, run)
 
 
 @rappit.command()

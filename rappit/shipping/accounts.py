@@ -111,6 +111,14 @@ async def disable_account(session: AsyncSession, account_id: uuid.UUID) -> Carri
     return account
 
 
+async def set_base_url(session: AsyncSession, account_id: uuid.UUID, base_url: str | None) -> CarrierAccount:
+    """Point an account at another API address (`rappit up` moves its demo accounts to the sandboxes'
+    ports of this run)."""
+    account = await get_account(session, account_id)
+    account.base_url = base_url.rstrip("/") if base_url else None
+    return account
+
+
 async def breaker_states(
     session: AsyncSession, breakers: BreakerBoard
 ) -> list[tuple[CarrierAccount, BreakerSnapshot]]:

@@ -4,6 +4,7 @@ failure switches every carrier sandbox honours, and real (small) label documents
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -12,6 +13,20 @@ from typing import Any
 
 HANG_SECONDS = 30.0
 """How long a "hang" lasts at most (stop() releases it at once): longer than any client read timeout."""
+
+
+class Server(ThreadingHTTPServer):
+    """A thread per connection. The listen backlog is socketserver's 5 by default: 32 clients
+    connecting at once (a benchmark, a burst of label purchases) would be refused."""
+
+    request_queue_size = 128
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up mid-answer (a load generator stopping) is not the sandbox's error."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 @dataclass
@@ -52,7 +67,7 @@ class LoopbackServer:
         self.faults = Faults()
         self.requests: list[tuple[str, str]] = []
         """(method, path) of every request received, in order (proves "nothing reached the carrier")."""
-        self._server: ThreadingHTTPServer | None = None
+        self._server: Server | None = None
         self._released = threading.Event()
         self._lock = threading.Lock()
 
@@ -80,11 +95,15 @@ class LoopbackServer:
         """Hang (bounded), for timeouts: released at once by stop()."""
         self._released.wait(HANG_SECONDS)
 
-    def start(self) -> LoopbackServer:
+    def start(self, port: int = 0) -> LoopbackServer:
+        """Serve on 127.0.0.1:`port` (0: a free one). OSError if that port is taken."""
         sandbox = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes: without TCP_NODELAY the second waits for the
+            # client's delayed ACK (~40 ms a request on keep-alive connections).
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: Any) -> None:  # quiet
                 pass
@@ -109,8 +128,7 @@ class LoopbackServer:
             do_GET = do_POST = do_PUT = do_DELETE = _serve
 
         self._released.clear()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = Server(("127.0.0.1", port), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
