@@ -19,6 +19,10 @@ from rappit.workers.models import DeadLetter
 
 log = structlog.get_logger("rappit.dead_letters")
 WEBHOOK_EVENT = "webhook_event"
+CARRIER_CALLBACK = "carrier_callback"
+"""A carrier callback that failed every try (ref_id: the carrier_callback_events row)."""
+LABEL_VOID = "label_void"
+"""A cancelled order's label the carrier would not void (ref_id: the shipment; it stays label_purchased)."""
 
 
 async def record(

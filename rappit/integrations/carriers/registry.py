@@ -4,11 +4,12 @@ under carriers/ and a line here (plus a migration for the CHECK list built from 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Protocol
 
 import httpx
 
-from rappit.integrations.carriers.base import CarrierAdapter
+from rappit.integrations.carriers.base import CarrierAdapter, CarrierEvent
 from rappit.integrations.carriers.breaker import BreakerBoard
 from rappit.integrations.carriers.dhl.adapter import DhlExpressAdapter
 from rappit.integrations.carriers.fedex.adapter import FedExAdapter
@@ -29,6 +30,12 @@ class AdapterClass(Protocol):
         breaker: Any,
         timeouts: Timeouts | None = None,
     ) -> CarrierAdapter: ...
+
+    def parse_callback(
+        self, headers: Mapping[str, str], body: bytes, secret: str, *, now: datetime
+    ) -> CarrierEvent:
+        """A class method: verifying a callback needs the account's callback secret, not its credentials."""
+        ...
 
 
 ADAPTERS: tuple[AdapterClass, ...] = (FedExAdapter, DhlExpressAdapter)
@@ -64,3 +71,11 @@ def adapter_for(
         breaker=breakers.for_account(carrier, account_id),
         timeouts=timeouts,
     )
+
+
+def parse_callback(
+    carrier: str, headers: Mapping[str, str], body: bytes, secret: str, *, now: datetime
+) -> CarrierEvent:
+    """Verify (signature, timestamp window) and parse a callback addressed to `carrier`: CallbackRefused
+    if unusable, KeyError for a carrier we do not know."""
+    return adapter_class(carrier).parse_callback(headers, body, secret, now=now)
