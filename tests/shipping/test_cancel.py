@@ -4,9 +4,15 @@ carrier refuses), reservations released, an order in transit refused with a 409 
 from __future__ import annotations
 
 import asyncio
+import uuid
+
+from httpx import Response
 
 from rappit.integrations.sandboxes.dhl import FakeDhlExpress
 from rappit.integrations.sandboxes.fedex import FakeFedEx
+from rappit.platform.db import provide_session
+from rappit.shipping import cancellation
+from rappit.tenancy.context import Actor, org_context
 from tests.conftest import client_for
 from tests.inventory.helpers import assert_inventory_consistent
 from tests.shipping.conftest import DE_FROM, FULL_CUSTOMS, add_account, order_with_stock, shipment_body
@@ -36,6 +42,8 @@ async def test_cancel_with_a_bought_label_voids_it_at_the_carrier_and_releases_t
     assert body["order"]["status"] == "cancelled"
     assert {r["status"] for r in body["reservations"]} == {"released"}
     assert list((await assert_inventory_consistent(admin_engine, org.id)).values()) == [(10, 0)]
+    early = await client.post(f"/api/v1/shipments/{shipment['id']}/ship", headers=org.headers)
+    assert (early.status_code, early.json()["error"]["code"]) == (409, "ORDER_CANCELLED")
     await run_worker(settings)
     assert await status_of(client, org, shipment["id"]) == "voided"
     [label] = fake_fedex.sold_for(shipment["id"])
@@ -102,6 +110,29 @@ async def test_a_cancel_racing_hand_overs_either_ships_or_cancels_never_both(
     levels = list((await assert_inventory_consistent(admin_engine, org.id)).values())
     assert levels == ([(8, 0)] if shipped else [(10, 0)])
     assert len(await commit_rows(admin_engine, org.id)) == shipped
+
+
+async def test_a_hand_over_waiting_on_a_cancel_in_progress_is_refused_once_it_commits(
+    app, client, make_org, sessionmaker, admin_engine, fake_fedex: FakeFedEx
+) -> None:
+    """The cancel holds the order (and its shipments) until it commits; a hand-over arriving meanwhile
+    waits for the order, then finds it cancelled: 409, nothing committed, the stock released."""
+    org = await make_org()
+    _, _, order, shipment = await bought_label(client, org, fake_fedex, on_hand=10, quantity=2)
+
+    async def hand_over() -> Response:
+        async with client_for(app) as c:
+            return await c.post(f"/api/v1/shipments/{shipment['id']}/ship", headers=org.headers)
+
+    with org_context(org.id, Actor(kind="user", id="test")):
+        async with provide_session(sessionmaker) as session:
+            await cancellation.cancel_order(session, uuid.UUID(order["id"]))
+            waiting = asyncio.create_task(hand_over())
+            await asyncio.sleep(0.5)  # let it reach the locks; the outcome does not depend on it
+    resp = await waiting
+    assert (resp.status_code, resp.json()["error"]["code"]) == (409, "ORDER_CANCELLED")
+    assert await commit_rows(admin_engine, org.id) == []
+    assert list((await assert_inventory_consistent(admin_engine, org.id)).values()) == [(10, 0)]
 
 
 async def test_a_void_the_carrier_refuses_is_retried_then_dead_lettered(
