@@ -241,6 +241,10 @@ async def test_a_callback_whose_label_is_not_recorded_is_retried_then_dead_lette
         ("carrier_callback", "process_carrier_callback", 5)
     ]
     assert "no recorded label yet" in letters[0].error
+    # Leave nothing pending for later tests' recovery runs: the saga's recovery resolves it (voided).
+    await enqueue(settings, "recover_pending_shipments")
+    await run_worker(settings, shipment_recovery_after_seconds=0, max_seconds=120)
+    assert (await shown(client, org, pending["id"]))["shipment"]["status"] == "voided"
 
 
 async def test_the_sweeper_enqueues_a_callback_whose_job_was_lost(

@@ -91,7 +91,7 @@ async def test_an_order_with_a_shipment_in_transit_cannot_be_cancelled(
 
 
 async def test_a_cancel_racing_hand_overs_either_ships_or_cancels_never_both(
-    app, client, make_org, admin_engine, fake_fedex: FakeFedEx
+    app, client, make_org, settings, admin_engine, fake_fedex: FakeFedEx
 ) -> None:
     """Hand-over and cancel lock the order in the same order: a cancelled order never ships (its stock
     was released) and a shipped order is never cancelled."""
@@ -110,10 +110,12 @@ async def test_a_cancel_racing_hand_overs_either_ships_or_cancels_never_both(
     levels = list((await assert_inventory_consistent(admin_engine, org.id)).values())
     assert levels == ([(8, 0)] if shipped else [(10, 0)])
     assert len(await commit_rows(admin_engine, org.id)) == shipped
+    await run_worker(settings)  # a cancelled order's label is voided (nothing left for later tests' sweeps)
+    assert await status_of(client, org, shipment["id"]) == ("in_transit" if shipped else "voided")
 
 
 async def test_a_hand_over_waiting_on_a_cancel_in_progress_is_refused_once_it_commits(
-    app, client, make_org, sessionmaker, admin_engine, fake_fedex: FakeFedEx
+    app, client, make_org, settings, sessionmaker, admin_engine, fake_fedex: FakeFedEx
 ) -> None:
     """The cancel holds the order (and its shipments) until it commits; a hand-over arriving meanwhile
     waits for the order, then finds it cancelled: 409, nothing committed, the stock released."""
@@ -133,6 +135,10 @@ async def test_a_hand_over_waiting_on_a_cancel_in_progress_is_refused_once_it_co
     assert (resp.status_code, resp.json()["error"]["code"]) == (409, "ORDER_CANCELLED")
     assert await commit_rows(admin_engine, org.id) == []
     assert list((await assert_inventory_consistent(admin_engine, org.id)).values()) == [(10, 0)]
+    # The service alone enqueues nothing (the route does, after the commit): the sweeper finds the label.
+    await enqueue(settings, "sweep_cancelled_labels")
+    await run_worker(settings)
+    assert await status_of(client, org, shipment["id"]) == "voided"
 
 
 async def test_a_void_the_carrier_refuses_is_retried_then_dead_lettered(
