@@ -39,6 +39,7 @@ from rappit.platform.http import check_json_body
 from rappit.platform.logging import RequestIdMiddleware, configure_logging
 from rappit.platform.ratelimit import Policy, RateLimitMiddleware, channel_of_path, client_ip
 from rappit.platform.settings import Settings
+from rappit.shipping import ingress as carrier_callbacks
 from rappit.shipping import routes as shipping_routes
 from rappit.shipping.accounts import Carriers
 from rappit.tenancy import routes as tenancy_routes
@@ -116,6 +117,7 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
                 *order_routes.ROUTES,
                 *shipping_routes.ROUTES,
                 *webhooks.ROUTES,
+                *carrier_callbacks.ROUTES,
                 *worker_routes.ROUTES,
                 *ops_routes.ROUTES,
                 PrometheusController,
@@ -154,6 +156,16 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
                 counts_only=frozenset({400, 401, 404, 413, 415}),
             ),
             Policy("channel", "/webhooks/", settings.rate_limit_channel_per_minute, minute, channel_of_path),
+            # Carrier callbacks: the same per-address limit on refused ones (bad signature, stale,
+            # unknown account), so a forged flood stops here before the account look-up.
+            Policy(
+                "callbacks",
+                "/callbacks/",
+                settings.rate_limit_webhooks_per_minute,
+                minute,
+                client_ip,
+                counts_only=frozenset({400, 401, 404, 413, 415}),
+            ),
             # Before authentication, rejected credentials count per address: keying on the (caller-chosen)
             # Authorization header would give every made-up token a fresh bucket and a database look-up.
             Policy(
@@ -199,7 +211,7 @@ _WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 def error_statuses(path: str, handler: HTTPRouteHandler) -> set[int]:
     """The error statuses a route can answer, from what every route shares and what this one has."""
     statuses = {400, 503}
-    if path.startswith(("/api/", "/auth/", "/webhooks/")):
+    if path.startswith(("/api/", "/auth/", "/webhooks/", "/callbacks/")):
         statuses.add(429)
     if not any(re.match(pattern, path) for pattern in AUTH_EXCLUDE) and not handler.opt.get(
         "exclude_from_auth"
@@ -207,7 +219,7 @@ def error_statuses(path: str, handler: HTTPRouteHandler) -> set[int]:
         statuses.update({401, 403})
     if "{" in path or path.startswith("/webhooks/"):
         statuses.add(404)
-    if path.startswith(("/webhooks/", "/auth/")):
+    if path.startswith(("/webhooks/", "/callbacks/", "/auth/")):
         statuses.add(401)  # the signature check; wrong credentials at login
     if handler.http_methods & _WRITES:
         statuses.update({409, 413, 415, 422})

@@ -6,9 +6,8 @@ snapshot, so a check never reports drift that is only a write landing between tw
 even while the platform runs. The result is plain data: a `Report` holding a `Finding` per drift, each
 naming the rows involved and what was expected against what was found.
 
-Adding a check (the shipping domain will add "shipments against committed stock"): write an async
-function `(session, org_id, options) -> list[Finding]` and add it to `CHECKS`; until then it is named
-in `NOT_CHECKED`, so every report says what it did not look at.
+Adding a check: write an async function `(session, org_id, options) -> list[Finding]` and add it to
+`CHECKS`; until then name it in `NOT_CHECKED`, so every report says what it did not look at.
 """
 
 from __future__ import annotations
@@ -212,21 +211,28 @@ WITH latest AS (
    WHERE l.org_id = :org AND o.status = 'open' AND l.sku IS NOT NULL AND l.quantity > 0
    GROUP BY l.order_id, l.sku
 ), held AS (
-  SELECT r.reference_id AS ref, s.code AS sku, sum(r.quantity) AS quantity,
-         array_agg(r.id::text ORDER BY r.created_at, r.id) AS ids
+  SELECT r.reference_id AS ref, s.code AS sku,
+         coalesce(sum(r.quantity) FILTER (WHERE r.status = 'active'), 0) AS active,
+         coalesce(sum(r.quantity) FILTER (WHERE r.status = 'committed'), 0) AS committed,
+         coalesce(array_agg(r.id::text ORDER BY r.created_at, r.id) FILTER (WHERE r.status = 'active'), '{}')
+           AS ids
     FROM reservations r
     JOIN inventory_levels v ON v.org_id = :org AND v.id = r.level_id
     JOIN skus s ON s.org_id = :org AND s.id = v.sku_id
-   WHERE r.org_id = :org AND r.status = 'active' AND r.reference_type = 'order'
+   WHERE r.org_id = :org AND r.status IN ('active', 'committed') AND r.reference_type = 'order'
    GROUP BY r.reference_id, s.code
+), compared AS (
+  SELECT coalesce(wanted.ref, held.ref) AS ref, coalesce(wanted.sku, held.sku) AS sku,
+         coalesce(wanted.quantity, 0) AS expected, coalesce(held.active, 0) AS active,
+         coalesce(held.committed, 0) AS committed, coalesce(held.ids, '{}') AS reservation_ids
+    FROM wanted
+    FULL JOIN held ON held.ref = wanted.ref AND held.sku = wanted.sku
 )
-SELECT coalesce(wanted.ref, held.ref) AS ref, coalesce(wanted.sku, held.sku) AS sku,
-       coalesce(wanted.quantity, 0) AS expected, coalesce(held.quantity, 0) AS found,
-       coalesce(held.ids, '{}') AS reservation_ids, o.id AS order_id, o.number, o.status
-  FROM wanted
-  FULL JOIN held ON held.ref = wanted.ref AND held.sku = wanted.sku
-  LEFT JOIN orders o ON o.org_id = :org AND o.id::text = coalesce(wanted.ref, held.ref)
- WHERE coalesce(wanted.quantity, 0) <> coalesce(held.quantity, 0)
+SELECT c.ref, c.sku, c.expected, c.active + CASE WHEN o.status = 'open' THEN c.committed ELSE 0 END AS found,
+       c.reservation_ids, o.id AS order_id, o.number, o.status
+  FROM compared c
+  LEFT JOIN orders o ON o.org_id = :org AND o.id::text = c.ref
+ WHERE c.expected <> c.active + CASE WHEN o.status = 'open' THEN c.committed ELSE 0 END
  ORDER BY o.number NULLS FIRST, 1, 2
 """
 
@@ -234,8 +240,9 @@ SELECT coalesce(wanted.ref, held.ref) AS ref, coalesce(wanted.sku, held.sku) AS 
 async def check_orders_against_reservations(
     session: AsyncSession, org_id: uuid.UUID, options: Options
 ) -> list[Finding]:
-    """An open order holds active reservations for exactly its current lines' units per SKU; an order
-    on hold or cancelled holds none; no active order reservation names an order that does not exist."""
+    """An open order holds reservations (active, or committed by a shipment that left) for exactly its
+    current lines' units per SKU; an order on hold or cancelled holds no active ones; no active order
+    reservation names an order that does not exist."""
     findings = []
     for r in await _rows(session, _ORDERS_VS_RESERVATIONS, org=org_id):
         if r.order_id is None:
@@ -298,16 +305,81 @@ async def check_stuck_webhooks(session: AsyncSession, org_id: uuid.UUID, options
     ]
 
 
+# A shipment's lines are [{sku, quantity}]; `service.ship` commits them with ledger rows of reason
+# 'commit' naming the shipment (reference_type 'shipment', reference_id its id), one per level.
+_SHIPMENTS_VS_COMMITS = """
+WITH carried AS (
+  SELECT s.id::text AS ref, l.value->>'sku' AS sku, sum((l.value->>'quantity')::int) AS quantity
+    FROM shipments s CROSS JOIN LATERAL jsonb_array_elements(s.lines) AS l(value)
+   WHERE s.org_id = :org AND s.status IN ('in_transit', 'delivered')
+   GROUP BY s.id, l.value->>'sku'
+), taken AS (
+  SELECT g.reference_id AS ref, k.code AS sku, -sum(g.on_hand_delta) AS quantity,
+         array_agg(g.id ORDER BY g.id) AS ledger_ids
+    FROM inventory_ledger g
+    JOIN skus k ON k.org_id = :org AND k.id = g.sku_id
+   WHERE g.org_id = :org AND g.reason = 'commit' AND g.reference_type = 'shipment'
+   GROUP BY g.reference_id, k.code
+)
+SELECT coalesce(carried.ref, taken.ref) AS ref, coalesce(carried.sku, taken.sku) AS sku,
+       coalesce(carried.quantity, 0) AS expected, coalesce(taken.quantity, 0) AS found,
+       coalesce(taken.ledger_ids, '{}') AS ledger_ids, s.id AS shipment_id, s.status, s.order_id
+  FROM carried
+  FULL JOIN taken ON taken.ref = carried.ref AND taken.sku = carried.sku
+  LEFT JOIN shipments s ON s.org_id = :org AND s.id::text = coalesce(carried.ref, taken.ref)
+ WHERE coalesce(carried.quantity, 0) <> coalesce(taken.quantity, 0)
+ ORDER BY 1, 2
+"""
+
+
+async def check_shipments_against_commits(
+    session: AsyncSession, org_id: uuid.UUID, options: Options
+) -> list[Finding]:
+    """A shipment in transit or delivered has its lines' stock committed exactly once (the commit
+    ledger rows naming it take exactly its lines' units per SKU); no other shipment has commit rows."""
+    findings = []
+    for r in await _rows(session, _SHIPMENTS_VS_COMMITS, org=org_id):
+        if r.shipment_id is None:
+            what = (
+                f"commit ledger rows name shipment {r.ref}, which does not exist; "
+                f"they took {r.found} of {r.sku}"
+            )
+        elif r.status in ("in_transit", "delivered"):
+            what = (
+                f"shipment {r.ref} is {r.status} carrying {r.expected} of {r.sku}; commit ledger rows "
+                f"naming it took {r.found}"
+            )
+        else:
+            what = (
+                f"shipment {r.ref} is {r.status} yet commit ledger rows naming it took {r.found} of {r.sku}"
+            )
+        findings.append(
+            Finding(
+                check="shipments_vs_committed_stock",
+                message=what,
+                rows={
+                    "shipment_id": r.ref,
+                    "shipment_status": r.status,
+                    "order_id": str(r.order_id) if r.order_id else None,
+                    "sku": r.sku,
+                    "commit_ledger_ids": list(r.ledger_ids),
+                },
+                expected={"committed": int(r.expected)},
+                found={"committed": int(r.found)},
+            )
+        )
+    return findings
+
+
 CHECKS: dict[str, Check] = {
     "ledger_chain": check_ledger_chain,
     "level_vs_ledger": check_levels_against_ledger,
     "reserved_vs_reservations": check_reserved_against_reservations,
     "order_reservations": check_orders_against_reservations,
     "stuck_webhook": check_stuck_webhooks,
+    "shipments_vs_committed_stock": check_shipments_against_commits,
 }
-NOT_CHECKED: dict[str, str] = {
-    "shipments_vs_committed_stock": "the shipping domain does not exist yet; it adds its check to CHECKS",
-}
+NOT_CHECKED: dict[str, str] = {}
 
 
 async def verify_org(session: AsyncSession, options: Options | None = None) -> Report:

@@ -78,6 +78,9 @@ async def detail(session: AsyncSession, order: Order) -> OrderDetailOut:
 
 
 class OrderController(Controller):
+    """`POST /api/v1/orders/{id}/cancel` lives in `rappit.shipping.routes`: cancelling voids the order's
+    labels and refuses an order in transit, which orders cannot know about (shipping imports orders)."""
+
     path = "/api/v1/orders"
     tags = ["orders"]
 
@@ -125,17 +128,6 @@ class OrderController(Controller):
             return await detail(db_session, order)
 
         return await idempotent(request, db_session, op)
-
-    @post("/{order_id:uuid}/cancel", guards=[requires("orders:write")], status_code=200)
-    async def cancel(
-        self, request: Request[Any, Any, Any], db_session: DbSession, order_id: Id
-    ) -> Response[Any]:
-        async def op() -> OrderDetailOut:
-            order = await service.get_order(db_session, order_id, for_update=True)
-            await service.cancel(db_session, order)
-            return await detail(db_session, order)
-
-        return await idempotent(request, db_session, op, status_code=200)
 
     @post("/{order_id:uuid}/retry-reservation", guards=[requires("orders:write")], status_code=200)
     async def retry_reservation(

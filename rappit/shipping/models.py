@@ -60,6 +60,8 @@ class CarrierAccount(IdMixin, TimestampMixin, TenantMixin, Base):
         CheckConstraint(f"carrier in ({_CARRIERS})", name="carrier_known"),
         CheckConstraint("status in ('active','disabled')", name="status_known"),
         CheckConstraint("(status = 'disabled') = (disabled_at is not null)", name="disabled_at_iff_disabled"),
+        # Callback ingress knows only the account id from the URL (rappit_carrier_callback_account).
+        Index("ix_carrier_accounts_id", "id"),
     )
 
     carrier: Mapped[str] = mapped_column(String(30))
@@ -171,3 +173,58 @@ class FulfillmentPush(IdMixin, TimestampMixin, TenantMixin, Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), default=utcnow
     )
+
+
+CALLBACK_STATUSES = ("pending", "processed", "ignored", "failed", "dead")
+
+
+class CarrierCallbackEvent(IdMixin, TenantMixin, Base):
+    """The carrier callbacks' durable inbox: a verified callback, stored before it is acknowledged and
+    applied to its shipment exactly once (`rappit.shipping.callbacks`)."""
+
+    __tablename__ = "carrier_callback_events"
+    __org_fk__ = False  # implied by the FK to carrier_accounts
+    __extra_table_args__ = (
+        org_fk("account_id", "carrier_accounts"),
+        org_fk("shipment_id", "shipments"),
+        # The carrier's event id, once per account: a redelivery stores nothing new.
+        UniqueConstraint("org_id", "account_id", "carrier_event_id"),
+        CheckConstraint(f"status in ({','.join(repr(s) for s in CALLBACK_STATUSES)})", name="status_known"),
+        CheckConstraint(
+            "(status in ('processed','ignored')) = (processed_at is not null)", name="processed_at_iff_done"
+        ),
+        CheckConstraint("attempts >= 0", name="attempts_nonnegative"),
+        Index(
+            "ix_carrier_callback_events_pending",
+            "received_at",
+            postgresql_where=text("status in ('pending','failed')"),
+        ),
+        Index("ix_carrier_callback_events_shipment", "org_id", "shipment_id"),
+    )
+
+    account_id: Mapped[uuid.UUID] = mapped_column()
+    """The carrier account the callback was addressed to (its URL)."""
+    carrier: Mapped[str] = mapped_column(String(30))
+    carrier_event_id: Mapped[str] = mapped_column(String(200))
+    tracking_number: Mapped[str] = mapped_column(String(100))
+    reference: Mapped[str | None] = mapped_column(String(100))
+    """Our shipment id as the carrier echoes it (customer reference), if it does."""
+    tracking_status: Mapped[str] = mapped_column(String(30))
+    """The carrier's code folded into TrackingStatus (in_transit, delivered, ...)."""
+    code: Mapped[str] = mapped_column(String(30))
+    description: Mapped[str] = mapped_column(Text, default="")
+    occurred_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    """The raw body exactly as signed."""
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), default=utcnow
+    )
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(20), default="pending", server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    shipment_id: Mapped[uuid.UUID | None] = mapped_column()
+    """The shipment it was applied to; None while pending, or when it named no shipment of ours."""
+    outcome: Mapped[str | None] = mapped_column(String(40))
+    """What applying it did: shipped, delivered, shipped_and_delivered, voided, recorded, unknown_shipment."""

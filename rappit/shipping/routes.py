@@ -13,10 +13,12 @@ from litestar.datastructures import State
 from litestar.params import JSONBody, QueryParameter
 
 from rappit.integrations.carriers.base import CarrierUnavailable, LabelFormat
+from rappit.orders.routes import detail as order_detail
+from rappit.orders.schemas import OrderDetailOut
 from rappit.platform.db import provide_session
 from rappit.platform.errors import BusinessRuleViolation, Conflict, error_responses
 from rappit.platform.http import DbSession, Id, Limit, Offset
-from rappit.shipping import accounts, fulfillment, service
+from rappit.shipping import accounts, cancellation, fulfillment, service
 from rappit.shipping.schemas import (
     AccountQuoteOut,
     BreakerOut,
@@ -32,6 +34,7 @@ from rappit.shipping.schemas import (
     StatusFilter,
 )
 from rappit.tenancy.auth import requires
+from rappit.tenancy.context import require_org_id
 from rappit.tenancy.idempotency import HEADER, idempotent
 
 READ = [requires("shipments:read")]
@@ -207,4 +210,29 @@ class ShipmentController(Controller):
         return response
 
 
-ROUTES = [CarrierAccountController, BreakerController, ShipmentController]
+class OrderCancelController(Controller):
+    path = "/api/v1/orders"
+    tags = ["orders"]
+
+    @post("/{order_id:uuid}/cancel", guards=[requires("orders:write")], status_code=200)
+    async def cancel(
+        self, request: Request[Any, Any, Any], state: State, db_session: DbSession, order_id: Id
+    ) -> Response[Any]:
+        """Cancel: reservations released, bought labels voided by a job after the commit; an order with
+        a shipment in transit or delivered is a 409 naming the shipment."""
+        voids: list[uuid.UUID] = []
+
+        async def op() -> OrderDetailOut:
+            done = await cancellation.cancel_order(db_session, order_id)
+            voids.extend(done.labels_to_void)
+            return await order_detail(db_session, done.order)
+
+        response = await idempotent(request, db_session, op, status_code=200)
+        if voids:  # runs after the response, so after the commit
+            response.background = BackgroundTask(
+                cancellation.enqueue_voids, state.arq, require_org_id(), voids
+            )
+        return response
+
+
+ROUTES = [CarrierAccountController, BreakerController, ShipmentController, OrderCancelController]

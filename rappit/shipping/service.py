@@ -41,6 +41,7 @@ from rappit.integrations.carriers.customs import missing_customs_fields
 from rappit.inventory import reservations
 from rappit.inventory.models import InventoryLevel, Reservation, Sku
 from rappit.orders import service as orders
+from rappit.orders.models import Order
 from rappit.orders.service import RESERVATION_REF
 from rappit.platform.db import add_unique, get_or_404, utcnow
 from rappit.platform.errors import BusinessRuleViolation, Conflict
@@ -317,6 +318,12 @@ async def start_purchase(
     account = await get_account(session, account_id)
     if account.status != "active":
         raise BusinessRuleViolation("this carrier account is disabled", code="CARRIER_ACCOUNT_DISABLED")
+    if (await orders.get_order(session, order_id)).status == "cancelled":
+        raise BusinessRuleViolation(
+            "the order is cancelled: no label is bought for it",
+            code="ORDER_CANCELLED",
+            details={"order_id": str(order_id)},
+        )
     base, lines = await build_request(session, order_id, data, service=service)
     shipment = Shipment(
         id=uuid.uuid4(),
@@ -519,9 +526,14 @@ def refusal(shipment_id: uuid.UUID, outcome: VoidOutcome) -> VoidRefused | None:
 async def ship(session: AsyncSession, shipment_id: uuid.UUID) -> Shipment:
     """label_purchased -> in_transit, and the order's reserved units of this shipment's SKUs are
     committed, in the same transaction: only the caller whose conditional UPDATE moved the row
-    commits, so two concurrent hand-overs commit once. The same transaction writes the push that
-    tells the order's channel (`fulfillment`): enqueue its job after the commit
-    (`fulfillment.push_of_shipment` + `try_enqueue`; the sweeper catches what is not)."""
+    commits, so two concurrent hand-overs commit once. The API and carrier callbacks both come here.
+    The same transaction writes the push that tells the order's channel (`fulfillment`): enqueue its
+    job after the commit (`fulfillment.push_of_shipment` + `try_enqueue`; the sweeper catches what is not).
+
+    The order is share-locked first (cancelling takes it FOR UPDATE, then the shipments): a hand-over
+    and a cancel of the same order serialize, so a cancelled order never ships (its reservations are
+    released) and an order with a shipment in transit is never cancelled."""
+    await lock_order_for_handover(session, shipment_id)
     shipment = await require_transition(session, shipment_id, "in_transit", kind="handed_over")
     skus = [line["sku"] for line in shipment.lines]
     ids = (
@@ -543,3 +555,29 @@ async def ship(session: AsyncSession, shipment_id: uuid.UUID) -> Shipment:
     )
     await fulfillment.record_push(session, shipment)
     return shipment
+
+
+async def lock_order_for_handover(
+    session: AsyncSession, shipment_id: uuid.UUID, *, refuse_cancelled: bool = True
+) -> str:
+    """Share-lock the shipment's order (the lock order every hand-over and cancel takes: order first,
+    then shipment); a cancelled order is a 409 ORDER_CANCELLED unless told otherwise. Returns the
+    order's status."""
+    shipment = await get_shipment(session, shipment_id)
+    status = (
+        await session.execute(
+            select(Order.status).where(Order.id == shipment.order_id).with_for_update(read=True)
+        )
+    ).scalar_one()
+    if status == "cancelled" and refuse_cancelled:
+        raise Conflict(
+            "the order of this shipment is cancelled: it cannot be handed over",
+            code="ORDER_CANCELLED",
+            details={"shipment_id": str(shipment_id), "order_id": str(shipment.order_id)},
+        )
+    return str(status)
+
+
+async def note(session: AsyncSession, shipment_id: uuid.UUID, kind: str, **detail: Any) -> None:
+    """A timeline entry that changes no state (a carrier event, a void requested or dead-lettered)."""
+    await _event(session, shipment_id, kind, None, None, **detail)

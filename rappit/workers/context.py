@@ -39,6 +39,12 @@ class Deps:
     """Seconds before the 2nd, 3rd... attempt of a fulfillment push the channel did not take."""
     sweep_grace_seconds: float = 20.0
     """How long an inbox row may stay pending before the sweeper re-enqueues it."""
+    callback_backoff: tuple[float, ...] = (2.0, 10.0, 30.0, 60.0)
+    """Seconds before the 2nd, 3rd... attempt of a failed carrier callback."""
+    label_void_backoff: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0)
+    """Seconds before the 2nd, 3rd... attempt of a failed void of a cancelled order's label."""
+    label_void_attempts: int = 5
+    """Tries of one label void before it is dead-lettered (below the job's arq max_tries)."""
     shipment_recovery_after_seconds: float = 120.0
     """A `pending` shipment this old has had its label call end (longer than any carrier read timeout):
     the recovery job asks the carrier what became of it."""

@@ -55,6 +55,10 @@ RETRYABLE: dict[
     FULFILLMENT_PUSH: (_reopen_push, _enqueue_push),
 }
 """kind -> (put the work back in the operator's transaction, enqueue it after the commit)."""
+CARRIER_CALLBACK = "carrier_callback"
+"""A carrier callback that failed every try (ref_id: the carrier_callback_events row)."""
+LABEL_VOID = "label_void"
+"""A cancelled order's label the carrier would not void (ref_id: the shipment; it stays label_purchased)."""
 
 
 async def record(

@@ -18,14 +18,17 @@ from rappit.orders import jobs as order_jobs
 from rappit.platform.db import assert_bypasses_rls
 from rappit.platform.logging import configure_logging
 from rappit.platform.settings import Settings
-from rappit.shipping import fulfillment
+from rappit.shipping import callbacks as carrier_callbacks
+from rappit.shipping import cancellation, fulfillment
 from rappit.shipping import jobs as shipping_jobs
 from rappit.tenancy.idempotency import purge_expired
 from rappit.tenancy.scoping import install_scoping, unscoped
+from rappit.workers.carrier_callbacks import process_carrier_callback, sweep_pending_callbacks
 from rappit.workers.context import Ctx, Deps, deps
 from rappit.workers.fulfillment import MAX_ATTEMPTS as PUSH_ATTEMPTS
 from rappit.workers.fulfillment import push_fulfillment, sweep_pending_pushes
 from rappit.workers.inbox import process_webhook_event, sweep_pending_webhooks
+from rappit.workers.label_voids import sweep_cancelled_labels, void_cancelled_label
 
 log = structlog.get_logger("rappit.worker")
 
@@ -46,6 +49,9 @@ async def startup(ctx: Ctx) -> None:
         "fulfillment_backoff",
         "sweep_grace_seconds",
         "shipment_recovery_after_seconds",
+        "callback_backoff",
+        "label_void_backoff",
+        "label_void_attempts",
     )
     tuning = {k: ctx[k] for k in knobs if k in ctx}
     ctx["deps"] = built = Deps.build(settings, **tuning)  # pool: max_jobs concurrent jobs + crons
@@ -119,6 +125,15 @@ def functions(timeout: int) -> Sequence[Function]:
         func(sweep_pending_pushes),
         func(reconcile_channels),
         func(recover_pending_shipments),
+        # As the webhook job: the inbox row counts the attempts, arq's max_tries is only a backstop.
+        func(
+            process_carrier_callback, name=carrier_callbacks.JOB, keep_result=0, max_tries=10, timeout=timeout
+        ),
+        func(sweep_pending_callbacks),
+        # job_try counts the attempts (Deps.label_void_attempts, fewer than max_tries); keep_result=0
+        # frees the job id at once, and the sweeper skips labels already dead-lettered.
+        func(void_cancelled_label, name=cancellation.VOID_JOB, keep_result=0, max_tries=20, timeout=timeout),
+        func(sweep_cancelled_labels),
     ]
 
 
@@ -130,6 +145,8 @@ def cron_jobs(timeout: int) -> list[CronJob]:
         cron(release_expired_reservations, second={0}, run_at_startup=True, timeout=timeout),
         cron(purge_idempotency_keys, minute={17}, second={30}, timeout=timeout),
         cron(recover_pending_shipments, second={20}, timeout=timeout),
+        cron(sweep_pending_callbacks, second={15, 45}, run_at_startup=True, timeout=timeout),
+        cron(sweep_cancelled_labels, second={50}, timeout=timeout),
     ]
 
 

@@ -29,6 +29,7 @@ from tests.conftest import admin_scalar
 from tests.inventory.helpers import setup_stock
 from tests.orders.helpers import send_shopify, shopify_channel, shopify_order
 from tests.shipping.conftest import add_account, shipment_body
+from tests.shipping.helpers import fedex_event, send_callback
 
 TOKEN = "shpat_fulfil_token"
 
@@ -365,3 +366,23 @@ async def test_the_sweeper_enqueues_a_push_whose_job_redis_lost(
     await run_worker(settings, fake_shopify)
     assert (await push_row(admin_engine, shipment["id"]))["status"] == "pushed"
     assert len(fake_shopify.fulfillments["7601"]) == 1
+
+
+async def test_a_carrier_in_transit_callback_pushes_the_fulfillment_to_shopify(
+    client, make_org, settings, admin_engine, fake_shopify: FakeShopify, fake_fedex: FakeFedEx
+) -> None:
+    """The hand-over by carrier callback (not the API) writes the push and its job enqueues it at once."""
+    org = await make_org()
+    _, order = await shopify_order_in_rappit(client, org, settings, fake_shopify, 7101, [("MUG", 1)])
+    made = await add_account(client, org, "fedex", fake_fedex.url)
+    shipment = await buy_label(client, org, order["id"], made["account"]["id"], [("MUG", 1)])
+    number = shipment["tracking_numbers"][0]
+    event = fedex_event(number, "PU", event_id="fx-push-1")
+    sent = await send_callback(client, made["account"]["id"], made["callback_secret"], event)
+    assert sent.status_code == 200, sent.text
+    await run_worker(settings, fake_shopify)
+
+    [body] = fake_shopify.fulfillment_bodies
+    assert body["fulfillment"]["tracking_info"]["number"] == number
+    push = await push_row(admin_engine, shipment["id"])
+    assert (push["status"], push["attempts"]) == ("pushed", 1)

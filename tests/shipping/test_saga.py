@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -10,6 +15,7 @@ from sqlalchemy import text
 
 from rappit.integrations.carriers.breaker import BreakerBoard
 from rappit.integrations.carriers.transport import Timeouts
+from rappit.integrations.sandboxes._loopback import Drop, Reply
 from rappit.integrations.sandboxes.dhl import FakeDhlExpress
 from rappit.integrations.sandboxes.fedex import FakeFedEx
 from rappit.platform.crypto import SecretBox
@@ -273,3 +279,64 @@ async def test_a_purchase_while_the_breaker_is_open_fails_fast_and_sends_nothing
     assert error["code"] == "CARRIER_UNAVAILABLE" and error["details"]["breaker_state"] == "open"
     assert error["details"]["shipment_status"] == "failed"  # nothing reached the carrier: no label
     assert len(fake_fedex.requests) == sent
+
+
+async def test_a_purchase_killed_after_the_carrier_sold_the_label_leaves_no_orphan(
+    client,
+    make_org,
+    settings,
+    admin_engine,
+    sessionmaker,
+    system_sessionmaker,
+    carriers,
+    repo_root,
+    fake_fedex: FakeFedEx,
+) -> None:
+    """The process variant of the test above: the purchase runs in a child process (the real API), which
+    the sandbox SIGKILLs right after it has sold the label, before its answer reaches the child and so
+    before the record commits. The recovery job then finds the `pending` row and voids the label."""
+    org = await make_org()
+    account = (await add_account(client, org, "fedex", fake_fedex.url))["account"]
+    order = await order_with_stock(client, org)
+    child: dict[str, subprocess.Popen[bytes]] = {}
+    sell = fake_fedex.handle
+
+    def sell_then_kill(method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
+        reply = sell(method, path, headers, body)
+        if path == "/ship/v1/shipments" and reply.status == 200:
+            os.kill(child["proc"].pid, signal.SIGKILL)  # the label is sold; the buyer dies now
+            child["proc"].wait(30)
+            raise Drop
+        return reply
+
+    fake_fedex.handle = sell_then_kill  # type: ignore[method-assign]
+    env = {k: v for k, v in os.environ.items() if k != "SYSTEM_DATABASE_URL"}
+    env.update(
+        RAPPIT_ENV="development",
+        DATABASE_URL=settings.database_url,
+        MIGRATION_DATABASE_URL=settings.migration_database_url,
+        REDIS_URL=settings.redis_url,
+        PURCHASE_TOKEN=org.token,
+        PURCHASE_BODY=json.dumps(shipment_body(order["id"], account["id"])),
+    )
+    child["proc"] = subprocess.Popen(
+        [sys.executable, "-m", "tests.shipping.purchase_child"],
+        cwd=repo_root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    out, _ = await asyncio.to_thread(child["proc"].communicate, timeout=120)
+    assert child["proc"].returncode == -signal.SIGKILL, out.decode()[-2000:]
+
+    [pending] = (await client.get("/api/v1/shipments", headers=org.headers)).json()
+    assert pending["status"] == "pending"  # committed before the carrier call; the record never came
+    [sold] = fake_fedex.sold_for(pending["id"])
+    assert not sold.cancelled
+    # (Other tests may have left pending rows whose sandboxes are gone: those count as "unknown".)
+    assert (await recover(sessionmaker, system_sessionmaker, carriers)).get("voided") == 1
+    shown = (await client.get(f"/api/v1/shipments/{pending['id']}", headers=org.headers)).json()
+    assert [e["kind"] for e in shown["timeline"]][-2:] == ["label_recovered", "voided_by_carrier"]
+    sold_labels = {label.tracking_number: label.reference for label in fake_fedex.labels.values()}
+    assert await orphans(admin_engine, org.id, sold_labels) == []
+    assert sold.cancelled  # voided at the sandbox: nobody is charged for it

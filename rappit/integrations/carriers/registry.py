@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import quote
 
 import httpx
 
-from rappit.integrations.carriers.base import CarrierAdapter
+from rappit.integrations.carriers.base import CarrierAdapter, CarrierEvent
 from rappit.integrations.carriers.breaker import BreakerBoard
 from rappit.integrations.carriers.dhl.adapter import DhlExpressAdapter
 from rappit.integrations.carriers.fedex.adapter import FedExAdapter
@@ -35,6 +36,12 @@ class AdapterClass(Protocol):
         breaker: Any,
         timeouts: Timeouts | None = None,
     ) -> CarrierAdapter: ...
+
+    def parse_callback(
+        self, headers: Mapping[str, str], body: bytes, secret: str, *, now: datetime
+    ) -> CarrierEvent:
+        """A class method: verifying a callback needs the account's callback secret, not its credentials."""
+        ...
 
 
 ADAPTERS: tuple[AdapterClass, ...] = (FedExAdapter, DhlExpressAdapter)
@@ -85,3 +92,11 @@ def tracking_link(carrier: str, number: str) -> TrackingLink:
     return TrackingLink(
         cls.display_name, number, cls.tracking_url_template.format(number=quote(number, safe=""))
     )
+
+
+def parse_callback(
+    carrier: str, headers: Mapping[str, str], body: bytes, secret: str, *, now: datetime
+) -> CarrierEvent:
+    """Verify (signature, timestamp window) and parse a callback addressed to `carrier`: CallbackRefused
+    if unusable, KeyError for a carrier we do not know."""
+    return adapter_class(carrier).parse_callback(headers, body, secret, now=now)

@@ -86,8 +86,9 @@ class DhlExpressAdapter:
         params = mapper.reference_params(self.account.account_number, reference, ship_date)
         return mapper.parse_reference(*await self.client.track_by_reference(params))
 
+    @classmethod
     def parse_callback(
-        self, headers: Mapping[str, str], body: bytes, secret: str, *, now: datetime
+        cls, headers: Mapping[str, str], body: bytes, secret: str, *, now: datetime
     ) -> CarrierEvent:
         """The relay's body: {eventId, shipmentTrackingNumber, customerReference?, event{date, time,
         typeCode, description}} (the event as GET /tracking spells it)."""

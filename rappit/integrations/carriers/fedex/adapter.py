@@ -77,8 +77,9 @@ class FedExAdapter:
         payload = mapper.reference_request(self.account.account_number, reference, ship_date)
         return mapper.parse_reference(*await self.client.track_by_reference(payload))
 
+    @classmethod
     def parse_callback(
-        self, headers: Mapping[str, str], body: bytes, secret: str, *, now: datetime
+        cls, headers: Mapping[str, str], body: bytes, secret: str, *, now: datetime
     ) -> CarrierEvent:
         """The relay's body: {eventId, trackingNumber, customerReference?, scanEvent{date, eventType,
         eventDescription}} (the scan event as the Track API spells it)."""
