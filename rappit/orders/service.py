@@ -219,6 +219,15 @@ async def _write_lines(
     return version
 
 
+def _same_lines(stored: list[OrderLine], lines: list[CanonicalLine]) -> bool:
+    def key(ext: str | None, sku: str | None, qty: int, price: int) -> tuple[str, str, int, int]:
+        return (ext or "", sku or "", qty, price)
+
+    return sorted(key(x.external_line_id, x.sku, x.quantity, x.unit_price_minor) for x in stored) == sorted(
+        key(x.external_line_id, x.sku, x.quantity, x.unit_price_minor) for x in lines
+    )
+
+
 async def apply_channel_order(
     session: AsyncSession,
     channel: ChannelRef,
@@ -268,6 +277,11 @@ async def apply_channel_order(
         )
         return order, "ignored"
     if payload.cancelled:
+        if payload.lines and not _same_lines(await current_lines(session, order.id), payload.lines):
+            # A cancel carrying the whole order (Shopify orders/cancelled, a WooCommerce status) is the
+            # order's last word: an update that was still on its way (a killed job waits for arq's
+            # in-progress key) is ignored after the cancel, so the snapshot is taken from the cancel.
+            await _write_lines(session, order, payload.lines, payload.currency)
         await cancel(
             session, order, webhook_event_id=webhook_event_id, external_updated_at=payload.updated_at
         )

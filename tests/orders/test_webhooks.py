@@ -133,6 +133,29 @@ async def test_edits_up_down_removal_stale_update_and_cancel(
     await assert_inventory_consistent(admin_engine, org.id)
 
 
+async def test_a_cancel_overtaking_an_update_leaves_the_lines_the_cancel_carries(
+    client, make_org, settings
+) -> None:
+    """Found by the chaos soak (seed 7): an update's job was killed, the cancel sent after it was
+    applied first, and the update then arrived after the cancel and was ignored; the cancelled order
+    kept the lines of the version before the update, not the ones the channel last sent."""
+    org = await make_org()
+    await setup_stock(client, org, {("A", "W1"): 10})
+    channel = await shopify_channel(client, org)
+    await send_shopify(client, channel, shopify_order(88, [("A", 3)]), topic="orders/create")
+    await run_worker(settings)
+    cancel = shopify_order(88, [("A", 1)], minutes=4, cancelled=True)
+    await send_shopify(client, channel, cancel, topic="orders/cancelled")
+    await run_worker(settings)
+    await send_shopify(client, channel, shopify_order(88, [("A", 1)], minutes=2), topic="orders/updated")
+    await run_worker(settings)  # the overtaken update: ignored after the cancel
+    order = (await orders_of(client, org))[0]
+    detail = (await client.get(f"/api/v1/orders/{order['id']}", headers=org.headers)).json()
+    assert detail["order"]["status"] == "cancelled"
+    assert [(ln["sku"], ln["quantity"]) for ln in detail["lines"]] == [("A", 1)]
+    assert await reserved(client, org, "A") == 0
+
+
 async def test_update_before_create_creates_and_late_create_is_a_noop(client, make_org, settings) -> None:
     org = await make_org()
     await setup_stock(client, org, {("A", "W1"): 5})
