@@ -406,6 +406,54 @@ async def test_woocommerce_delete_of_an_unknown_order_is_ignored(client, make_or
     assert [e["status"] for e in events] == ["ignored"] and await orders_of(client, org) == []
 
 
+async def test_a_woocommerce_create_processed_after_its_deletion_makes_a_cancelled_order(
+    client, make_org, settings
+) -> None:
+    """Found by the chaos soak (seed 1201): the create's job was killed and re-run only after arq's
+    in-progress key expired, so the order.deleted sent after it was processed first and ignored (no
+    order yet); the create then made an open order holding stock that nothing would ever release."""
+    from rappit.integrations.channels.signatures import sign
+
+    org = await make_org()
+    await setup_stock(client, org, {("A", "W1"): 10})
+    made = (
+        await client.post(
+            "/api/v1/channels",
+            json={"type": "woocommerce", "name": "Woo", "address": "https://late.example.test"},
+            headers=org.headers,
+        )
+    ).json()
+
+    async def send(topic: str, body: dict, delivery: str) -> None:
+        raw = json.dumps(body).encode()
+        headers = {
+            "X-WC-Webhook-Signature": sign(made["webhook_secret"], raw),
+            "X-WC-Webhook-Topic": topic,
+            "X-WC-Webhook-Delivery-ID": delivery,
+            "content-type": "application/json",
+        }
+        url = f"/webhooks/woocommerce/{made['channel']['id']}"
+        assert (await client.post(url, content=raw, headers=headers)).status_code == 200
+        await run_worker(settings)
+
+    await send("order.deleted", {"id": 4242}, "d1")
+    create = {
+        "id": 4242,
+        "number": "4242",
+        "currency": "EUR",
+        "status": "processing",
+        "date_modified_gmt": "2026-11-01T10:00:00",
+        "line_items": [{"id": 1, "sku": "A", "name": "A", "quantity": 3, "price": "5.00"}],
+    }
+    await send("order.created", create, "c1")
+    orders = await orders_of(client, org)
+    assert [(o["external_id"], o["status"]) for o in orders] == [("4242", "cancelled")]
+    assert await reserved(client, org, "A") == 0
+    # A deletion of an order that never comes stays what it was: ignored, no order.
+    await send("order.deleted", {"id": 5151}, "d2")
+    assert len(await orders_of(client, org)) == 1
+
+
 async def test_the_database_keeps_order_and_event_state_consistent(
     client, make_org, settings, engine
 ) -> None:
