@@ -212,30 +212,40 @@ WITH latest AS (
    WHERE l.org_id = :org AND o.status = 'open' AND l.sku IS NOT NULL AND l.quantity > 0
    GROUP BY l.order_id, l.sku
 ), held AS (
-  SELECT r.reference_id AS ref, s.code AS sku, sum(r.quantity) AS quantity,
-         array_agg(r.id::text ORDER BY r.created_at, r.id) AS ids
+  SELECT r.reference_id AS ref, s.code AS sku,
+         coalesce(sum(r.quantity) FILTER (WHERE r.status = 'active'), 0) AS active,
+         coalesce(sum(r.quantity) FILTER (WHERE r.status = 'committed'), 0) AS committed,
+         coalesce(array_agg(r.id::text ORDER BY r.created_at, r.id) FILTER (WHERE r.status = 'active'),
+                  '{}') AS ids
     FROM reservations r
     JOIN inventory_levels v ON v.org_id = :org AND v.id = r.level_id
     JOIN skus s ON s.org_id = :org AND s.id = v.sku_id
-   WHERE r.org_id = :org AND r.status = 'active' AND r.reference_type = 'order'
+   WHERE r.org_id = :org AND r.status IN ('active', 'committed') AND r.reference_type = 'order'
    GROUP BY r.reference_id, s.code
+), compared AS (
+  -- An open order's units are held (active) or already shipped (committed by a hand-over); an order
+  -- on hold or cancelled may hold nothing active (what it shipped before is gone from the shelf).
+  SELECT coalesce(wanted.ref, held.ref) AS ref, coalesce(wanted.sku, held.sku) AS sku,
+         coalesce(wanted.quantity, 0) AS expected,
+         coalesce(held.active, 0) + CASE WHEN o.status = 'open' THEN coalesce(held.committed, 0) ELSE 0 END
+           AS found,
+         coalesce(held.ids, '{}') AS reservation_ids, o.id AS order_id, o.number, o.status
+    FROM wanted
+    FULL JOIN held ON held.ref = wanted.ref AND held.sku = wanted.sku
+    LEFT JOIN orders o ON o.org_id = :org AND o.id::text = coalesce(wanted.ref, held.ref)
 )
-SELECT coalesce(wanted.ref, held.ref) AS ref, coalesce(wanted.sku, held.sku) AS sku,
-       coalesce(wanted.quantity, 0) AS expected, coalesce(held.quantity, 0) AS found,
-       coalesce(held.ids, '{}') AS reservation_ids, o.id AS order_id, o.number, o.status
-  FROM wanted
-  FULL JOIN held ON held.ref = wanted.ref AND held.sku = wanted.sku
-  LEFT JOIN orders o ON o.org_id = :org AND o.id::text = coalesce(wanted.ref, held.ref)
- WHERE coalesce(wanted.quantity, 0) <> coalesce(held.quantity, 0)
- ORDER BY o.number NULLS FIRST, 1, 2
+SELECT * FROM compared
+ WHERE expected <> found
+ ORDER BY number NULLS FIRST, ref, sku
 """
 
 
 async def check_orders_against_reservations(
     session: AsyncSession, org_id: uuid.UUID, options: Options
 ) -> list[Finding]:
-    """An open order holds active reservations for exactly its current lines' units per SKU; an order
-    on hold or cancelled holds none; no active order reservation names an order that does not exist."""
+    """An open order holds active reservations (or has shipped committed ones) for exactly its current
+    lines' units per SKU; an order on hold or cancelled holds none active; no active order reservation
+    names an order that does not exist."""
     findings = []
     for r in await _rows(session, _ORDERS_VS_RESERVATIONS, org=org_id):
         if r.order_id is None:
