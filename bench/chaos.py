@@ -185,14 +185,13 @@ async def run(args: argparse.Namespace, seed: int) -> int:
             flush=True,
         )
         t0 = time.monotonic()
-        traffic_end = plan.duration * 0.8
         async with Driver(plan, platform.bases, orgs, t0=t0, callbacks_enabled=callbacks) as driver:
             driver.deadline = plan.duration + 120
             runner = FaultRunner(platform, plan.faults, t0)
             await asyncio.gather(
                 driver.run_deliveries(),
                 driver.run_stock(),
-                driver.run_labels(traffic_end, plan.order_by_key()),
+                driver.run_labels(plan.duration, plan.order_by_key()),
                 runner.run(),
             )
             traffic_seconds = time.monotonic() - t0

@@ -12,11 +12,9 @@ from typing import Any
 
 import asyncpg
 
-from _chaos.driver import CARRIER_HANG_SECONDS, HANG_SECONDS, Driver
+from _chaos.driver import HANG_SECONDS, LIMITS, Driver
 from _chaos.plan import Plan
 from _chaos.platform import Platform
-
-CARRIER_KINDS = {"label_buy", "label_void"}
 
 
 @dataclass
@@ -226,7 +224,7 @@ async def _checks(
     # 7. requests that hung past the configured timeouts
     hung = []
     for r in driver.records:
-        limit = CARRIER_HANG_SECONDS if r.kind in CARRIER_KINDS else HANG_SECONDS
+        limit = LIMITS.get(r.kind, HANG_SECONDS)
         if r.seconds > limit and not (r.status is None and r.error in ("ConnectError",)):
             hung.append(
                 f"{r.kind} took {r.seconds:.1f}s (limit {limit:g}) -> {r.status or r.error} "
