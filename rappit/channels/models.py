@@ -72,6 +72,13 @@ class WebhookEvent(IdMixin, TenantMixin, Base):
             postgresql_where=text("status in ('pending','failed')"),
         ),
         Index("ix_webhook_events_channel", "org_id", "channel_id", "received_at"),
+        Index(
+            "ix_webhook_events_external_id",
+            "org_id",
+            "channel_id",
+            "external_id",
+            postgresql_where=text("external_id is not null"),
+        ),
     )
 
     channel_id: Mapped[uuid.UUID] = mapped_column()
@@ -92,3 +99,6 @@ class WebhookEvent(IdMixin, TenantMixin, Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     order_id: Mapped[uuid.UUID | None] = mapped_column()
+    external_id: Mapped[str | None] = mapped_column(String(100))
+    """The channel's order id the payload carried, set when the event is applied: a deletion of an order
+    not seen yet is remembered by it, so the order's late create is made cancelled."""

@@ -55,6 +55,7 @@ async def apply_event(
     if payload is None:
         return None, "ignored"
     structlog.contextvars.bind_contextvars(external_id=payload.external_id)
+    event.external_id = payload.external_id
     return await service.apply_channel_order(session, ref, payload, webhook_event_id=event.id)
 
 

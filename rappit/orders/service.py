@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from rappit.channels.models import Channel
+from rappit.channels.models import Channel, WebhookEvent
 from rappit.channels.service import get_channel
 from rappit.integrations.channels.canonical import CanonicalLine, CanonicalOrder
 from rappit.integrations.channels.registry import ORDER_SOURCES
@@ -224,6 +224,30 @@ async def _write_lines(
     return version
 
 
+def _same_lines(stored: list[OrderLine], lines: list[CanonicalLine]) -> bool:
+    def key(ext: str | None, sku: str | None, qty: int, price: int) -> tuple[str, str, int, int]:
+        return (ext or "", sku or "", qty, price)
+
+    return sorted(key(x.external_line_id, x.sku, x.quantity, x.unit_price_minor) for x in stored) == sorted(
+        key(x.external_line_id, x.sku, x.quantity, x.unit_price_minor) for x in lines
+    )
+
+
+async def _earlier_deletion(
+    session: AsyncSession, channel: ChannelRef, external_id: str, webhook_event_id: uuid.UUID | None
+) -> uuid.UUID | None:
+    """An event of this channel that deleted this order before Rappit had it (stored `ignored`)."""
+    query = select(WebhookEvent.id).where(
+        WebhookEvent.channel_id == channel.id,
+        WebhookEvent.external_id == external_id,
+        WebhookEvent.status == "ignored",
+    )
+    if webhook_event_id is not None:
+        query = query.where(WebhookEvent.id != webhook_event_id)
+    found: uuid.UUID | None = (await session.execute(query.limit(1))).scalar_one_or_none()
+    return found
+
+
 async def apply_channel_order(
     session: AsyncSession,
     channel: ChannelRef,
@@ -244,8 +268,17 @@ async def apply_channel_order(
     ).scalar_one_or_none()
     if order is None:
         if payload.cancelled and not payload.lines:
-            # A deletion/cancel of an order Rappit never saw carries no lines: nothing to create or release.
+            # A deletion/cancel of an order Rappit never saw carries no lines: nothing to create or
+            # release. Its event keeps the order id (jobs.apply_event), in case the create is late.
             return None, "ignored"
+        deleted_by = await _earlier_deletion(session, channel, payload.external_id, webhook_event_id)
+        if deleted_by is not None and not payload.cancelled:
+            # The create arrives after the order's deletion was processed (its job was killed and
+            # re-run later, or it was delivered late): the order exists only as cancelled.
+            order = await _create(session, channel, replace(payload, cancelled=True), webhook_event_id)
+            await _event(session, order, "cancelled_before_seen", {"deleted_by_event": str(deleted_by)},
+                         webhook_event_id)  # fmt: skip
+            return order, "cancelled"
         return await _create(session, channel, payload, webhook_event_id), "created"
     if order.status == "cancelled":
         await _event(
@@ -273,6 +306,11 @@ async def apply_channel_order(
         )
         return order, "ignored"
     if payload.cancelled:
+        if payload.lines and not _same_lines(await current_lines(session, order.id), payload.lines):
+            # A cancel carrying the whole order (Shopify orders/cancelled, a WooCommerce status) is the
+            # order's last word: an update that was still on its way (a killed job waits for arq's
+            # in-progress key) is ignored after the cancel, so the snapshot is taken from the cancel.
+            await _write_lines(session, order, payload.lines, payload.currency)
         await cancel(
             session, order, webhook_event_id=webhook_event_id, external_updated_at=payload.updated_at
         )

@@ -303,6 +303,55 @@ async def test_orders_whose_reservations_disagree_with_their_status_or_lines_are
     assert rows[manual_id]["order_status"] == "cancelled"
 
 
+async def test_an_open_order_whose_units_were_shipped_is_clean(
+    client, make_org, settings, admin_engine, sessionmaker
+) -> None:
+    """Found by the chaos soak (seed 1201): a hand-over commits the order's reservations (stock left
+    the building), the order stays open, and verify reported it as holding nothing."""
+    import uuid
+
+    from rappit.inventory import reservations
+    from rappit.platform.db import provide_session
+    from rappit.tenancy.context import org_context
+
+    org = await busy_org(client, make_org, settings)
+    (order_id,) = (
+        await admin_exec(
+            admin_engine, "select id from orders where org_id = :o and external_name = '#1'", o=org.id
+        )
+    )[0]
+    ids = [
+        r[0]
+        for r in await admin_exec(
+            admin_engine,
+            "select id from reservations where reference_id = :r and status = 'active'",
+            r=str(order_id),
+        )
+    ]
+    assert ids
+    with org_context(org.id):
+        async with provide_session(sessionmaker) as session:
+            await reservations.commit(session, ids, reference=("shipment", str(uuid.uuid4())))
+    # (No shipment row stands behind this commit, which the shipments check reports; this test is about
+    # the order check, so it reads only that one.)
+    assert [
+        f for f in (await verify_api(client, org))["findings"] if f["check"] == "order_reservations"
+    ] == []
+    # Shipped, then the order grew a line: that is drift again (wanted 4 of A, shipped 1).
+    await admin_exec(
+        admin_engine,
+        """insert into order_lines (id, org_id, order_id, version, position, sku, title, quantity,
+                                    unit_price_minor, currency)
+           select gen_random_uuid(), org_id, order_id, version + 1, 1, 'A', 'A', 4, 100, currency
+             from order_lines where order_id = :i and version = 3""",
+        i=order_id,
+    )
+    findings = [f for f in (await verify_api(client, org))["findings"] if f["check"] == "order_reservations"]
+    assert [(f["check"], f["expected"], f["found"]) for f in findings] == [
+        ("order_reservations", {"reserved": 4}, {"reserved": 1})
+    ]
+
+
 async def test_a_webhook_event_pending_past_the_threshold_is_stuck(
     client, make_org, settings, admin_engine
 ) -> None:

@@ -133,6 +133,29 @@ async def test_edits_up_down_removal_stale_update_and_cancel(
     await assert_inventory_consistent(admin_engine, org.id)
 
 
+async def test_a_cancel_overtaking_an_update_leaves_the_lines_the_cancel_carries(
+    client, make_org, settings
+) -> None:
+    """Found by the chaos soak (seed 7): an update's job was killed, the cancel sent after it was
+    applied first, and the update then arrived after the cancel and was ignored; the cancelled order
+    kept the lines of the version before the update, not the ones the channel last sent."""
+    org = await make_org()
+    await setup_stock(client, org, {("A", "W1"): 10})
+    channel = await shopify_channel(client, org)
+    await send_shopify(client, channel, shopify_order(88, [("A", 3)]), topic="orders/create")
+    await run_worker(settings)
+    cancel = shopify_order(88, [("A", 1)], minutes=4, cancelled=True)
+    await send_shopify(client, channel, cancel, topic="orders/cancelled")
+    await run_worker(settings)
+    await send_shopify(client, channel, shopify_order(88, [("A", 1)], minutes=2), topic="orders/updated")
+    await run_worker(settings)  # the overtaken update: ignored after the cancel
+    order = (await orders_of(client, org))[0]
+    detail = (await client.get(f"/api/v1/orders/{order['id']}", headers=org.headers)).json()
+    assert detail["order"]["status"] == "cancelled"
+    assert [(ln["sku"], ln["quantity"]) for ln in detail["lines"]] == [("A", 1)]
+    assert await reserved(client, org, "A") == 0
+
+
 async def test_update_before_create_creates_and_late_create_is_a_noop(client, make_org, settings) -> None:
     org = await make_org()
     await setup_stock(client, org, {("A", "W1"): 5})
@@ -381,6 +404,54 @@ async def test_woocommerce_delete_of_an_unknown_order_is_ignored(client, make_or
         await client.get(f"/api/v1/channels/{made['channel']['id']}/events", headers=org.headers)
     ).json()
     assert [e["status"] for e in events] == ["ignored"] and await orders_of(client, org) == []
+
+
+async def test_a_woocommerce_create_processed_after_its_deletion_makes_a_cancelled_order(
+    client, make_org, settings
+) -> None:
+    """Found by the chaos soak (seed 1201): the create's job was killed and re-run only after arq's
+    in-progress key expired, so the order.deleted sent after it was processed first and ignored (no
+    order yet); the create then made an open order holding stock that nothing would ever release."""
+    from rappit.integrations.channels.signatures import sign
+
+    org = await make_org()
+    await setup_stock(client, org, {("A", "W1"): 10})
+    made = (
+        await client.post(
+            "/api/v1/channels",
+            json={"type": "woocommerce", "name": "Woo", "address": "https://late.example.test"},
+            headers=org.headers,
+        )
+    ).json()
+
+    async def send(topic: str, body: dict, delivery: str) -> None:
+        raw = json.dumps(body).encode()
+        headers = {
+            "X-WC-Webhook-Signature": sign(made["webhook_secret"], raw),
+            "X-WC-Webhook-Topic": topic,
+            "X-WC-Webhook-Delivery-ID": delivery,
+            "content-type": "application/json",
+        }
+        url = f"/webhooks/woocommerce/{made['channel']['id']}"
+        assert (await client.post(url, content=raw, headers=headers)).status_code == 200
+        await run_worker(settings)
+
+    await send("order.deleted", {"id": 4242}, "d1")
+    create = {
+        "id": 4242,
+        "number": "4242",
+        "currency": "EUR",
+        "status": "processing",
+        "date_modified_gmt": "2026-11-01T10:00:00",
+        "line_items": [{"id": 1, "sku": "A", "name": "A", "quantity": 3, "price": "5.00"}],
+    }
+    await send("order.created", create, "c1")
+    orders = await orders_of(client, org)
+    assert [(o["external_id"], o["status"]) for o in orders] == [("4242", "cancelled")]
+    assert await reserved(client, org, "A") == 0
+    # A deletion of an order that never comes stays what it was: ignored, no order.
+    await send("order.deleted", {"id": 5151}, "d2")
+    assert len(await orders_of(client, org)) == 1
 
 
 async def test_the_database_keeps_order_and_event_state_consistent(
