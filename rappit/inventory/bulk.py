@@ -44,9 +44,26 @@ class RowError:
     sku: str
     code: str
     message: str
+    field: str | None = None
+    """The column at fault (catalogue imports name it; a stock row has one error at most)."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"line": self.line, "sku": self.sku, "code": self.code, "message": self.message}
+        out: dict[str, Any] = {"line": self.line, "sku": self.sku, "code": self.code, "message": self.message}
+        if self.field is not None:
+            out["field"] = self.field
+        return out
+
+
+def malformed(line: int, message: str) -> BadRequest:
+    return BadRequest(f"line {line}: {message}", code="MALFORMED_CSV", details={"line": line})
+
+
+def decode_csv(body: bytes) -> str:
+    """UTF-8 (a BOM is dropped); anything else is a 400 naming the line of the first bad byte."""
+    try:
+        return body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise malformed(body[: exc.start].count(b"\n") + 1, "the file is not UTF-8 text") from exc
 
 
 @dataclass(slots=True)
@@ -107,17 +124,11 @@ def check_mode(mode: Any) -> str:
     return str(mode)
 
 
-def parse_csv(body: bytes, default_mode: str) -> Parsed:
+def parse_csv(body: bytes, default_mode: str, into: Parsed | None = None) -> Parsed:
     default_mode = check_mode(default_mode)
-    try:
-        content = body.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = body[: exc.start].count(b"\n") + 1
-        raise BadRequest(
-            f"line {line}: the file is not UTF-8 text", code="MALFORMED_CSV", details={"line": line}
-        ) from exc
+    content = decode_csv(body)
     reader = csv.reader(io.StringIO(content, newline=""), strict=True)
-    parsed = Parsed()
+    parsed = into if into is not None else Parsed()
     try:
         header = next(reader, None)
         if header is None:
@@ -162,13 +173,14 @@ def parse_csv(body: bytes, default_mode: str) -> Parsed:
     return parsed
 
 
-def parse_json(items: Any, default_mode: str) -> Parsed:
+def parse_json(items: Any, default_mode: str, into: Parsed | None = None) -> Parsed:
     default_mode = check_mode(default_mode)
     if not isinstance(items, list):
         raise BadRequest(
             "expected a JSON array of {sku, quantity, warehouse_code} objects", code="MALFORMED_JSON"
         )
-    parsed = Parsed(text_quantities=False)
+    parsed = into if into is not None else Parsed()
+    parsed.text_quantities = False
     for i, item in enumerate(items, start=1):
         if not isinstance(item, dict):
             parsed.received += 1
@@ -284,7 +296,7 @@ _APPLY = text(
 )
 
 
-async def apply(session: AsyncSession, parsed: Parsed) -> dict[str, Any]:
+async def apply(session: AsyncSession, parsed: Parsed, import_id: uuid.UUID | None = None) -> dict[str, Any]:
     """Apply the valid rows in the caller's transaction; returns the summary.
 
     Works on a copy: `with_retries` may run it again, and errors must not be counted twice."""
@@ -296,7 +308,7 @@ async def apply(session: AsyncSession, parsed: Parsed) -> dict[str, Any]:
     )
     _reject_duplicates(parsed)
     org_id = require_org_id()
-    import_id = str(uuid.uuid4())
+    reference = str(import_id or uuid.uuid4())
     unchanged = 0
     known: list[tuple[int, str, int, str, uuid.UUID, uuid.UUID]] = []
     if parsed.rows:
@@ -333,7 +345,7 @@ async def apply(session: AsyncSession, parsed: Parsed) -> dict[str, Any]:
             params = {
                 "org": org_id,
                 "actor": current_actor().describe(),
-                "import_id": import_id,
+                "import_id": reference,
                 "request_id": current_request_id(),
             }
             unchanged += (await session.execute(_INSERT_NEW, params)).scalar_one()
@@ -359,7 +371,7 @@ async def apply(session: AsyncSession, parsed: Parsed) -> dict[str, Any]:
     parsed.errors.sort(key=lambda e: e.line)
     failed = len(parsed.errors)
     return {
-        "import_id": import_id,
+        "import_id": reference,
         "received": parsed.received,
         "applied": parsed.received - failed - unchanged,
         "unchanged": unchanged,

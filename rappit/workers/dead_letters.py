@@ -13,12 +13,14 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rappit.channels import inbox
+from rappit.inventory import imports
 from rappit.platform.db import get_or_404, utcnow
 from rappit.platform.errors import BusinessRuleViolation, NotFound
 from rappit.workers.models import DeadLetter
 
 log = structlog.get_logger("rappit.dead_letters")
 WEBHOOK_EVENT = "webhook_event"
+IMPORT = "import"
 
 
 async def record(
@@ -83,11 +85,14 @@ async def retry(session: AsyncSession, dead_letter_id: uuid.UUID, actor: str) ->
         raise NotFound("no such dead letter", details={"dead_letter_id": str(dead_letter_id)})
     if letter.status != "dead":
         raise BusinessRuleViolation("this dead letter was already retried", code="ALREADY_RETRIED")
-    if letter.kind != WEBHOOK_EVENT:
+    if letter.kind == WEBHOOK_EVENT:
+        await inbox.reopen(session, letter.ref_id)
+    elif letter.kind == IMPORT:
+        await imports.reopen(session, letter.ref_id)
+    else:
         raise BusinessRuleViolation(
             f"dead letters of kind {letter.kind!r} cannot be retried", code="NOT_RETRYABLE"
         )
-    await inbox.reopen(session, letter.ref_id)
     letter.status, letter.retried_at, letter.retried_by = "retried", utcnow(), actor
     return letter
 

@@ -10,6 +10,7 @@ from litestar.datastructures import State
 from litestar.params import QueryParameter
 
 from rappit.channels import inbox
+from rappit.inventory import imports
 from rappit.platform.http import DbSession, Id, Limit, Offset
 from rappit.platform.logging import current_request_id
 from rappit.tenancy.auth import Principal, requires
@@ -47,9 +48,12 @@ class DeadLetterController(Controller):
         response = await idempotent(request, db_session, op, status_code=200)
         if response.headers.get("idempotent-replayed") != "true":
             out = await dead_letters.get(db_session, dead_letter_id)
-            response.background = BackgroundTask(
-                inbox.try_enqueue, state.arq, out.org_id, out.ref_id, current_request_id()
-            )
+            if out.kind == dead_letters.IMPORT:
+                response.background = BackgroundTask(imports.try_enqueue, state.arq, out.org_id, out.ref_id)
+            else:
+                response.background = BackgroundTask(
+                    inbox.try_enqueue, state.arq, out.org_id, out.ref_id, current_request_id()
+                )
         return response
 
 

@@ -13,6 +13,7 @@ from arq.cron import CronJob
 from arq.worker import Function
 
 from rappit.channels import inbox as channel_inbox
+from rappit.inventory import imports as inventory_imports
 from rappit.inventory import jobs as inventory_jobs
 from rappit.orders import jobs as order_jobs
 from rappit.platform.db import assert_bypasses_rls
@@ -22,6 +23,7 @@ from rappit.shipping import jobs as shipping_jobs
 from rappit.tenancy.idempotency import purge_expired
 from rappit.tenancy.scoping import install_scoping, unscoped
 from rappit.workers.context import Ctx, Deps, deps
+from rappit.workers.imports import run_import, sweep_unfinished_imports
 from rappit.workers.inbox import process_webhook_event, sweep_pending_webhooks
 
 log = structlog.get_logger("rappit.worker")
@@ -100,6 +102,9 @@ def functions(timeout: int) -> Sequence[Function]:
         # sweeper can re-enqueue an event whose run failed; the inbox row, not arq, is the record.
         func(process_webhook_event, name=channel_inbox.JOB, keep_result=0, max_tries=10, timeout=timeout),
         func(sweep_pending_webhooks),
+        # Like the inbox job: the import row, not arq, is the record (attempts, error, dead letter).
+        func(run_import, name=inventory_imports.JOB, keep_result=0, max_tries=10, timeout=timeout),
+        func(sweep_unfinished_imports),
         func(reconcile_channels),
         func(recover_pending_shipments),
     ]
@@ -108,6 +113,7 @@ def functions(timeout: int) -> Sequence[Function]:
 def cron_jobs(timeout: int) -> list[CronJob]:
     return [
         cron(sweep_pending_webhooks, second={5, 35}, run_at_startup=True, timeout=timeout),
+        cron(sweep_unfinished_imports, second={15, 45}, run_at_startup=True, timeout=timeout),
         cron(reconcile_channels, minute=set(range(2, 60, 5)), second={0}, timeout=timeout),
         cron(release_expired_reservations, second={0}, run_at_startup=True, timeout=timeout),
         cron(purge_idempotency_keys, minute={17}, second={30}, timeout=timeout),
