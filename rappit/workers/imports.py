@@ -28,8 +28,6 @@ from rappit.workers.context import Ctx, Deps, deps, redis
 
 log = structlog.get_logger("rappit.workers.imports")
 MAX_ATTEMPTS = 3
-BACKOFF_SECONDS = (2.0, 10.0, 30.0)
-SWEEP_GRACE = timedelta(seconds=30)
 UNFINISHED = "an earlier attempt did not finish (it timed out or its worker died)"
 
 
@@ -91,7 +89,7 @@ async def _failed(d: Deps, import_id: uuid.UUID, error: str, *, final: bool, att
             )
     if final:
         return "failed"
-    retry_in = BACKOFF_SECONDS[min(attempts - 1, len(BACKOFF_SECONDS) - 1)]
+    retry_in = d.import_backoff[min(attempts - 1, len(d.import_backoff) - 1)]
     raise Retry(defer=timedelta(seconds=retry_in))  # after the commit: the failure is on record
 
 
@@ -101,7 +99,7 @@ async def sweep_unfinished_imports(ctx: Ctx) -> int:
     never doubled."""
     d = deps(ctx)
     async with unscoped(d.system_sessionmaker, reason="import sweep: unfinished imports") as session:
-        rows = await imports.unfinished(session, older_than=SWEEP_GRACE)
+        rows = await imports.unfinished(session, older_than=timedelta(seconds=d.import_sweep_grace_seconds))
     queued = 0
     for org_id, import_id in rows:
         if await imports.enqueue(redis(ctx), org_id, import_id):

@@ -40,7 +40,13 @@ async def startup(ctx: Ctx) -> None:
     settings = ctx.get("settings") or Settings.from_env(system_db="required")
     configure_logging(settings.log_level, json=settings.log_json)
     install_scoping()
-    knobs = ("webhook_backoff", "sweep_grace_seconds", "shipment_recovery_after_seconds")
+    knobs = (
+        "webhook_backoff",
+        "sweep_grace_seconds",
+        "shipment_recovery_after_seconds",
+        "import_backoff",
+        "import_sweep_grace_seconds",
+    )
     tuning = {k: ctx[k] for k in knobs if k in ctx}
     ctx["deps"] = built = Deps.build(settings, **tuning)  # pool: max_jobs concurrent jobs + crons
     await assert_bypasses_rls(built.system_engine)
