@@ -273,8 +273,7 @@ def _reject_duplicates(parsed: ParsedSkus) -> list[SkuRow]:
 
 _STAGE = """CREATE TEMP TABLE sku_stage (
     line int, code text, given int, name text, reorder_point int, hs_code text, country_of_origin text,
-    customs_value_minor bigint, customs_currency text, weight_grams int, inserted boolean NOT NULL DEFAULT
-    false
+    customs_value_minor bigint, customs_currency text, weight_grams int
 ) ON COMMIT DROP"""
 
 
@@ -283,20 +282,14 @@ def _pick(column: str) -> str:
 
 
 _INSERT = text(
-    """WITH ins AS (
-          INSERT INTO skus (id, org_id, code, name, reorder_point, hs_code, country_of_origin,
+    """INSERT INTO skus (id, org_id, code, name, reorder_point, hs_code, country_of_origin,
                             customs_value_minor, customs_currency, weight_grams, created_at)
           SELECT gen_random_uuid(), :org, st.code, coalesce(st.name, ''), coalesce(st.reorder_point, 0),
                  st.hs_code, st.country_of_origin, st.customs_value_minor, st.customs_currency,
                  st.weight_grams, now()
             FROM sku_stage st
            WHERE NOT EXISTS (SELECT 1 FROM skus s WHERE s.org_id = :org AND s.code = st.code)
-          ON CONFLICT (org_id, code) DO NOTHING
-          RETURNING code
-        ), mark AS (
-          UPDATE sku_stage st SET inserted = true FROM ins WHERE st.code = ins.code
-        )
-        SELECT count(*) FROM ins"""
+          ON CONFLICT (org_id, code) DO NOTHING"""
 )
 
 _NEW = "(" + ", ".join(_pick(c) for c in FIELDS) + ")"
@@ -304,7 +297,7 @@ _OLD = "(" + ", ".join(f"s.{c}" for c in FIELDS) + ")"
 _UPDATE = text(
     f"""UPDATE skus s SET {", ".join(f"{c} = {_pick(c)}" for c in FIELDS)}
           FROM sku_stage st
-         WHERE s.org_id = :org AND s.code = st.code AND NOT st.inserted AND {_NEW} IS DISTINCT FROM {_OLD}"""
+         WHERE s.org_id = :org AND s.code = st.code AND {_NEW} IS DISTINCT FROM {_OLD}"""
 )
 
 
@@ -330,8 +323,10 @@ async def apply(
                 columns=["line", "code", "given", *FIELDS],
             )
             await session.execute(text("ANALYZE sku_stage"))
-            created = (await session.execute(_INSERT, {"org": org_id})).scalar_one()
-            updated = int((await session.execute(_UPDATE, {"org": org_id})).rowcount)  # type: ignore[attr-defined]
+            created = int((await session.execute(_INSERT, {"org": org_id})).rowcount)  # type: ignore[attr-defined]
+            if created < len(rows):
+                # The SKUs just inserted join too, but equal their stage row, so they are not counted.
+                updated = int((await session.execute(_UPDATE, {"org": org_id})).rowcount)  # type: ignore[attr-defined]
     work.errors.sort(key=lambda e: e.line)
     failed = len(work.failed_lines)
     return {
