@@ -315,3 +315,22 @@ async def test_a_reservation_racing_an_import_never_oversells(client, make_org, 
         # Applied (down to 3), or refused because more than 3 were already reserved (left at 10).
         assert on_hand == (10 if code in refused else 3)
     assert 0 < len(refused) < 40 or sum(granted.values()) > 0
+
+
+async def test_a_second_run_of_an_import_held_by_another_does_nothing(client, make_org, sessionmaker) -> None:
+    org = await make_org()
+    resp = await client.post(
+        "/api/v1/skus/bulk", params={"job": "true"}, content=b"code\nA\nB\n", headers={**org.headers, **CSV}
+    )
+    import_id = uuid.UUID(resp.json()["import_id"])
+    with org_context(org.id):
+        async with provide_session(sessionmaker) as session:
+            await imports.start_attempt(session, import_id)
+        async with provide_session(sessionmaker) as first:
+            assert (await imports.run_stored(first, import_id))["created"] == 2  # applied, not committed
+            async with provide_session(sessionmaker) as second:
+                # The advisory lock: the second run returns at once instead of applying the file again
+                # (or waiting on the first's rows).
+                assert await asyncio.wait_for(imports.run_stored(second, import_id), 10) is None
+    shown = (await client.get(f"/api/v1/imports/{import_id}", headers=org.headers)).json()
+    assert shown["status"] == "done" and shown["summary"]["created"] == 2
