@@ -311,7 +311,13 @@ _APPLY = text(
 )
 
 
-async def apply(session: AsyncSession, parsed: Parsed, import_id: uuid.UUID | None = None) -> dict[str, Any]:
+async def apply(
+    session: AsyncSession,
+    parsed: Parsed,
+    import_id: uuid.UUID | None = None,
+    *,
+    timeout_ms: int = BULK_STATEMENT_TIMEOUT_MS,
+) -> dict[str, Any]:
     """Apply the valid rows in the caller's transaction; returns the summary.
 
     Works on a copy: `with_retries` may run it again, and errors must not be counted twice."""
@@ -326,7 +332,7 @@ async def apply(session: AsyncSession, parsed: Parsed, import_id: uuid.UUID | No
     reference = str(import_id or uuid.uuid4())
     unchanged = 0
     if parsed.rows:
-        async with long_statements(session, BULK_STATEMENT_TIMEOUT_MS):
+        async with long_statements(session, timeout_ms):
             conn = await session.connection()
             raw = (await conn.get_raw_connection()).driver_connection
             await session.execute(text(_RAW))

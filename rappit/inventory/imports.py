@@ -87,14 +87,26 @@ def parse(upload: Upload, into: Parsed | None = None) -> Parsed:
     return bulk.parse_csv(upload.body, upload.mode or "set", into)
 
 
-async def apply(session: AsyncSession, kind: str, parsed: Parsed, import_id: uuid.UUID) -> dict[str, Any]:
+async def apply(
+    session: AsyncSession,
+    kind: str,
+    parsed: Parsed,
+    import_id: uuid.UUID,
+    *,
+    timeout_ms: int = bulk.BULK_STATEMENT_TIMEOUT_MS,
+) -> dict[str, Any]:
     """Apply the valid rows in the caller's transaction (retried on a deadlock or serialization
-    failure); the ledger rows of a stock import name `import_id` as their reference."""
+    failure); the ledger rows of a stock import name `import_id` as their reference. `timeout_ms`: the
+    statement timeout of the big statements (a job passes its own deadline)."""
     if isinstance(parsed, sku_bulk.ParsedSkus):
         skus = parsed
-        return await stock.with_retries(session, lambda: sku_bulk.apply(session, skus, import_id))
+        return await stock.with_retries(
+            session, lambda: sku_bulk.apply(session, skus, import_id, timeout_ms=timeout_ms)
+        )
     levels = parsed
-    return await stock.with_retries(session, lambda: bulk.apply(session, levels, import_id))
+    return await stock.with_retries(
+        session, lambda: bulk.apply(session, levels, import_id, timeout_ms=timeout_ms)
+    )
 
 
 async def run_now(session: AsyncSession, upload: Upload, parsed: Parsed) -> dict[str, Any]:
@@ -255,7 +267,11 @@ Progress = Callable[[int], Awaitable[None]]
 
 
 async def run_stored(
-    session: AsyncSession, import_id: uuid.UUID, progress: Progress | None = None
+    session: AsyncSession,
+    import_id: uuid.UUID,
+    progress: Progress | None = None,
+    *,
+    timeout_ms: int = bulk.BULK_STATEMENT_TIMEOUT_MS,
 ) -> dict[str, Any] | None:
     """Apply a stored import whole, in the caller's transaction, and mark it done there: commit that
     transaction and all of it is in; roll it back (or die) and none of it is. None when another run
@@ -274,7 +290,7 @@ async def run_stored(
     body = (await session.execute(select(Import.body).where(Import.id == import_id))).scalar_one()
     upload = Upload(kind=row.kind, content_type=row.content_type, body=body or b"", mode=row.mode)
     parsed = await _parse_with_progress(upload, progress)
-    summary = await apply(session, upload.kind, parsed, import_id)
+    summary = await apply(session, upload.kind, parsed, import_id, timeout_ms=timeout_ms)
     await session.execute(
         update(Import)
         .where(Import.id == import_id)

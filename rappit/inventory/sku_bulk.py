@@ -383,7 +383,11 @@ _UPDATE = text(
 
 
 async def apply(
-    session: AsyncSession, parsed: ParsedSkus, import_id: uuid.UUID | None = None
+    session: AsyncSession,
+    parsed: ParsedSkus,
+    import_id: uuid.UUID | None = None,
+    *,
+    timeout_ms: int = BULK_STATEMENT_TIMEOUT_MS,
 ) -> dict[str, Any]:
     """Upsert the valid rows in the caller's transaction; returns the summary. Works on copies: the
     caller may retry it after a serialization failure."""
@@ -395,7 +399,7 @@ async def apply(
     org_id = require_org_id()
     created = updated = 0
     if rows:
-        async with long_statements(session, BULK_STATEMENT_TIMEOUT_MS):
+        async with long_statements(session, timeout_ms):
             raw = (await (await session.connection()).get_raw_connection()).driver_connection
             await session.execute(text(_STAGE))
             await raw.copy_records_to_table(  # type: ignore[union-attr]

@@ -47,9 +47,11 @@ async def run_import(ctx: Ctx, org_id: str, import_id: str) -> str:
             await imports.write_progress(d.sessionmaker, iid, processed)
 
         try:
-            async with asyncio.timeout(_budget(d)):
+            budget = _budget(d)
+            async with asyncio.timeout(budget):
                 async with provide_session(d.sessionmaker) as session:
-                    summary = await imports.run_stored(session, iid, progress)
+                    # The job's deadline, not the request-sized 120 s, bounds each big statement.
+                    summary = await imports.run_stored(session, iid, progress, timeout_ms=int(budget * 1000))
         except BadRequest as exc:  # the file itself is unreadable: fail now, with the reason
             return await _failed(d, iid, imports.failure_message(exc), final=True, attempts=attempts)
         except Exception as exc:
