@@ -116,6 +116,7 @@ def settings(stack: Stack) -> Settings:
         rate_limit_api_per_minute=generous,
         rate_limit_webhooks_per_minute=generous,
         rate_limit_channel_per_minute=generous,
+        max_import_bytes=16 * 1024 * 1024,  # the 413 test sends one byte more
     ).with_stack(
         database_url=stack.app_url,
         migration_database_url=stack.admin_url,

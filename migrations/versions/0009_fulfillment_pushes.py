@@ -1,7 +1,7 @@
 """fulfillment pushes: the outbox that tells a sales channel a shipment left (one per shipment)
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-02 12:00:00
 """
 

@@ -113,6 +113,7 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
                 *health.ROUTES,
                 *tenancy_routes.ROUTES,
                 *inventory_routes.ROUTES,
+                inventory_routes.import_router(settings),
                 *channel_routes.ROUTES,
                 *order_routes.ROUTES,
                 *shipping_routes.ROUTES,

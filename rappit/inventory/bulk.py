@@ -16,7 +16,6 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from rappit.inventory.catalogue import sku_ids, warehouse_ids
 from rappit.inventory.stock import LEDGER_COLUMNS, MAX_QUANTITY
 from rappit.platform.db import long_statements
 from rappit.platform.errors import BadRequest
@@ -44,9 +43,26 @@ class RowError:
     sku: str
     code: str
     message: str
+    field: str | None = None
+    """The column at fault (catalogue imports name it; a stock row has one error at most)."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"line": self.line, "sku": self.sku, "code": self.code, "message": self.message}
+        out: dict[str, Any] = {"line": self.line, "sku": self.sku, "code": self.code, "message": self.message}
+        if self.field is not None:
+            out["field"] = self.field
+        return out
+
+
+def malformed(line: int, message: str) -> BadRequest:
+    return BadRequest(f"line {line}: {message}", code="MALFORMED_CSV", details={"line": line})
+
+
+def decode_csv(body: bytes) -> str:
+    """UTF-8 (a BOM is dropped); anything else is a 400 naming the line of the first bad byte."""
+    try:
+        return body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise malformed(body[: exc.start].count(b"\n") + 1, "the file is not UTF-8 text") from exc
 
 
 @dataclass(slots=True)
@@ -107,17 +123,11 @@ def check_mode(mode: Any) -> str:
     return str(mode)
 
 
-def parse_csv(body: bytes, default_mode: str) -> Parsed:
+def parse_csv(body: bytes, default_mode: str, into: Parsed | None = None) -> Parsed:
     default_mode = check_mode(default_mode)
-    try:
-        content = body.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = body[: exc.start].count(b"\n") + 1
-        raise BadRequest(
-            f"line {line}: the file is not UTF-8 text", code="MALFORMED_CSV", details={"line": line}
-        ) from exc
+    content = decode_csv(body)
     reader = csv.reader(io.StringIO(content, newline=""), strict=True)
-    parsed = Parsed()
+    parsed = into if into is not None else Parsed()
     try:
         header = next(reader, None)
         if header is None:
@@ -162,13 +172,14 @@ def parse_csv(body: bytes, default_mode: str) -> Parsed:
     return parsed
 
 
-def parse_json(items: Any, default_mode: str) -> Parsed:
+def parse_json(items: Any, default_mode: str, into: Parsed | None = None) -> Parsed:
     default_mode = check_mode(default_mode)
     if not isinstance(items, list):
         raise BadRequest(
             "expected a JSON array of {sku, quantity, warehouse_code} objects", code="MALFORMED_JSON"
         )
-    parsed = Parsed(text_quantities=False)
+    parsed = into if into is not None else Parsed()
+    parsed.text_quantities = False
     for i, item in enumerate(items, start=1):
         if not isinstance(item, dict):
             parsed.received += 1
@@ -223,10 +234,22 @@ def _reject_duplicates(parsed: Parsed) -> None:
 BULK_STATEMENT_TIMEOUT_MS = 120_000
 """An import is the one deliberately long write: it gets this instead of DB_STATEMENT_TIMEOUT_MS."""
 
-_STAGE = """CREATE TEMP TABLE import_stage (
-    line int, sku text, qty int, mode text, sku_id uuid NOT NULL, wh_id uuid NOT NULL, done boolean NOT
-      NULL DEFAULT false
-) ON COMMIT DROP"""
+_RAW = """CREATE TEMP TABLE import_raw (line int, sku text, wh text, qty int, mode text) ON COMMIT DROP"""
+
+# Codes resolved to ids, and each row's existing level found, by joins on the unique indexes: one pass
+# in the database instead of shipping every code and id through Python.
+_STAGE = """CREATE TEMP TABLE import_stage ON COMMIT DROP AS
+    SELECT r.line, r.sku, r.wh, r.qty, r.mode, s.id AS sku_id, w.id AS wh_id, l.id AS level_id
+      FROM import_raw r
+      LEFT JOIN skus s ON s.org_id = :org AND s.code = r.sku
+      LEFT JOIN warehouses w ON w.org_id = :org AND w.code = r.wh
+      LEFT JOIN inventory_levels l ON l.org_id = :org AND l.sku_id = s.id AND l.warehouse_id = w.id"""
+
+_UNKNOWN = text(
+    "SELECT line, sku, wh, sku_id IS NULL FROM import_stage WHERE sku_id IS NULL OR wh_id IS NULL "
+    "ORDER BY line"
+)
+_DROP_UNKNOWN = text("DELETE FROM import_stage WHERE sku_id IS NULL OR wh_id IS NULL")
 
 # New levels are inserted with their final quantity (and a ledger row from zero) instead of being
 # created empty and then updated: half the writes, and no re-check of foreign keys on the update.
@@ -235,8 +258,7 @@ _INSERT_NEW = text(
           INSERT INTO inventory_levels (id, org_id, sku_id, warehouse_id, on_hand, reserved, updated_at)
           SELECT gen_random_uuid(), :org, s.sku_id, s.wh_id, s.qty, 0, now()
             FROM import_stage s
-           WHERE NOT EXISTS (SELECT 1 FROM inventory_levels l
-                              WHERE l.org_id = :org AND l.sku_id = s.sku_id AND l.warehouse_id = s.wh_id)
+           WHERE s.level_id IS NULL
            ORDER BY s.sku_id, s.wh_id
           ON CONFLICT (org_id, sku_id, warehouse_id) DO NOTHING
           RETURNING id, sku_id, warehouse_id, on_hand
@@ -245,16 +267,21 @@ _INSERT_NEW = text(
           SELECT :org, i.id, i.sku_id, i.warehouse_id, 'import', 0, i.on_hand, i.on_hand,
                  0, 0, 0, :actor, 'import', :import_id, :request_id, NULL, now()
             FROM ins i WHERE i.on_hand <> 0
-        ), mark AS (
-          UPDATE import_stage s SET done = true FROM ins i WHERE s.sku_id = i.sku_id AND s.wh_id =
-            i.warehouse_id
         )
-        SELECT count(*) FILTER (WHERE on_hand = 0) FROM ins"""
+        SELECT count(*), count(*) FILTER (WHERE on_hand = 0) FROM ins"""
+)
+
+# A level that another transaction created between the stage and the insert (a concurrent adjustment)
+# was skipped by ON CONFLICT: the whole apply runs again (a serialization failure: `with_retries` rolls
+# back to its savepoint and retries), and the level is then found as an existing one.
+_RACED = text(
+    "DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '40001', "
+    "MESSAGE = 'a stock level was created concurrently with the import'; END $$"
 )
 
 _EXISTING = """import_stage s
-          JOIN inventory_levels l ON l.org_id = :org AND l.sku_id = s.sku_id AND l.warehouse_id = s.wh_id
-         WHERE NOT s.done"""
+          JOIN inventory_levels l ON l.org_id = :org AND l.id = s.level_id
+         WHERE s.level_id IS NOT NULL"""
 
 _LOCK = text(
     f"SELECT count(*) FROM (SELECT l.id FROM {_EXISTING} ORDER BY l.id FOR NO KEY UPDATE OF l) locked"
@@ -284,7 +311,13 @@ _APPLY = text(
 )
 
 
-async def apply(session: AsyncSession, parsed: Parsed) -> dict[str, Any]:
+async def apply(
+    session: AsyncSession,
+    parsed: Parsed,
+    import_id: uuid.UUID | None = None,
+    *,
+    timeout_ms: int = BULK_STATEMENT_TIMEOUT_MS,
+) -> dict[str, Any]:
     """Apply the valid rows in the caller's transaction; returns the summary.
 
     Works on a copy: `with_retries` may run it again, and errors must not be counted twice."""
@@ -296,47 +329,46 @@ async def apply(session: AsyncSession, parsed: Parsed) -> dict[str, Any]:
     )
     _reject_duplicates(parsed)
     org_id = require_org_id()
-    import_id = str(uuid.uuid4())
+    reference = str(import_id or uuid.uuid4())
     unchanged = 0
-    known: list[tuple[int, str, int, str, uuid.UUID, uuid.UUID]] = []
     if parsed.rows:
-        # Resolve codes to ids with two indexed look-ups of just the codes in the file.
-        skus = await sku_ids(session, list({r.sku for r in parsed.rows}))
-        whs = await warehouse_ids(session, list({r.warehouse for r in parsed.rows}))
-        known = []
-        for r in parsed.rows:
-            if r.sku not in skus:
-                parsed.errors.append(
-                    RowError(r.line, r.sku, "UNKNOWN_SKU", f"no SKU {r.sku!r} in this organization")
-                )
-            elif r.warehouse not in whs:
-                parsed.errors.append(
-                    RowError(
-                        r.line,
-                        r.sku,
-                        "UNKNOWN_WAREHOUSE",
-                        f"no warehouse {r.warehouse!r} in this organization",
-                    )
-                )
-            else:
-                known.append((r.line, r.sku, r.quantity, r.mode, skus[r.sku], whs[r.warehouse]))
-        parsed.rows = []
-    if known:
-        async with long_statements(session, BULK_STATEMENT_TIMEOUT_MS):
+        async with long_statements(session, timeout_ms):
             conn = await session.connection()
             raw = (await conn.get_raw_connection()).driver_connection
-            await session.execute(text(_STAGE))
+            await session.execute(text(_RAW))
             await raw.copy_records_to_table(  # type: ignore[union-attr]
-                "import_stage", records=known, columns=["line", "sku", "qty", "mode", "sku_id", "wh_id"]
+                "import_raw",
+                records=[(r.line, r.sku, r.warehouse, r.quantity, r.mode) for r in parsed.rows],
+                columns=["line", "sku", "wh", "qty", "mode"],
             )
+            parsed.rows = []
+            await session.execute(text(_STAGE), {"org": org_id})
+            unknown = (await session.execute(_UNKNOWN)).all()
+            for line, sku, wh, no_sku in unknown:
+                if no_sku:
+                    parsed.errors.append(
+                        RowError(line, sku, "UNKNOWN_SKU", f"no SKU {sku!r} in this organization")
+                    )
+                else:
+                    parsed.errors.append(
+                        RowError(line, sku, "UNKNOWN_WAREHOUSE", f"no warehouse {wh!r} in this organization")
+                    )
+            if unknown:
+                await session.execute(_DROP_UNKNOWN)
             await session.execute(text("ANALYZE import_stage"))
             params = {
                 "org": org_id,
                 "actor": current_actor().describe(),
-                "import_id": import_id,
+                "import_id": reference,
                 "request_id": current_request_id(),
             }
-            unchanged += (await session.execute(_INSERT_NEW, params)).scalar_one()
+            expected_new = (
+                await session.execute(text("SELECT count(*) FROM import_stage WHERE level_id IS NULL"))
+            ).scalar_one()
+            inserted, zero = (await session.execute(_INSERT_NEW, params)).one()
+            unchanged += zero
+            if inserted < expected_new:
+                await session.execute(_RACED)
             await session.execute(_LOCK, params)
             result = await session.execute(_APPLY, params)
             for line, sku, on_hand, reserved, new_on_hand in result.all():
@@ -359,7 +391,7 @@ async def apply(session: AsyncSession, parsed: Parsed) -> dict[str, Any]:
     parsed.errors.sort(key=lambda e: e.line)
     failed = len(parsed.errors)
     return {
-        "import_id": import_id,
+        "import_id": reference,
         "received": parsed.received,
         "applied": parsed.received - failed - unchanged,
         "unchanged": unchanged,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -17,13 +18,15 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
     func,
     text,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, deferred, mapped_column
 
 from rappit.platform.db import Base, IdMixin, TimestampMixin, utcnow
 from rappit.tenancy.models import TenantMixin, org_fk
@@ -174,3 +177,43 @@ class LedgerEntry(TenantMixin, Base):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, server_default=func.now()
     )
+
+
+IMPORT_KINDS = ("stock", "skus")
+IMPORT_STATUSES = ("queued", "running", "done", "failed")
+
+
+class Import(IdMixin, TimestampMixin, TenantMixin, Base):
+    """One bulk import (stock levels or the catalogue), small ones run in their request and big ones
+    as a job. The uploaded file is kept here, committed before the 202, so an API or worker that dies
+    loses nothing: the job (or the sweeper) finds the row and runs it. An import is applied whole, in
+    one transaction with its `done` row, or not at all."""
+
+    __tablename__ = "imports"
+    __extra_table_args__ = (
+        CheckConstraint(f"kind in ({', '.join(repr(k) for k in IMPORT_KINDS)})", name="kind_known"),
+        CheckConstraint(f"status in ({', '.join(repr(s) for s in IMPORT_STATUSES)})", name="status_known"),
+        CheckConstraint("(status = 'done') = (summary is not null)", name="summary_iff_done"),
+        CheckConstraint("processed_rows >= 0 and attempts >= 0", name="counts_nonnegative"),
+        Index("ix_imports_unfinished", "created_at", postgresql_where=text("status in ('queued','running')")),
+        Index("ix_imports_org_created", "org_id", "created_at"),
+    )
+
+    kind: Mapped[str] = mapped_column(String(10))
+    status: Mapped[str] = mapped_column(String(10))
+    content_type: Mapped[str] = mapped_column(String(100))
+    mode: Mapped[str | None] = mapped_column(String(10))
+    """Stock imports: the default mode (set | add) for rows without one."""
+    body: Mapped[bytes | None] = deferred(mapped_column(LargeBinary))
+    """The uploaded file (job imports); None for an import applied in its request."""
+    size_bytes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    total_rows: Mapped[int | None] = mapped_column(Integer)
+    processed_rows: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    """When done: the same summary a small import answers with (every rejected line included)."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(100))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

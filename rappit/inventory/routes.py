@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import UploadFile
+import msgspec
+from litestar import Controller, Request, Response, Router, get, post
+from litestar.background_tasks import BackgroundTask
+from litestar.datastructures import State, UploadFile
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
-from rappit.inventory import bulk, catalogue, queries, reservations, stock
+from rappit.inventory import bulk, catalogue, imports, queries, reservations, stock
 from rappit.inventory.schemas import (
     AdjustIn,
     AdjustOut,
@@ -26,9 +30,11 @@ from rappit.inventory.schemas import (
     WarehouseOut,
 )
 from rappit.platform.db import utcnow
-from rappit.platform.errors import BadRequest, UnsupportedMediaType
-from rappit.platform.http import INT64_MAX, DbSession, Id, Limit, Offset, is_json_media_type, json_body
+from rappit.platform.errors import BadRequest
+from rappit.platform.http import INT64_MAX, DbSession, Id, Limit, Offset
+from rappit.platform.settings import Settings
 from rappit.tenancy.auth import requires
+from rappit.tenancy.context import require_org_id
 from rappit.tenancy.idempotency import idempotent
 
 READ = [requires("inventory:read")]
@@ -176,39 +182,6 @@ class InventoryController(Controller):
         ]
         return LedgerPage(sku=sku, items=items, next_before_id=items[-1].id if len(items) == limit else None)
 
-    @post("/bulk", guards=WRITE, status_code=200)
-    async def bulk_import(
-        self,
-        request: Request[Any, Any, Any],
-        db_session: DbSession,
-        mode: Annotated[
-            Literal["set", "add"], QueryParameter(description="default for rows without a mode")
-        ] = "set",
-    ) -> Response[Any]:
-        """CSV (text/csv), a JSON array, or a multipart upload (field `file`): sku,quantity,warehouse_code."""
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type in ("text/csv", "application/csv", "text/plain"):
-            parsed = bulk.parse_csv(await request.body(), mode)
-        elif is_json_media_type(content_type):
-            parsed = bulk.parse_json(await json_body(request), mode)
-        elif content_type == "multipart/form-data":
-            await request.body()  # cache the raw body first: the Idempotency-Key fingerprint needs it
-            form = await request.form()
-            upload = form.get("file")
-            if not isinstance(upload, UploadFile):
-                raise BadRequest("multipart upload needs a file field named 'file'", code="MISSING_FILE")
-            parsed = bulk.parse_csv(await upload.read(), form.get("mode") or mode)
-        else:
-            raise UnsupportedMediaType(
-                "send text/csv, application/json or multipart/form-data",
-                details={"content_type": content_type},
-            )
-
-        async def op() -> dict[str, Any]:
-            return await stock.with_retries(db_session, lambda: bulk.apply(db_session, parsed))
-
-        return await idempotent(request, db_session, op, status_code=200)
-
 
 class ReservationController(Controller):
     path = "/api/v1/reservations"
@@ -272,6 +245,120 @@ async def _views(db_session: Any, ids: list[Any]) -> list[ReservationOut]:
         )
         for r, sku, wh in await queries.reservations_view(db_session, ids)
     ]
+
+
+class ImportController(Controller):
+    """Bulk imports of stock levels and of the catalogue. Small uploads are applied in the request
+    (200 and the summary); bigger ones (over IMPORT_JOB_THRESHOLD_BYTES, or `?job=true`) are stored
+    and run by a job (202 and an import id to poll). Bodies up to MAX_IMPORT_BYTES (the router's limit)."""
+
+    path = "/api/v1"
+    tags = ["imports"]
+
+    @post("/inventory/bulk", guards=WRITE, status_code=200)
+    async def stock_import(
+        self,
+        request: Request[Any, Any, Any],
+        state: State,
+        db_session: DbSession,
+        mode: Annotated[
+            Literal["set", "add"], QueryParameter(description="default for rows without a mode")
+        ] = "set",
+        job: RunAsJob = False,
+    ) -> Response[Any]:
+        """CSV (text/csv), a JSON array, or a multipart upload (field `file`): sku,quantity,warehouse_code."""
+        op, status = _plan(state, db_session, await _upload(request, "stock", mode), job)
+        return _then_enqueue(await idempotent(request, db_session, op, status_code=status), state)
+
+    @post("/skus/bulk", guards=WRITE, status_code=200)
+    async def sku_import(
+        self, request: Request[Any, Any, Any], state: State, db_session: DbSession, job: RunAsJob = False
+    ) -> Response[Any]:
+        """Upsert SKUs by code. CSV (text/csv) with a header naming `code` and any of name, reorder_point,
+        hs_code, country_of_origin, customs_value_minor, customs_currency, weight_grams; a JSON array of
+        such objects; or a multipart upload (field `file`)."""
+        op, status = _plan(state, db_session, await _upload(request, "skus", None), job)
+        return _then_enqueue(await idempotent(request, db_session, op, status_code=status), state)
+
+    @get("/imports", guards=READ)
+    async def list_imports(
+        self, db_session: DbSession, limit: Limit = 50, offset: Offset = 0
+    ) -> list[dict[str, Any]]:
+        rows = await imports.list_recent(db_session, limit=limit, offset=offset)
+        return [{k: v for k, v in imports.view(r).items() if k not in ("summary", "rejected")} for r in rows]
+
+    @get("/imports/{import_id:uuid}", guards=READ)
+    async def show_import(self, db_session: DbSession, import_id: Id) -> dict[str, Any]:
+        """Status (queued, running, done, failed), processed/total rows, summary and rejected lines."""
+        return imports.view(await imports.get(db_session, import_id))
+
+    @get("/imports/{import_id:uuid}/rejected.csv", guards=READ, media_type="text/csv")
+    async def rejected_csv(self, db_session: DbSession, import_id: Id) -> Response[str]:
+        row = await imports.get(db_session, import_id)
+        return Response(
+            imports.rejected_csv(row),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="import-{import_id}-rejected.csv"'},
+        )
+
+
+RunAsJob = Annotated[
+    bool, QueryParameter(description="run as a job (202 and an import id) whatever the upload's size")
+]
+
+
+async def _upload(request: Request[Any, Any, Any], kind: str, mode: str | None) -> imports.Upload:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        await request.body()  # cache the raw body first: the Idempotency-Key fingerprint needs it
+        form = await request.form()
+        file = form.get("file")
+        if not isinstance(file, UploadFile):
+            raise BadRequest("multipart upload needs a file field named 'file'", code="MISSING_FILE")
+        body, media = await file.read(), "text/csv"
+        mode = form.get("mode") or mode
+    else:
+        media, body = imports.media_type(content_type), await request.body()
+    if kind == "stock":
+        mode = bulk.check_mode(mode)
+    return imports.Upload(kind=kind, content_type=media, body=body, mode=mode)
+
+
+def _plan(
+    state: State, db_session: Any, upload: imports.Upload, job: bool
+) -> tuple[Callable[[], Awaitable[dict[str, Any]]], int]:
+    """The operation for this upload and its status: stored for a job (202), or applied now (200)."""
+    if job or len(upload.body) > state.settings.import_job_threshold_bytes:
+
+        async def submit() -> dict[str, Any]:
+            return await imports.submit(db_session, upload)
+
+        return submit, 202
+    parsed = imports.parse(upload)  # a file that cannot be read is a 400 before anything is stored
+
+    async def run() -> dict[str, Any]:
+        return await imports.run_now(db_session, upload, parsed)
+
+    return run, 200
+
+
+def _then_enqueue(response: Response[Any], state: State) -> Response[Any]:
+    """A stored import's job is enqueued after the commit (a replay enqueues again: arq dedups, and the
+    job skips a finished import); if Redis is down, the sweeper finds the import."""
+    if response.status_code == 202:
+        content = response.content
+        answer = content if isinstance(content, dict) else msgspec.json.decode(content)  # a replay: bytes
+        response.background = BackgroundTask(
+            imports.try_enqueue, state.arq, require_org_id(), uuid.UUID(answer["import_id"])
+        )
+    return response
+
+
+def import_router(settings: Settings) -> Router:
+    """The import routes, with their own body limit (MAX_IMPORT_BYTES instead of MAX_BODY_BYTES)."""
+    return Router(
+        path="/", route_handlers=[ImportController], request_max_body_size=settings.max_import_bytes
+    )
 
 
 ROUTES = [CatalogueController, InventoryController, ReservationController]

@@ -77,6 +77,12 @@ class Settings:
     Empty: none, the client address is the TCP peer, so no client can choose the IP it is limited by."""
     max_body_bytes: int = 10 * 1024 * 1024
     """Largest request body accepted anywhere (413 beyond)."""
+    max_import_bytes: int = 200 * 1024 * 1024
+    """Largest bulk import upload (POST /api/v1/inventory/bulk, /api/v1/skus/bulk; 413 beyond): a
+    million stock rows is about 25 MB of CSV."""
+    import_job_threshold_bytes: int = 2 * 1024 * 1024
+    """A bulk import upload larger than this (about 100,000 stock rows) is stored and run as a job
+    (202 with an import id); a smaller one is applied in its request."""
     max_webhook_bytes: int = 1024 * 1024
     """Largest webhook body accepted (413 beyond)."""
     rate_limit_channel_per_minute: int = 18_000
@@ -230,6 +236,8 @@ class Settings:
             forwarded_allow_ips=csv("FORWARDED_ALLOW_IPS"),
             max_body_bytes=integer("MAX_BODY_BYTES", 10 * 1024 * 1024),
             max_webhook_bytes=integer("MAX_WEBHOOK_BYTES", 1024 * 1024),
+            max_import_bytes=integer("MAX_IMPORT_BYTES", 200 * 1024 * 1024),
+            import_job_threshold_bytes=integer("IMPORT_JOB_THRESHOLD_BYTES", 2 * 1024 * 1024, minimum=0),
             rate_limit_channel_per_minute=integer("RATE_LIMIT_CHANNEL_PER_MINUTE", 18_000),
             shopify_admin_url=get("SHOPIFY_ADMIN_URL") or "https://{shop}",
             job_timeout_seconds=integer("JOB_TIMEOUT_SECONDS", 30),

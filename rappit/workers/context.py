@@ -45,6 +45,10 @@ class Deps:
     """Seconds before the 2nd, 3rd... attempt of a failed void of a cancelled order's label."""
     label_void_attempts: int = 5
     """Tries of one label void before it is dead-lettered (below the job's arq max_tries)."""
+    import_backoff: tuple[float, ...] = (2.0, 10.0, 30.0)
+    """Seconds before the 2nd, 3rd... attempt of a failed import job."""
+    import_sweep_grace_seconds: float = 30.0
+    """How long an import may stay queued or running before the sweeper enqueues it (again)."""
     shipment_recovery_after_seconds: float = 120.0
     """A `pending` shipment this old has had its label call end (longer than any carrier read timeout):
     the recovery job asks the carrier what became of it."""

@@ -14,6 +14,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rappit.channels import inbox
+from rappit.inventory import imports
 from rappit.platform.db import get_or_404, utcnow
 from rappit.platform.errors import BusinessRuleViolation, NotFound
 from rappit.shipping import fulfillment
@@ -22,6 +23,7 @@ from rappit.workers.models import DeadLetter
 log = structlog.get_logger("rappit.dead_letters")
 WEBHOOK_EVENT = "webhook_event"
 FULFILLMENT_PUSH = "fulfillment_push"
+IMPORT = "import"
 
 
 async def _reopen_event(session: AsyncSession, ref_id: uuid.UUID) -> None:
@@ -30,6 +32,10 @@ async def _reopen_event(session: AsyncSession, ref_id: uuid.UUID) -> None:
 
 async def _reopen_push(session: AsyncSession, ref_id: uuid.UUID) -> None:
     await fulfillment.reopen(session, ref_id)
+
+
+async def _reopen_import(session: AsyncSession, ref_id: uuid.UUID) -> None:
+    await imports.reopen(session, ref_id)
 
 
 async def _enqueue_event(
@@ -44,6 +50,12 @@ async def _enqueue_push(
     await fulfillment.try_enqueue(redis, org_id, ref_id)
 
 
+async def _enqueue_import(
+    redis: ArqRedis, org_id: uuid.UUID, ref_id: uuid.UUID, request_id: str | None
+) -> None:
+    await imports.try_enqueue(redis, org_id, ref_id)
+
+
 RETRYABLE: dict[
     str,
     tuple[
@@ -53,6 +65,7 @@ RETRYABLE: dict[
 ] = {
     WEBHOOK_EVENT: (_reopen_event, _enqueue_event),
     FULFILLMENT_PUSH: (_reopen_push, _enqueue_push),
+    IMPORT: (_reopen_import, _enqueue_import),
 }
 """kind -> (put the work back in the operator's transaction, enqueue it after the commit)."""
 CARRIER_CALLBACK = "carrier_callback"

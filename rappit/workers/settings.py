@@ -13,6 +13,7 @@ from arq.cron import CronJob
 from arq.worker import Function
 
 from rappit.channels import inbox as channel_inbox
+from rappit.inventory import imports as inventory_imports
 from rappit.inventory import jobs as inventory_jobs
 from rappit.orders import jobs as order_jobs
 from rappit.platform.db import assert_bypasses_rls
@@ -27,6 +28,7 @@ from rappit.workers.carrier_callbacks import process_carrier_callback, sweep_pen
 from rappit.workers.context import Ctx, Deps, deps
 from rappit.workers.fulfillment import MAX_ATTEMPTS as PUSH_ATTEMPTS
 from rappit.workers.fulfillment import push_fulfillment, sweep_pending_pushes
+from rappit.workers.imports import run_import, sweep_unfinished_imports
 from rappit.workers.inbox import process_webhook_event, sweep_pending_webhooks
 from rappit.workers.label_voids import sweep_cancelled_labels, void_cancelled_label
 
@@ -52,6 +54,8 @@ async def startup(ctx: Ctx) -> None:
         "callback_backoff",
         "label_void_backoff",
         "label_void_attempts",
+        "import_backoff",
+        "import_sweep_grace_seconds",
     )
     tuning = {k: ctx[k] for k in knobs if k in ctx}
     ctx["deps"] = built = Deps.build(settings, **tuning)  # pool: max_jobs concurrent jobs + crons
@@ -123,6 +127,9 @@ def functions(timeout: int) -> Sequence[Function]:
             timeout=timeout,
         ),
         func(sweep_pending_pushes),
+        # Like the inbox job: the import row, not arq, is the record (attempts, error, dead letter).
+        func(run_import, name=inventory_imports.JOB, keep_result=0, max_tries=10, timeout=timeout),
+        func(sweep_unfinished_imports),
         func(reconcile_channels),
         func(recover_pending_shipments),
         # As the webhook job: the inbox row counts the attempts, arq's max_tries is only a backstop.
@@ -141,6 +148,7 @@ def cron_jobs(timeout: int) -> list[CronJob]:
     return [
         cron(sweep_pending_webhooks, second={5, 35}, run_at_startup=True, timeout=timeout),
         cron(sweep_pending_pushes, second={15, 45}, timeout=timeout),
+        cron(sweep_unfinished_imports, second={15, 45}, run_at_startup=True, timeout=timeout),
         cron(reconcile_channels, minute=set(range(2, 60, 5)), second={0}, timeout=timeout),
         cron(release_expired_reservations, second={0}, run_at_startup=True, timeout=timeout),
         cron(purge_idempotency_keys, minute={17}, second={30}, timeout=timeout),

@@ -139,7 +139,7 @@ async def test_malformed_csv_is_a_400_naming_the_line(client, make_org) -> None:
 
 async def test_body_over_the_limit_is_413(client, make_org, settings) -> None:
     org = await make_org()
-    body = b"sku,quantity,warehouse_code\n" + b"A,1,W1\n" * (settings.max_body_bytes // 7 + 1)
+    body = b"sku,quantity,warehouse_code\n" + b"A,1,W1\n" * (settings.max_import_bytes // 7 + 1)
     resp = await client.post("/api/v1/inventory/bulk", content=body, headers={**org.headers, **CSV})
     assert resp.status_code == 413 and resp.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
 

@@ -6,8 +6,8 @@ create then made an open order that held stock for good (the chaos soak found fi
 deletion now leaves the order id on its event, and a create finding such an event makes the order
 cancelled.
 
-Revision ID: 0014
-Revises: 0007
+Revision ID: 0010
+Revises: 0009
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014"
+revision = "0010"
 down_revision = "0009"
 branch_labels = None
 depends_on = None

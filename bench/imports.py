@@ -1,0 +1,248 @@
+"""Import benchmarks (issue 11, goal 4). Run: ./run bench imports   (writes bench/results/imports.json)
+
+A 1,000,000-row stock-level CSV and a 1,000,000-SKU catalogue CSV through the real API (uvicorn) and a
+real worker (`rappit worker`): POST answered 202, then GET /api/v1/imports/{id} polled until done; the
+clock runs from the first byte sent to the poll that sees `done`. Each is run twice (new rows, then a
+re-import that changes every row) and set against a raw COPY of the same rows into a scratch table, in
+the same run, on the same database. The client only uploads and polls: its CPU share is reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+from _stack import api_server, bench_args, bench_stack, write_results
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from rappit.platform.db import make_engine, make_sessionmaker, provide_session
+from rappit.tenancy.service import create_organization
+
+ROWS = int(os.environ.get("BENCH_IMPORT_ROWS", "1000000"))
+GOAL_SECONDS = 10.0
+SKU_HEADER = (
+    "code,name,reorder_point,hs_code,country_of_origin,customs_value_minor,customs_currency,weight_grams"
+)
+
+
+def smoke_sizes() -> None:
+    """--smoke: a run-through in seconds, not a measurement."""
+    global ROWS
+    ROWS = 300
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def seed(settings: Any, admin_url: str) -> tuple[uuid.UUID, str]:
+    engine = make_engine(settings)
+    try:
+        async with provide_session(make_sessionmaker(engine)) as session:
+            new = await create_organization(
+                session,
+                name="Bench imports",
+                code="I" + uuid.uuid4().hex[:6].upper(),
+                admin_email="bench@imports.test",
+                password="bench password 1234",
+            )
+    finally:
+        await engine.dispose()
+    admin = create_async_engine(admin_url.replace("postgresql://", "postgresql+asyncpg://"))
+    async with admin.begin() as conn:
+        await conn.execute(
+            text(
+                "insert into skus (id, org_id, code, name, reorder_point, created_at) select "
+                "gen_random_uuid(), :o, 'IMP' || lpad(g::text, 7, '0'), '', 0, now() "
+                "from generate_series(1, CAST(:n AS int)) g"
+            ),
+            {"o": new.org.id, "n": ROWS // 2},
+        )
+        for wh in ("IW1", "IW2"):
+            await conn.execute(
+                text(
+                    "insert into warehouses (id, org_id, code, name, created_at) "
+                    "values (gen_random_uuid(), :o, :c, '', now())"
+                ),
+                {"o": new.org.id, "c": wh},
+            )
+        await conn.execute(text("analyze skus"))
+    await admin.dispose()
+    return new.org.id, new.token.plaintext
+
+
+def stock_rows(bump: int) -> list[tuple[str, int, str]]:
+    return [
+        (f"IMP{i:07d}", (i * 7 + w) % 1000 + 1 + bump, wh)
+        for i in range(1, ROWS // 2 + 1)
+        for w, wh in enumerate(("IW1", "IW2"))
+    ]
+
+
+def sku_rows(tag: str) -> list[tuple[Any, ...]]:
+    return [
+        (
+            f"NEW{i:07d}",
+            f"Item {i} {tag}",
+            i % 20,
+            f"6109{i % 100:02d}",
+            "PT",
+            i % 5000 + 1,
+            "EUR",
+            i % 900 + 100,
+        )
+        for i in range(ROWS)
+    ]
+
+
+def as_csv(header: str, rows: list[tuple[Any, ...]]) -> bytes:
+    return (header + "\n" + "".join(",".join(map(str, r)) + "\n" for r in rows)).encode()
+
+
+async def http_import(
+    client: httpx.AsyncClient, path: str, body: bytes, headers: dict[str, str]
+) -> dict[str, Any]:
+    cpu, started = cpu_seconds(), time.perf_counter()
+    resp = await client.post(path, content=body, headers=headers)
+    accepted = time.perf_counter() - started
+    assert resp.status_code == 202, (resp.status_code, resp.text[:300])
+    import_id = resp.json()["import_id"]
+    polls = 0
+    while True:
+        shown = (await client.get(f"/api/v1/imports/{import_id}", headers=headers)).json()
+        polls += 1
+        if shown["status"] in ("done", "failed"):
+            break
+        await asyncio.sleep(0.1)
+    elapsed = time.perf_counter() - started
+    assert shown["status"] == "done", shown.get("error")
+    summary = shown["summary"]
+    assert summary["failed"] == 0 and summary["received"] == ROWS, {
+        k: summary[k] for k in summary if k != "errors"
+    }
+    return {
+        "seconds": round(elapsed, 3),
+        "rows_per_s": round(ROWS / elapsed),
+        "upload_answered_202_after_s": round(accepted, 3),
+        "applied": summary["applied"],
+        "client_cpu_share": round((cpu_seconds() - cpu) / elapsed, 3),
+        "polls": polls,
+        "under_10_s": elapsed < GOAL_SECONDS,
+    }
+
+
+async def raw_copy(admin_url: str, columns: str, rows: list[tuple[Any, ...]]) -> dict[str, Any]:
+    """The floor: the same rows COPYed (binary, asyncpg) into a table with no index, check or trigger."""
+    admin = create_async_engine(admin_url.replace("postgresql://", "postgresql+asyncpg://"))
+    names = [c.split()[0] for c in columns.split(",")]
+    async with admin.connect() as conn:
+        await conn.execute(text(f"create table copy_scratch ({columns})"))
+        await conn.commit()
+        raw = (await conn.get_raw_connection()).driver_connection
+        started = time.perf_counter()
+        await raw.copy_records_to_table("copy_scratch", records=rows, columns=names)  # type: ignore[union-attr]
+        seconds = time.perf_counter() - started
+        await conn.execute(text("drop table copy_scratch"))
+        await conn.commit()
+    await admin.dispose()
+    return {"seconds": round(seconds, 3), "rows_per_s": round(len(rows) / seconds)}
+
+
+def worker_process(settings: Any) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.update(
+        RAPPIT_ENV="development",
+        DATABASE_URL=settings.database_url or "",
+        SYSTEM_DATABASE_URL=settings.system_database_url or "",
+        REDIS_URL=settings.redis_url or "",
+        MIGRATION_DATABASE_URL=settings.migration_database_url or "",
+        LOG_LEVEL="WARNING",
+        JOB_TIMEOUT_SECONDS="900",
+    )
+    return subprocess.Popen([sys.executable, "-m", "rappit.app.cli", "worker"], env=env)
+
+
+async def main(results_dir: Path) -> None:
+    out: dict[str, Any] = {"rows": ROWS, "goal_seconds": GOAL_SECONDS}
+    # The API process reads these (api_server copies os.environ): a 1M-row file is ~25 MB, and every
+    # upload here runs as a job, the path a file this size takes.
+    os.environ.update(MAX_IMPORT_BYTES=str(2**30), IMPORT_JOB_THRESHOLD_BYTES="0", JOB_TIMEOUT_SECONDS="900")
+    with bench_stack("imports") as stack:
+        org_id, token = await seed(stack.settings, stack.admin_url)
+        worker = worker_process(stack.settings)
+        try:
+            with api_server(stack.settings) as base:
+                async with httpx.AsyncClient(base_url=base, timeout=900) as client:
+                    headers = {"Authorization": f"Bearer {token}", "content-type": "text/csv"}
+                    stock: dict[str, Any] = {}
+                    for label, bump in (("new_levels", 0), ("existing_levels", 5)):
+                        rows = stock_rows(bump)
+                        body = as_csv("sku,quantity,warehouse_code", rows)
+                        print(
+                            f"stock import, {label}: {ROWS:,} rows, {len(body) / 2**20:.1f} MiB...",
+                            flush=True,
+                        )
+                        stock[label] = await http_import(client, "/api/v1/inventory/bulk", body, headers)
+                        stock[label]["csv_bytes"] = len(body)
+                    stock["raw_copy"] = await raw_copy(
+                        stack.admin_url, "sku text, quantity int, warehouse_code text", stock_rows(0)
+                    )
+                    skus: dict[str, Any] = {}
+                    for label, tag in (("new_skus", "a"), ("existing_skus", "b")):
+                        rows = sku_rows(tag)
+                        body = as_csv(SKU_HEADER, rows)
+                        print(
+                            f"SKU import, {label}: {ROWS:,} rows, {len(body) / 2**20:.1f} MiB...", flush=True
+                        )
+                        skus[label] = await http_import(client, "/api/v1/skus/bulk", body, headers)
+                        skus[label]["csv_bytes"] = len(body)
+                    skus["raw_copy"] = await raw_copy(
+                        stack.admin_url,
+                        "code text, name text, reorder_point int, hs_code text, country_of_origin text, "
+                        "customs_value_minor bigint, customs_currency text, weight_grams int",
+                        sku_rows("a"),
+                    )
+        finally:
+            worker.terminate()
+            worker.wait(30)
+    for section, labels in (
+        (stock, ("new_levels", "existing_levels")),
+        (skus, ("new_skus", "existing_skus")),
+    ):
+        for label in labels:
+            section[label]["ratio_vs_raw_copy"] = round(
+                section[label]["seconds"] / section["raw_copy"]["seconds"], 1
+            )
+    out["stock_levels"] = stock
+    out["skus"] = skus
+    out["load_average_at_end"] = os.getloadavg()
+    path = write_results("imports", out, results_dir)
+    print(f"\nImports of {ROWS:,} rows over HTTP (202, then polled until done), against a raw COPY")
+    for name, section in (("stock", stock), ("skus", skus)):
+        for label, r in section.items():
+            if label == "raw_copy":
+                print(f"   {name:<6} raw COPY {'':<18}{r['seconds']:>8} s")
+            else:
+                print(
+                    f"   {name:<6} {label:<27}{r['seconds']:>8} s  {r['ratio_vs_raw_copy']:>6}x raw COPY"
+                    f"  (client CPU {r['client_cpu_share']:.0%})"
+                )
+    print(f"   load average at the end: {out['load_average_at_end']}")
+    print(f"\nwritten to {path}")
+
+
+if __name__ == "__main__":
+    args = bench_args(__doc__)
+    if args.smoke:
+        smoke_sizes()
+    sys.exit(asyncio.run(main(args.results)))
