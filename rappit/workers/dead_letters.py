@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -94,3 +94,9 @@ async def retry(session: AsyncSession, dead_letter_id: uuid.UUID, actor: str) ->
 
 async def get(session: AsyncSession, dead_letter_id: uuid.UUID) -> DeadLetter:
     return await get_or_404(session, DeadLetter, dead_letter_id, "dead letter")
+
+
+async def count_dead(session: AsyncSession) -> int:
+    """Dead letters waiting for an operator."""
+    query = select(func.count()).select_from(DeadLetter).where(DeadLetter.status == "dead")
+    return int((await session.execute(query)).scalar_one())
