@@ -11,7 +11,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.middleware.csrf import CSRFMiddleware
 from litestar.static_files import create_static_files_router
 
-from rappit.dashboard.pages import auth, inventory, orders, overview
+from rappit.dashboard.pages import admin, auth, imports, inventory, jobs, orders, overview
 from rappit.dashboard.web import EXCEPTION_HANDLERS, PREFIX, STATIC, JobsPort, template_config
 from rappit.platform.settings import Settings
 
@@ -43,6 +43,11 @@ def routes(settings: Settings) -> list[Any]:
             inventory.InventoryPages,
             orders.OrderPages,
             orders.ShipmentPages,
+            imports.ImportPages,
+            jobs.JobPages,
+            admin.ChannelPages,
+            admin.CarrierPages,
+            admin.TeamPages,
         ],
         middleware=[DefineMiddleware(CSRFMiddleware, config=csrf_config(settings))],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

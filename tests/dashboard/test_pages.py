@@ -209,3 +209,98 @@ async def test_order_page_shows_what_the_api_detail_holds(client, make_org) -> N
     for event in detail["timeline"]:
         assert f"<strong>{event['kind']}</strong>" in page
     await page_token(client, f"/dashboard/orders/{detail['order']['id']}")
+
+
+PAGES = [
+    "/dashboard/",
+    "/dashboard/orders/",
+    "/dashboard/inventory/",
+    "/dashboard/inventory/sku/TEE-M",
+    "/dashboard/imports/",
+    "/dashboard/channels/",
+    "/dashboard/carriers/",
+    "/dashboard/jobs/",
+    "/dashboard/team/",
+]
+
+
+def mutating_forms(page: str) -> list[str]:
+    """Every form that POSTs, except signing out."""
+    return [f for f in re.findall(r'<form method="post" action="([^"]+)"', page) if f != "/dashboard/logout"]
+
+
+async def test_every_page_renders_and_a_viewer_gets_no_mutating_form_on_any(client, make_org) -> None:
+    org = await make_org()
+    await stock(client, org)
+    await sign_in(client, org)
+    for path in PAGES:
+        page = await client.get(path)
+        assert page.status_code == 200, (path, page.text)
+        assert mutating_forms(page.text) or path in ("/dashboard/", "/dashboard/orders/"), path
+    client.cookies.clear()
+    email, password = await add_user(client, org, "viewer")
+    await sign_in(client, org, email=email, password=password)
+    for path in PAGES:
+        page = await client.get(path)
+        assert page.status_code == 200, (path, page.text)
+        assert mutating_forms(page.text) == [], path
+
+
+async def test_a_bulk_upload_lists_each_rejected_line_with_its_reason_and_offers_them_as_csv(
+    client, make_org
+) -> None:
+    org = await make_org()
+    await stock(client, org)
+    await sign_in(client, org)
+    token = await page_token(client, "/dashboard/imports/")
+    body = b"sku,quantity,warehouse_code\nTEE-M,25,MAIN\nNOPE,3,MAIN\nTEE-M,x,MAIN\n"
+    response = await client.post(
+        "/dashboard/imports/stock",
+        data={"_csrf_token": token, "mode": "set"},
+        files={"file": ("levels.csv", body, "text/csv")},
+    )
+    assert response.status_code == 303, response.text
+    page = (await client.get(response.headers["location"])).text
+    assert re.search(r'data-testid="applied">1<', page) and re.search(r'data-testid="failed">2<', page)
+    api = await client.post(
+        "/api/v1/inventory/bulk", content=body, headers={**org.headers, "Content-Type": "text/csv"}
+    )
+    for error in api.json()["errors"]:  # the API's own reasons, line by line
+        assert f'<td class="num">{error["line"]}</td><td>{error["message"]}</td>' in html.unescape(page)
+    csv_link = re.search(r'href="(/dashboard/imports/[0-9a-f]+/rejected.csv)"', page).group(1)
+    rejected = await client.get(csv_link)
+    assert rejected.headers["content-type"].startswith("text/csv")
+    lines = rejected.text.splitlines()
+    assert lines[0] == "line,error_code,error_message,sku,quantity,warehouse_code"
+    assert [ln.split(",")[0] for ln in lines[1:]] == ["3", "4"]
+    assert lines[1].endswith("NOPE,3,MAIN") and lines[2].endswith("TEE-M,x,MAIN")
+    assert await on_hand(client, org) == 25
+
+
+async def test_a_channel_secret_and_a_new_token_are_shown_once(client, make_org) -> None:
+    org = await make_org()
+    await sign_in(client, org)
+    made = await post_form(
+        client,
+        "/dashboard/channels/",
+        "/dashboard/channels/",
+        {"type": "shopify", "name": "Shop", "address": f"{org.code.lower()}.myshopify.com"},
+    )
+    assert made.status_code == 201
+    secret = re.findall(r'<dd class="secret">([^<]+)</dd>', made.text)
+    assert secret[0].startswith("http://") and "/webhooks/shopify/" in secret[0] and len(secret[1]) >= 32
+    channel_id = secret[0].rsplit("/", 1)[1]
+    page = (await client.get(f"/dashboard/channels/{channel_id}")).text
+    assert secret[1] not in page and secret[0] in page
+    issued = await post_form(
+        client, "/dashboard/team/", "/dashboard/team/tokens", {"name": "erp", "role": "staff"}
+    )
+    token = re.findall(r'<dd class="secret">([^<]+)</dd>', issued.text)[0]
+    assert (await client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})).status_code == 200
+    team = (await client.get("/dashboard/team/")).text
+    assert token not in team
+    erp_row = next(row for row in team.split("<tr>") if row.startswith("<td>erp</td>"))
+    token_id = re.search(r'action="/dashboard/team/tokens/([0-9a-f-]+)/revoke"', erp_row).group(1)
+    revoked = await post_form(client, "/dashboard/team/", f"/dashboard/team/tokens/{token_id}/revoke", {})
+    assert revoked.status_code == 303
+    assert (await client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})).status_code == 401
