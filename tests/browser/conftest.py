@@ -113,8 +113,10 @@ class LiveServer:
         self._thread.join(30)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def live_server(settings: Settings, redis: Any) -> Iterator[LiveServer]:
+    """Up only while the browser tests run: its worker would otherwise take jobs queued by later tests
+    (the arq queue is shared)."""
     server = LiveServer(settings).start()
     yield server
     server.stop()
