@@ -23,7 +23,7 @@ from litestar.stores.redis import RedisStore
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from rappit import __version__
+from rappit import __version__, dashboard
 from rappit.channels import routes as channel_routes
 from rappit.channels import webhooks
 from rappit.integrations.carriers.breaker import BreakerBoard
@@ -47,6 +47,7 @@ from rappit.tenancy.auth import AUTH_EXCLUDE, AuthMiddleware, Principal, rate_li
 from rappit.tenancy.context import clear_org_context
 from rappit.tenancy.scoping import install_scoping
 from rappit.tenancy.sessions import SESSION_COOKIE, RotatingSessionConfig
+from rappit.workers import dead_letters
 from rappit.workers import routes as worker_routes
 
 
@@ -85,6 +86,11 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
                 "secret_box": SecretBox(settings.encryption_keys),
                 "arq": arq_redis,
                 "channels": ChannelRegistry.from_settings(settings),
+                "dashboard_jobs": dashboard.JobsPort(
+                    count_dead=dead_letters.count_dead,
+                    list_dead=dead_letters.list_dead,
+                    retry=dead_letters.retry,
+                ),
             }
         )
 
@@ -121,9 +127,11 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
                 *carrier_callbacks.ROUTES,
                 *worker_routes.ROUTES,
                 *ops_routes.ROUTES,
+                *dashboard.routes(settings),
                 PrometheusController,
             ]
         )
+        app_config.template_config = dashboard.template_config()
         app_config.dependencies.update(
             {
                 "db_session": Provide(provide_db_session),
@@ -145,6 +153,9 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
         minute = 60
         policies = [
             Policy("auth", "/auth/", settings.rate_limit_auth_per_minute, minute, client_ip),
+            Policy(
+                "dashboard_login", "/dashboard/login", settings.rate_limit_auth_per_minute, minute, client_ip
+            ),
             # Per address, only refused deliveries count (bad or missing signature, unknown channel,
             # malformed): a flash sale from a shop's few addresses is never throttled, while an
             # unsigned flood is stopped here, before the channel look-up reaches the database.

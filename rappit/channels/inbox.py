@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 from arq.connections import ArqRedis
-from sqlalchemy import Row, select, text
+from sqlalchemy import Row, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -146,3 +146,14 @@ async def stale(
             .limit(limit)
         )
         return rows.all()
+
+
+async def received_per_channel(session: AsyncSession, *, since: datetime) -> dict[uuid.UUID, tuple[int, int]]:
+    """channel id -> (deliveries received since `since`, how many of them failed or are dead)."""
+    failed = func.count().filter(WebhookEvent.status.in_(("failed", "dead")))
+    rows = await session.execute(
+        select(WebhookEvent.channel_id, func.count(), failed)
+        .where(WebhookEvent.received_at >= since)
+        .group_by(WebhookEvent.channel_id)
+    )
+    return {channel_id: (total, bad) for channel_id, total, bad in rows.all()}

@@ -42,6 +42,7 @@ async def list_levels(
     low_stock: bool,
     limit: int,
     offset: int,
+    sku_contains: str | None = None,
 ) -> tuple[list[Any], int]:
     available = InventoryLevel.on_hand - InventoryLevel.reserved
     query = (
@@ -60,6 +61,9 @@ async def list_levels(
     conditions = []
     if sku:
         conditions.append(Sku.code == sku)
+    if sku_contains:
+        pattern = sku_contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        conditions.append(Sku.code.ilike(f"%{pattern}%", escape="\\"))
     if warehouse:
         conditions.append(Warehouse.code == warehouse)
     if low_stock:

@@ -11,7 +11,6 @@ from litestar.params import JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rappit.integrations.channels.canonical import CanonicalLine
-from rappit.inventory import queries
 from rappit.orders import service
 from rappit.orders.models import Order
 from rappit.orders.schemas import (
@@ -46,15 +45,9 @@ def order_out(o: Order) -> OrderOut:
 
 
 async def detail(session: AsyncSession, order: Order) -> OrderDetailOut:
-    lines = await service.current_lines(session, order.id)
-    reservations = [
-        ReservationRef(id=r.id, sku=sku, warehouse_code=wh, quantity=r.quantity, status=r.status)
-        for r, sku, wh in await queries.reservations_view(
-            session, reference=(service.RESERVATION_REF, str(order.id))
-        )
-    ]
+    view = await service.order_detail(session, order)
     return OrderDetailOut(
-        order=order_out(order),
+        order=order_out(view.order),
         lines=[
             OrderLineOut(
                 position=ln.position,
@@ -65,14 +58,19 @@ async def detail(session: AsyncSession, order: Order) -> OrderDetailOut:
                 currency=ln.currency,
                 external_line_id=ln.external_line_id,
             )
-            for ln in lines
+            for ln in view.lines
         ],
-        reservations=reservations,
+        reservations=[
+            ReservationRef(
+                id=r.id, sku=r.sku, warehouse_code=r.warehouse_code, quantity=r.quantity, status=r.status
+            )
+            for r in view.reservations
+        ],
         timeline=[
             OrderEventOut(
                 kind=e.kind, detail=e.detail, created_at=e.created_at, webhook_event_id=e.webhook_event_id
             )
-            for e in await service.timeline(session, order.id)
+            for e in view.timeline
         ],
     )
 

@@ -11,17 +11,17 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rappit.channels.models import Channel, WebhookEvent
 from rappit.channels.service import get_channel
 from rappit.integrations.channels.canonical import CanonicalLine, CanonicalOrder
 from rappit.integrations.channels.registry import ORDER_SOURCES
-from rappit.inventory import catalogue, reservations
+from rappit.inventory import catalogue, queries, reservations
 from rappit.inventory.models import Warehouse
 from rappit.orders.models import Order, OrderEvent, OrderLine
 from rappit.platform.db import utcnow
@@ -498,6 +498,35 @@ async def timeline(session: AsyncSession, order_id: uuid.UUID) -> list[OrderEven
     return list(rows.scalars())
 
 
+@dataclass(frozen=True, slots=True)
+class ReservedLine:
+    id: uuid.UUID
+    sku: str
+    warehouse_code: str
+    quantity: int
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class OrderDetail:
+    """One order as the API and the dashboard show it: current lines, reservations, timeline."""
+
+    order: Order
+    lines: list[OrderLine]
+    reservations: list[ReservedLine]
+    timeline: list[OrderEvent]
+
+
+async def order_detail(session: AsyncSession, order: Order) -> OrderDetail:
+    held = await queries.reservations_view(session, reference=(RESERVATION_REF, str(order.id)))
+    return OrderDetail(
+        order=order,
+        lines=await current_lines(session, order.id),
+        reservations=[ReservedLine(r.id, sku, wh, r.quantity, r.status) for r, sku, wh in held],
+        timeline=await timeline(session, order.id),
+    )
+
+
 async def list_orders(
     session: AsyncSession,
     *,
@@ -506,8 +535,11 @@ async def list_orders(
     created_from: datetime | None,
     created_to: datetime | None,
     limit: int,
-    offset: int,
+    offset: int = 0,
+    after: tuple[datetime, uuid.UUID] | None = None,
 ) -> tuple[list[Order], int]:
+    """Newest first. `after` is a keyset cursor, the (created_at, id) of the last order of the previous
+    page: the next page starts right after it however many orders arrive meanwhile."""
     query = select(Order)
     if status:
         query = query.where(Order.status == status)
@@ -518,7 +550,36 @@ async def list_orders(
     if created_to:
         query = query.where(Order.created_at < created_to)
     total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
+    if after is not None:
+        query = query.where(tuple_(Order.created_at, Order.id) < tuple_(after[0], after[1]))
     rows = await session.execute(
-        query.order_by(Order.created_at.desc(), Order.id).limit(limit).offset(offset)
+        query.order_by(Order.created_at.desc(), Order.id.desc()).limit(limit).offset(offset)
     )
     return list(rows.scalars()), total
+
+
+@dataclass(frozen=True, slots=True)
+class OrderStats:
+    today: int
+    on_hold: int
+    per_hour: list[tuple[datetime, int]]
+    """The last 24 hours, oldest first, one entry per hour (zero-filled)."""
+
+
+async def order_stats(session: AsyncSession, *, now: datetime | None = None) -> OrderStats:
+    """Orders since midnight (UTC), on hold now, and per hour over the last 24 hours."""
+    now = now or utcnow()
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    top = now.replace(minute=0, second=0, microsecond=0)
+    first = top - timedelta(hours=23)
+    today = (
+        await session.execute(select(func.count()).select_from(Order).where(Order.created_at >= midnight))
+    ).scalar_one()
+    on_hold = (
+        await session.execute(select(func.count()).select_from(Order).where(Order.status == "on_hold"))
+    ).scalar_one()
+    hour = func.date_trunc("hour", Order.created_at, "UTC")
+    rows = await session.execute(select(hour, func.count()).where(Order.created_at >= first).group_by(hour))
+    counts = {h.replace(tzinfo=UTC): n for h, n in rows.all()}
+    per_hour = [(first + timedelta(hours=i), counts.get(first + timedelta(hours=i), 0)) for i in range(24)]
+    return OrderStats(today=today, on_hold=on_hold, per_hour=per_hour)

@@ -72,6 +72,9 @@ class Settings:
     login_failures_per_account: int = 10
     """Failed logins allowed per org code + e-mail per window, from any address (then 429)."""
     login_failure_window_seconds: int = 15 * 60
+    session_idle_seconds: int = 30 * 60
+    """A dashboard session unused this long is signed out (SESSION_IDLE_SECONDS); background polling
+    does not count as use. Sessions end after 8 hours whatever their use."""
     forwarded_allow_ips: tuple[str, ...] = ()
     """Proxies whose X-Forwarded-For / -Proto uvicorn believes (FORWARDED_ALLOW_IPS, comma separated).
     Empty: none, the client address is the TCP peer, so no client can choose the IP it is limited by."""
@@ -233,6 +236,7 @@ class Settings:
             rate_limit_api_per_minute=integer("RATE_LIMIT_API_PER_MINUTE", 1200),
             login_failures_per_account=integer("LOGIN_FAILURES_PER_ACCOUNT", 10),
             login_failure_window_seconds=integer("LOGIN_FAILURE_WINDOW_SECONDS", 15 * 60),
+            session_idle_seconds=integer("SESSION_IDLE_SECONDS", 30 * 60),
             forwarded_allow_ips=csv("FORWARDED_ALLOW_IPS"),
             max_body_bytes=integer("MAX_BODY_BYTES", 10 * 1024 * 1024),
             max_webhook_bytes=integer("MAX_WEBHOOK_BYTES", 1024 * 1024),

@@ -12,13 +12,12 @@ from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State
 from litestar.params import JSONBody, QueryParameter
 
-from rappit.integrations.carriers.base import CarrierUnavailable, LabelFormat
+from rappit.integrations.carriers.base import LabelFormat
 from rappit.orders.routes import detail as order_detail
 from rappit.orders.schemas import OrderDetailOut
-from rappit.platform.db import provide_session
-from rappit.platform.errors import BusinessRuleViolation, Conflict, error_responses
+from rappit.platform.errors import Conflict, error_responses
 from rappit.platform.http import DbSession, Id, Limit, Offset
-from rappit.shipping import accounts, cancellation, fulfillment, service
+from rappit.shipping import accounts, cancellation, fulfillment, saga, service
 from rappit.shipping.schemas import (
     AccountQuoteOut,
     BreakerOut,
@@ -41,7 +40,6 @@ READ = [requires("shipments:read")]
 MANAGE = [requires("carriers:manage")]
 CREATE = [requires("shipments:create")]
 VOID = [requires("shipments:void")]
-RATE_DEADLINE_SECONDS = 8.0
 
 
 class CarrierAccountController(Controller):
@@ -100,9 +98,7 @@ class ShipmentController(Controller):
 
     @post("/rates", guards=READ, status_code=200, responses=error_responses({404}))
     async def rates(self, state: State, data: JSONBody[RatesIn]) -> RatesOut:
-        async with provide_session(state.sessionmaker) as session:
-            shipment, accounts_ = await service.prepare_quote(session, data.order_id, data.to_input())
-        quotes = await service.quote(state.carriers, shipment, accounts_, deadline=RATE_DEADLINE_SECONDS)
+        quotes = await saga.rates(state.sessionmaker, state.carriers, data.order_id, data.to_input())
         return RatesOut([AccountQuoteOut.of(q) for q in quotes])
 
     @post("/", guards=CREATE, responses=error_responses({404}))
@@ -111,41 +107,21 @@ class ShipmentController(Controller):
     ) -> Response[Any]:
         """Buy a label: the `pending` row is committed before the carrier is called; the answer is
         recorded after. An Idempotency-Key finds the shipment of an earlier attempt, whatever its state."""
-        key = request.headers.get(HEADER)
-        async with provide_session(state.sessionmaker) as session:
-            if key is not None:
-                earlier = await service.by_idempotency_key(session, key)
-                if earlier is not None:
-                    return Response(
-                        ShipmentOut.of(earlier), status_code=200, headers={"Idempotent-Replayed": "true"}
-                    )
-            purchase = await service.start_purchase(
-                session,
-                data.order_id,
-                data.carrier_account_id,
-                data.service,
-                data.to_input(),
-                label_format=LabelFormat(data.label_format),
-                idempotency_key=key,
+        bought = await saga.buy_label(
+            state.sessionmaker,
+            state.carriers,
+            order_id=data.order_id,
+            account_id=data.carrier_account_id,
+            service_code=data.service,
+            data=data.to_input(),
+            label_format=LabelFormat(data.label_format),
+            idempotency_key=request.headers.get(HEADER),
+        )
+        if bought.replayed:
+            return Response(
+                ShipmentOut.of(bought.shipment), status_code=200, headers={"Idempotent-Replayed": "true"}
             )
-        outcome = await service.buy(state.carriers, purchase)
-        async with provide_session(state.sessionmaker) as session:
-            shipment = await service.finish_purchase(session, purchase.shipment_id, outcome)
-            out = ShipmentOut.of(shipment)
-        if isinstance(outcome, CarrierUnavailable):
-            outcome.details = {**outcome.details, "shipment_id": str(out.id), "shipment_status": out.status}
-            raise outcome
-        if shipment.status == "failed":
-            raise BusinessRuleViolation(
-                "the carrier refused the label: "
-                + "; ".join(f"{m.code}: {m.text}" for m in outcome.messages),
-                code="CARRIER_REFUSED",
-                details={
-                    "shipment_id": str(out.id),
-                    "carrier_messages": [{"code": m.code, "text": m.text} for m in outcome.messages],
-                },
-            )
-        return Response(out, status_code=201)
+        return Response(ShipmentOut.of(bought.shipment), status_code=201)
 
     @get("/", guards=READ)
     async def list_shipments(
@@ -183,15 +159,7 @@ class ShipmentController(Controller):
     @post("/{shipment_id:uuid}/void", guards=VOID, status_code=200)
     async def void(self, state: State, shipment_id: Id) -> ShipmentOut:
         """Voided only on the carrier's confirmation, through the account that bought the label."""
-        async with provide_session(state.sessionmaker) as session:
-            ask = await service.prepare_void(session, shipment_id)
-        outcome = await service.ask_void(state.carriers, ask)
-        async with provide_session(state.sessionmaker) as session:
-            out = ShipmentOut.of(await service.record_void(session, shipment_id, outcome))
-        refused = service.refusal(shipment_id, outcome)
-        if refused is not None:
-            raise refused
-        return out
+        return ShipmentOut.of(await saga.void_label(state.sessionmaker, state.carriers, shipment_id))
 
     @post("/{shipment_id:uuid}/ship", guards=CREATE, status_code=200)
     async def ship(

@@ -7,6 +7,7 @@ caller's org and actor go into the tenancy context for the rest of the request.
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -21,8 +22,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from rappit.platform.ratelimit import client_ip
 from rappit.tenancy.context import Actor, set_org_context
+from rappit.tenancy.login import SEEN_KEY
 from rappit.tenancy.permissions import permissions_for
 from rappit.tenancy.service import hash_token
+from rappit.tenancy.sessions import forget_session
 
 AUTH_EXCLUDE = [
     "^/health",
@@ -34,6 +37,9 @@ AUTH_EXCLUDE = [
     "^/static/",
     "^/favicon.ico$",
 ]
+
+PASSIVE = "passive"
+"""Route opt: a request the page makes by itself (polling), which does not count as use of the session."""
 
 _TOKEN_SQL = text("select token_id, org_id, org_code, user_id, role from rappit_auth_token(:h)")
 _USER_SQL = text("select user_id, org_id, org_code, role, is_active from rappit_auth_user(:u)")
@@ -106,10 +112,23 @@ class AuthMiddleware(AbstractAuthenticationMiddleware):
             if principal is None:
                 raise NotAuthorizedException("invalid, expired or revoked token")
         else:
-            session = connection.scope.get("session") or {}
-            raw_user = session.get("user_id") if isinstance(session, dict) else None
+            scoped = connection.scope.get("session")
+            session: dict[str, Any] = scoped if isinstance(scoped, dict) else {}
+            raw_user = session.get("user_id")
             if not raw_user:
                 raise NotAuthorizedException("authentication required")
+            idle_limit = connection.app.state.settings.session_idle_seconds
+            now = int(time.time())
+            seen = session.get(SEEN_KEY)
+            if not isinstance(seen, int) or now - seen > idle_limit:
+                # Deleted from the store here: the session middleware never sees a response that
+                # an exception raised in this middleware produces.
+                await forget_session(connection)
+                raise NotAuthorizedException(
+                    f"signed out after {idle_limit // 60} minutes without activity; sign in again"
+                )
+            if not connection.route_handler.opt.get(PASSIVE):
+                session[SEEN_KEY] = now  # background polling keeps a page fresh, not the session alive
             try:
                 principal = await principal_for_user(engine, uuid.UUID(raw_user))
             except ValueError:

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
-from rappit.platform.errors import TooManyRequests, Unauthorized
 from rappit.platform.http import DbSession, Id, Limit, Offset
-from rappit.platform.ratelimit import FailureLimit
 from rappit.tenancy import service
 from rappit.tenancy.auth import Principal, requires
 from rappit.tenancy.idempotency import idempotent
+from rappit.tenancy.login import sign_in
 from rappit.tenancy.permissions import permissions_for
 from rappit.tenancy.schemas import IssuedTokenOut, LoginIn, MeOut, TokenIn, TokenOut, UserIn, UserOut
-from rappit.tenancy.sessions import start_new_session
 
 
 class MeController(Controller):
@@ -111,33 +108,9 @@ class AuthController(Controller):
     async def login(
         self, request: Request[Any, Any, Any], db_session: DbSession, data: JSONBody[LoginIn]
     ) -> MeOut:
-        # Per account (org code + e-mail), from any address: the per-IP limit alone is dodged by
-        # spreading guesses over many addresses. Counted whether or not the account exists.
-        settings = request.app.state.settings
-        limit = FailureLimit(
-            "login_failures", settings.login_failures_per_account, settings.login_failure_window_seconds
+        who = await sign_in(
+            request, db_session, org_code=data.org_code, email=data.email, password=data.password
         )
-        account = f"{data.org_code.upper()}\0{data.email.strip().lower()}"
-        ident = hashlib.sha256(account.encode()).hexdigest()[:32]
-        redis = request.app.state.redis
-        slot, wait = await limit.attempt(redis, ident)
-        if wait:
-            raise TooManyRequests(
-                f"too many failed logins for this account; retry in {wait} s",
-                retry_after=wait,
-                details={"limit": limit.limit, "window_seconds": limit.window_seconds, "policy": limit.name},
-            )
-        try:
-            who = await service.authenticate(
-                db_session, org_code=data.org_code, email=data.email, password=data.password
-            )
-        except Unauthorized:
-            raise  # a failure: the slot stays taken
-        except BaseException:
-            await limit.give_back(redis, slot)  # not a wrong password (database down...): not counted
-            raise
-        await limit.give_back(redis, slot)
-        await start_new_session(request, {"user_id": str(who.user_id)})
         return MeOut(
             org_id=who.org_id,
             org_code=who.org_code,

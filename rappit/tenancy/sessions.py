@@ -89,3 +89,11 @@ async def start_new_session(request: Any, data: dict[str, Any]) -> None:
         await request.app.stores.get("sessions").delete(old)
     request.scope.setdefault("state", {})[_NEW_ID] = secrets.token_hex(32)
     request.set_session(data)
+
+
+async def forget_session(connection: Any) -> None:
+    """Delete the connection's stored session (its cookie then names nothing)."""
+    sid = connection.cookies.get(SESSION_COOKIE)
+    if sid:
+        await connection.app.stores.get("sessions").delete(sid)
+    connection.scope["session"] = {}

@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 from arq.connections import ArqRedis
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -152,3 +152,9 @@ async def get(session: AsyncSession, dead_letter_id: uuid.UUID) -> DeadLetter:
 async def enqueue_retried(redis: ArqRedis, letter: DeadLetter, request_id: str | None) -> None:
     """After the retry's commit: queue the work again (best effort; the sweepers catch a miss)."""
     await RETRYABLE[letter.kind][1](redis, letter.org_id, letter.ref_id, request_id)
+
+
+async def count_dead(session: AsyncSession) -> int:
+    """Dead letters waiting for an operator."""
+    query = select(func.count()).select_from(DeadLetter).where(DeadLetter.status == "dead")
+    return int((await session.execute(query)).scalar_one())

@@ -206,9 +206,9 @@ async def test_status_set_is_enforced_by_the_database(client, make_org, admin_en
 async def test_an_account_that_misses_the_rate_deadline_is_listed_unavailable(
     client, make_org, monkeypatch, fake_fedex: FakeFedEx, fake_dhl: FakeDhlExpress
 ) -> None:
-    from rappit.shipping import routes
+    from rappit.shipping import saga
 
-    monkeypatch.setattr(routes, "RATE_DEADLINE_SECONDS", 1.0)
+    monkeypatch.setattr(saga, "RATE_DEADLINE_SECONDS", 1.0)
     org = await make_org()
     fedex = (await add_account(client, org, "fedex", fake_fedex.url))["account"]
     dhl = (await add_account(client, org, "dhl_express", fake_dhl.api_url))["account"]
