@@ -170,13 +170,39 @@ class ClientCpu:
         return {"client_cpu_share_of_one_core": round(self.share, 2), "client_saturated": self.saturated}
 
 
-def write_results(name: str, payload: dict[str, object], results: Path = RESULTS) -> Path:
+def headline(
+    name: str, value: float, goal: float, *, better: str = "higher", unit: str = "x", baseline: str = ""
+) -> dict[str, object]:
+    """One figure `./run bench all` charts against its goal (bench/results/summary.png): `better` is
+    "higher" (value >= goal meets it) or "lower" (value <= goal); `baseline` names what a ratio is over."""
+    if better not in ("higher", "lower"):
+        raise ValueError("better is 'higher' or 'lower'")
+    met = value >= goal if better == "higher" else value <= goal
+    return {
+        "name": name,
+        "value": value,
+        "goal": goal,
+        "better": better,
+        "unit": unit,
+        "baseline": baseline,
+        "met": met,
+    }
+
+
+def write_results(
+    name: str,
+    payload: dict[str, object],
+    results: Path = RESULTS,
+    headlines: list[dict[str, object]] | None = None,
+) -> Path:
+    """bench/results/NAME.json: the machine, the payload and the headline figures (see `headline`)."""
     results.mkdir(parents=True, exist_ok=True)
     path = results / f"{name}.json"
     payload = {
         "benchmark": name,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(),
+        "headlines": headlines or [],
         **payload,
     }
     path.write_text(json.dumps(payload, indent=2) + "\n")

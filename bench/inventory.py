@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _stack import ClientCpu, api_server, bench_args, bench_stack, write_results
+from _stack import ClientCpu, api_server, bench_args, bench_stack, headline, write_results
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -379,6 +379,21 @@ async def main(results_dir: Path) -> None:
             "config": {"clients": CLIENTS, "hot_stock": HOT_STOCK, "import_rows": IMPORT_ROWS},
         },
         results_dir,
+        headlines=[
+            headline(
+                f"hot SKU, {CLIENTS} clients: combiner vs FOR UPDATE",
+                hot["rappit_combined"]["ratio_vs_select_for_update"],
+                2.0,
+                baseline="SELECT ... FOR UPDATE + UPDATE, one transaction per reservation",
+            ),
+            headline(
+                "hot SKU: units oversold (combiner)",
+                hot["rappit_combined"]["oversold"],
+                0,
+                better="lower",
+                unit="",
+            ),
+        ],
     )
     print(f"\n1. Hot SKU, {CLIENTS} clients, {HOT_STOCK} units")
     print(f"   {'method':<24}{'res/s':>10}{'ratio':>8}{'granted':>9}{'oversold':>10}{'lost upd':>10}")
