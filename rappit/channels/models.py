@@ -72,6 +72,11 @@ class WebhookEvent(IdMixin, TenantMixin, Base):
             postgresql_where=text("status in ('pending','failed')"),
         ),
         Index("ix_webhook_events_channel", "org_id", "channel_id", "received_at"),
+        Index(  # the retention job's batches: done events, oldest first
+            "ix_webhook_events_done",
+            "processed_at",
+            postgresql_where=text("status in ('processed','ignored')"),
+        ),
     )
 
     channel_id: Mapped[uuid.UUID] = mapped_column()

@@ -27,7 +27,20 @@ from rappit.inventory.schemas import (
 )
 from rappit.platform.db import utcnow
 from rappit.platform.errors import BadRequest, UnsupportedMediaType
-from rappit.platform.http import INT64_MAX, DbSession, Id, Limit, Offset, is_json_media_type, json_body
+from rappit.platform.http import (
+    INT64_MAX,
+    Cursor,
+    DbSession,
+    Id,
+    Limit,
+    Offset,
+    OptionalOffset,
+    decode_cursor,
+    encode_cursor,
+    is_json_media_type,
+    json_body,
+    paging,
+)
 from rappit.tenancy.auth import requires
 from rappit.tenancy.idempotency import idempotent
 
@@ -94,10 +107,20 @@ class InventoryController(Controller):
         warehouse: Annotated[str | None, QueryParameter(description="exact warehouse code")] = None,
         low_stock: Annotated[bool, QueryParameter(description="only available <= reorder point")] = False,
         limit: Limit = 50,
-        offset: Offset = 0,
+        offset: OptionalOffset = None,
+        cursor: Cursor = None,
     ) -> LevelPage:
+        """By SKU code, then warehouse code. Keyset paging: pass the page's `next_cursor` as `cursor`;
+        `offset` still works and adds `total`."""
+        paging(offset, cursor)
         rows, total = await queries.list_levels(
-            db_session, sku=sku, warehouse=warehouse, low_stock=low_stock, limit=limit, offset=offset
+            db_session,
+            sku=sku,
+            warehouse=warehouse,
+            low_stock=low_stock,
+            limit=limit,
+            offset=offset,
+            after=decode_cursor(cursor, str, str) if cursor else None,
         )
         items = [
             LevelOut(
@@ -112,7 +135,14 @@ class InventoryController(Controller):
             )
             for s, w, oh, r, a, rp, u in rows
         ]
-        return LevelPage(items=items, total=total, limit=limit, offset=offset)
+        last = items[-1] if len(items) == limit else None
+        return LevelPage(
+            items=items,
+            total=total,
+            limit=limit,
+            offset=offset,
+            next_cursor=encode_cursor(last.sku, last.warehouse_code) if last else None,
+        )
 
     @post("/adjust", guards=WRITE, status_code=200)
     async def adjust(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rappit.channels.models import Channel
@@ -463,8 +463,12 @@ async def list_orders(
     created_from: datetime | None,
     created_to: datetime | None,
     limit: int,
-    offset: int,
-) -> tuple[list[Order], int]:
+    offset: int | None = None,
+    after: tuple[datetime, uuid.UUID] | None = None,
+) -> tuple[list[Order], int | None]:
+    """Newest first, by (created_at, id) descending: an index range scan from `after` (the last row of
+    the previous page) whatever the number of orders. With `offset` (older clients) the total is
+    counted too, a cost that grows with the history."""
     query = select(Order)
     if status:
         query = query.where(Order.status == status)
@@ -474,8 +478,11 @@ async def list_orders(
         query = query.where(Order.created_at >= created_from)
     if created_to:
         query = query.where(Order.created_at < created_to)
-    total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
-    rows = await session.execute(
-        query.order_by(Order.created_at.desc(), Order.id).limit(limit).offset(offset)
-    )
+    total = None
+    if offset is not None:
+        total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
+    if after is not None:
+        query = query.where(tuple_(Order.created_at, Order.id) < tuple_(*after))
+    query = query.order_by(Order.created_at.desc(), Order.id.desc()).limit(limit)
+    rows = await session.execute(query.offset(offset) if offset else query)
     return list(rows.scalars()), total
