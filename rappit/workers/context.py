@@ -37,6 +37,8 @@ class Deps:
     """Seconds before the 2nd, 3rd... attempt of a failed webhook event."""
     sweep_grace_seconds: float = 20.0
     """How long an inbox row may stay pending before the sweeper re-enqueues it."""
+    reconcile_budget_seconds: float | None = None
+    """How long one reconciliation run follows a channel's pages (default: 60 % of the job timeout)."""
     shipment_recovery_after_seconds: float = 120.0
     """A `pending` shipment this old has had its label call end (longer than any carrier read timeout):
     the recovery job asks the carrier what became of it."""

@@ -74,7 +74,10 @@ async def release_expired_reservations(ctx: Ctx) -> int:
 async def reconcile_channels(ctx: Ctx) -> int:
     """Every 5 minutes: ingest orders whose webhooks never came, from channels that can list them."""
     d = deps(ctx)
-    return await order_jobs.reconcile_all(d.sessionmaker, d.system_sessionmaker, d.channels, d.secret_box)
+    budget = d.reconcile_budget_seconds or 0.6 * d.settings.job_timeout_seconds
+    return await order_jobs.reconcile_all(
+        d.sessionmaker, d.system_sessionmaker, d.channels, d.secret_box, budget_seconds=budget
+    )
 
 
 async def recover_pending_shipments(ctx: Ctx) -> dict[str, int]:
