@@ -21,6 +21,7 @@ from rappit.platform.settings import Settings
 from rappit.shipping import jobs as shipping_jobs
 from rappit.tenancy.idempotency import purge_expired
 from rappit.tenancy.scoping import install_scoping, unscoped
+from rappit.workers import retention
 from rappit.workers.context import Ctx, Deps, deps
 from rappit.workers.inbox import process_webhook_event, sweep_pending_webhooks
 
@@ -80,6 +81,17 @@ async def reconcile_channels(ctx: Ctx) -> int:
     )
 
 
+async def purge_history(ctx: Ctx) -> dict[str, int]:
+    """Hourly: delete processed webhook events and order events past RETENTION_DAYS, in small batches
+    that skip locked rows (never blocking ingress); the ledger is kept."""
+    d = deps(ctx)
+    return await retention.purge_history(
+        d.system_sessionmaker,
+        retention_days=d.settings.retention_days,
+        budget_seconds=0.6 * d.settings.job_timeout_seconds,
+    )
+
+
 async def recover_pending_shipments(ctx: Ctx) -> dict[str, int]:
     """Every minute: label purchases left `pending` (a crash or lost answer after the carrier call) are
     resolved by asking the carrier by our reference: recorded and voided, or failed."""
@@ -105,6 +117,7 @@ def functions(timeout: int) -> Sequence[Function]:
         func(sweep_pending_webhooks),
         func(reconcile_channels),
         func(recover_pending_shipments),
+        func(purge_history),
     ]
 
 
@@ -115,6 +128,7 @@ def cron_jobs(timeout: int) -> list[CronJob]:
         cron(release_expired_reservations, second={0}, run_at_startup=True, timeout=timeout),
         cron(purge_idempotency_keys, minute={17}, second={30}, timeout=timeout),
         cron(recover_pending_shipments, second={20}, timeout=timeout),
+        cron(purge_history, minute={41}, second={10}, timeout=timeout),
     ]
 
 
