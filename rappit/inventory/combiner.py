@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -254,16 +253,3 @@ class _Short(Exception):
     def __init__(self, available: int) -> None:
         super().__init__(available)
         self.available = available
-
-
-_COMBINERS: weakref.WeakKeyDictionary[async_sessionmaker[AsyncSession], ReservationCombiner] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def combiner_for(sessionmaker: async_sessionmaker[AsyncSession]) -> ReservationCombiner:
-    """This process's combiner for a sessionmaker (one per database)."""
-    combiner = _COMBINERS.get(sessionmaker)
-    if combiner is None:
-        combiner = _COMBINERS[sessionmaker] = ReservationCombiner(sessionmaker)
-    return combiner
