@@ -367,9 +367,7 @@ async def main(results_dir: Path) -> None:
         small, large = (rows_label(n) for n in LATENCY_TABLE_ROWS)
         print(f"reserve latency at {small} and {large} rows (seeding 1M rows takes a minute)...", flush=True)
         lat = await section("latency", lambda st, e, sm, o, t: latency(sm, st.admin_url, o))
-    if ONLY:
-        print({"hot_sku": hot, "bulk_import": bulk, "reserve_latency": lat})
-        return
+    # With BENCH_ONLY the sections not run are null in the JSON (and have no headline).
     path = write_results(
         "inventory",
         {
@@ -379,7 +377,9 @@ async def main(results_dir: Path) -> None:
             "config": {"clients": CLIENTS, "hot_stock": HOT_STOCK, "import_rows": IMPORT_ROWS},
         },
         results_dir,
-        headlines=[
+        headlines=[]
+        if hot is None
+        else [
             headline(
                 f"hot SKU, {CLIENTS} clients: combiner vs FOR UPDATE",
                 hot["rappit_combined"]["ratio_vs_select_for_update"],
@@ -395,25 +395,30 @@ async def main(results_dir: Path) -> None:
             ),
         ],
     )
-    print(f"\n1. Hot SKU, {CLIENTS} clients, {HOT_STOCK} units")
-    print(f"   {'method':<24}{'res/s':>10}{'ratio':>8}{'granted':>9}{'oversold':>10}{'lost upd':>10}")
-    for name, r in hot.items():
-        print(
-            f"   {name:<24}{r['reservations_per_s']:>10}{r['ratio_vs_select_for_update']:>8}"
-            f"{r['reservations_granted']:>9}{r['oversold']:>10}{r['lost_updates']:>10}"
-        )
-    print(f"\n2. Bulk import, {IMPORT_ROWS:,} rows")
-    for label in ("http_import_new_levels", "http_import_existing_levels"):
-        print(f"   {label:<32}{bulk[label]['seconds']:>8} s   {bulk[label]['ratio_vs_raw_copy']}x raw COPY")
-    print(f"   {'raw_copy':<32}{bulk['raw_copy']['seconds']:>8} s")
-    print("\n3. Reserve latency")
-    for n in LATENCY_TABLE_ROWS:
-        r = lat[f"rows_{n}"]
-        print(f"   {r['inventory_rows_in_table']:>9} rows: p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms")
-    ratios = [k for k in lat if k.startswith("p50_ratio_")]
-    for key in ratios:
-        name = key.removeprefix("p50_ratio_")
-        print(f"   {name} ratio: p50 {lat[key]}, p99 {lat['p99_ratio_' + name]}")
+    if hot is not None:
+        print(f"\n1. Hot SKU, {CLIENTS} clients, {HOT_STOCK} units")
+        print(f"   {'method':<24}{'res/s':>10}{'ratio':>8}{'granted':>9}{'oversold':>10}{'lost upd':>10}")
+        for name, r in hot.items():
+            print(
+                f"   {name:<24}{r['reservations_per_s']:>10}{r['ratio_vs_select_for_update']:>8}"
+                f"{r['reservations_granted']:>9}{r['oversold']:>10}{r['lost_updates']:>10}"
+            )
+    if bulk is not None:
+        print(f"\n2. Bulk import, {IMPORT_ROWS:,} rows")
+        for label in ("http_import_new_levels", "http_import_existing_levels"):
+            print(
+                f"   {label:<32}{bulk[label]['seconds']:>8} s   {bulk[label]['ratio_vs_raw_copy']}x raw COPY"
+            )
+        print(f"   {'raw_copy':<32}{bulk['raw_copy']['seconds']:>8} s")
+    if lat is not None:
+        print("\n3. Reserve latency")
+        for n in LATENCY_TABLE_ROWS:
+            r = lat[f"rows_{n}"]
+            print(f"   {r['inventory_rows_in_table']:>9} rows: p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms")
+        ratios = [k for k in lat if k.startswith("p50_ratio_")]
+        for key in ratios:
+            name = key.removeprefix("p50_ratio_")
+            print(f"   {name} ratio: p50 {lat[key]}, p99 {lat['p99_ratio_' + name]}")
     print(f"\nwritten to {path}")
 
 
