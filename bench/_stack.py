@@ -25,6 +25,7 @@ from rappit.platform.localstack import (
     EmbeddedRedis,
     drop_database,
     ensure_database,
+    psql,
 )
 from rappit.platform.settings import REPO_ROOT, Settings
 from rappit.tenancy.rls import APP_ROLE, SYSTEM_ROLE
@@ -33,6 +34,7 @@ from rappit.tenancy.scoping import install_scoping
 DATA = Settings.from_env().data_dir / "bench"  # RAPPIT_DATA_DIR, else .data/ in the checkout
 RESULTS = REPO_ROOT / "bench" / "results"
 install_scoping()
+SERVER: dict[str, str] = {}  # the PostgreSQL the last bench_stack ran on (version, fsync), for the results
 
 
 def bench_args(doc: str | None) -> argparse.Namespace:
@@ -79,8 +81,20 @@ def bench_stack(name: str) -> Iterator[BenchStack]:
     admin = make_url(server_admin.replace("postgresql+asyncpg://", "postgresql://")).set(database=database)
     admin_url = admin.render_as_string(hide_password=False)
     migrate.upgrade(admin_url)
+    SERVER.update(
+        zip(
+            ("postgres", "fsync", "synchronous_commit"),
+            psql(admin_url, "SELECT version(); SHOW fsync; SHOW synchronous_commit").strip().splitlines(),
+            strict=True,
+        )
+    )
     settings = Settings(
-        env="development", log_json=True, log_level="WARNING", db_pool_size=70, db_max_overflow=10
+        env="development",
+        log_json=True,
+        log_level="WARNING",
+        db_pool_size=70,
+        db_max_overflow=10,
+        db_statement_timeout_ms=120_000,  # 64 clients queued on one row lock (loaded machine): not a hang
     ).with_stack(
         database_url=admin.set(username=APP_ROLE, password=None).render_as_string(hide_password=False),
         system_database_url=admin.set(username=SYSTEM_ROLE, password=None).render_as_string(
@@ -97,17 +111,98 @@ def bench_stack(name: str) -> Iterator[BenchStack]:
             service.stop()
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return _platform.processor() or "unknown"
+
+
 def machine() -> dict[str, object]:
-    return {"cpus": os.cpu_count(), "python": sys.version.split()[0], "platform": _platform.platform()}
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "python": sys.version.split()[0],
+        "platform": _platform.platform(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        **SERVER,
+    }
 
 
-def write_results(name: str, payload: dict[str, object], results: Path = RESULTS) -> Path:
+SATURATED = 0.85  # of one core: a Python client (one event loop, one core at most) above it is the bottleneck
+
+
+class ClientCpu:
+    """The benchmark client's own CPU while it measures: `with ClientCpu("label") as cpu: ...`, then
+    `cpu.report()` gives user+system seconds over wall seconds (1.0 = one full core). A Python client
+    runs on one core; above SATURATED it, not the system under test, may set the pace, and it says so
+    (on stderr and in the report), so a figure is never published as the server's when it is the client's.
+    """
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.share = 0.0
+
+    def __enter__(self) -> ClientCpu:
+        self._cpu = sum(os.times()[:2])
+        self._wall = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall = time.perf_counter() - self._wall
+        self.share = (sum(os.times()[:2]) - self._cpu) / wall if wall > 0 else 0.0
+        if self.saturated:
+            print(
+                f"WARNING {self.label}: the benchmark client used {self.share:.0%} of a core, saturated, "
+                "so this figure may measure the client rather than the system under test",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    @property
+    def saturated(self) -> bool:
+        return self.share >= SATURATED
+
+    def report(self) -> dict[str, object]:
+        return {"client_cpu_share_of_one_core": round(self.share, 2), "client_saturated": self.saturated}
+
+
+def headline(
+    name: str, value: float, goal: float, *, better: str = "higher", unit: str = "x", baseline: str = ""
+) -> dict[str, object]:
+    """One figure `./run bench all` charts against its goal (bench/results/summary.png): `better` is
+    "higher" (value >= goal meets it) or "lower" (value <= goal); `baseline` names what a ratio is over."""
+    if better not in ("higher", "lower"):
+        raise ValueError("better is 'higher' or 'lower'")
+    met = value >= goal if better == "higher" else value <= goal
+    return {
+        "name": name,
+        "value": value,
+        "goal": goal,
+        "better": better,
+        "unit": unit,
+        "baseline": baseline,
+        "met": met,
+    }
+
+
+def write_results(
+    name: str,
+    payload: dict[str, object],
+    results: Path = RESULTS,
+    headlines: list[dict[str, object]] | None = None,
+) -> Path:
+    """bench/results/NAME.json: the machine, the payload and the headline figures (see `headline`)."""
     results.mkdir(parents=True, exist_ok=True)
     path = results / f"{name}.json"
     payload = {
         "benchmark": name,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(),
+        "headlines": headlines or [],
         **payload,
     }
     path.write_text(json.dumps(payload, indent=2) + "\n")

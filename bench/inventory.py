@@ -1,8 +1,10 @@
 """Inventory benchmarks (issue 3). Run: ./run bench inventory   (writes bench/results/inventory.json)
 
 1. Hot SKU: 64 concurrent clients each reserve 1 unit of one SKU until it runs out, through Rappit's
-   reserve service, against two baselines on the same data in the same process: a naive read-then-write
-   (which oversells) and SELECT ... FOR UPDATE then UPDATE (two round trips).
+   combiner (rappit/inventory/combiner.py) and its single conditional UPDATE per reservation, against
+   two baselines on the same data in the same process: a naive read-then-write (which oversells) and
+   SELECT ... FOR UPDATE then UPDATE (two round trips, one transaction per reservation). Headline:
+   combiner reservations/s over SELECT ... FOR UPDATE's (goal: >= 2x, 0 oversold).
 2. Bulk import of 100,000 rows through the HTTP endpoint (new levels, then a re-import over existing
    ones) against a raw COPY of the same rows into a scratch table.
 3. Reserve latency (p50, p99) with 1,000 and with 1,000,000 inventory rows in the table.
@@ -20,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _stack import api_server, bench_args, bench_stack, write_results
+from _stack import ClientCpu, api_server, bench_args, bench_stack, headline, write_results
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from rappit.inventory import catalogue, reservations, stock
+from rappit.inventory.combiner import ReservationCombiner
 from rappit.platform.db import make_engine, make_sessionmaker, provide_session
 from rappit.tenancy.context import Actor, org_context
 from rappit.tenancy.service import create_organization
@@ -90,9 +93,10 @@ async def hot_sku(sessionmaker: Any, engine: Any, org_id: uuid.UUID) -> dict[str
                     return
                 granted += 1
 
-        started = time.perf_counter()
-        await asyncio.gather(*[client() for _ in range(CLIENTS)])
-        elapsed = time.perf_counter() - started
+        with ClientCpu(f"hot SKU {name}") as cpu:
+            started = time.perf_counter()
+            await asyncio.gather(*[client() for _ in range(CLIENTS)])
+            elapsed = time.perf_counter() - started
         async with engine.connect() as conn:
             await conn.execute(text("select set_config('app.org_id', :o, false)"), {"o": str(org_id)})
             reserved = (
@@ -110,6 +114,7 @@ async def hot_sku(sessionmaker: Any, engine: Any, org_id: uuid.UUID) -> dict[str
             "lost_updates": granted - reserved,
             "seconds": round(elapsed, 3),
             "reservations_per_s": round(granted / elapsed, 1),
+            **cpu.report(),
         }
 
     async def rappit_reserve(sku_id: uuid.UUID, wh_id: uuid.UUID) -> bool:
@@ -166,13 +171,28 @@ async def hot_sku(sessionmaker: Any, engine: Any, org_id: uuid.UUID) -> dict[str
             )
         return True
 
+    combiner = ReservationCombiner(sessionmaker)
+
+    async def rappit_combined(sku_id: uuid.UUID, wh_id: uuid.UUID) -> bool:
+        with org_context(org_id, Actor(kind="system", id="bench")):
+            try:
+                await combiner.reserve(org_id, sku_id, wh_id, 1, reference_type="manual")
+                return True
+            except stock.InsufficientStock:
+                return False
+
     for name, fn in (
         ("naive_read_then_write", naive),
         ("select_for_update", for_update),
         ("rappit_reserve", rappit_reserve),
+        ("rappit_combined", rappit_combined),
     ):
         sku_id, wh_id = await stock_one(sessionmaker, org_id, f"HOT-{name}", f"W-{name[:20]}", HOT_STOCK)
         await run(name, fn, sku_id, wh_id)
+    results["rappit_combined"]["statements"] = combiner.batches
+    results["rappit_combined"]["reservations_per_statement"] = round(
+        results["rappit_combined"]["reservations_granted"] / max(combiner.batches, 1), 1
+    )
     base = results["select_for_update"]["reservations_per_s"]
     for r in results.values():
         r["ratio_vs_select_for_update"] = round(r["reservations_per_s"] / base, 2)
@@ -347,9 +367,7 @@ async def main(results_dir: Path) -> None:
         small, large = (rows_label(n) for n in LATENCY_TABLE_ROWS)
         print(f"reserve latency at {small} and {large} rows (seeding 1M rows takes a minute)...", flush=True)
         lat = await section("latency", lambda st, e, sm, o, t: latency(sm, st.admin_url, o))
-    if ONLY:
-        print({"hot_sku": hot, "bulk_import": bulk, "reserve_latency": lat})
-        return
+    # With BENCH_ONLY the sections not run are null in the JSON (and have no headline).
     path = write_results(
         "inventory",
         {
@@ -359,26 +377,48 @@ async def main(results_dir: Path) -> None:
             "config": {"clients": CLIENTS, "hot_stock": HOT_STOCK, "import_rows": IMPORT_ROWS},
         },
         results_dir,
+        headlines=[]
+        if hot is None
+        else [
+            headline(
+                f"hot SKU, {CLIENTS} clients: combiner vs FOR UPDATE",
+                hot["rappit_combined"]["ratio_vs_select_for_update"],
+                2.0,
+                baseline="SELECT ... FOR UPDATE + UPDATE, one transaction per reservation",
+            ),
+            headline(
+                "hot SKU: units oversold (combiner)",
+                hot["rappit_combined"]["oversold"],
+                0,
+                better="lower",
+                unit="",
+            ),
+        ],
     )
-    print(f"\n1. Hot SKU, {CLIENTS} clients, {HOT_STOCK} units")
-    print(f"   {'method':<24}{'res/s':>10}{'ratio':>8}{'granted':>9}{'oversold':>10}{'lost upd':>10}")
-    for name, r in hot.items():
-        print(
-            f"   {name:<24}{r['reservations_per_s']:>10}{r['ratio_vs_select_for_update']:>8}"
-            f"{r['reservations_granted']:>9}{r['oversold']:>10}{r['lost_updates']:>10}"
-        )
-    print(f"\n2. Bulk import, {IMPORT_ROWS:,} rows")
-    for label in ("http_import_new_levels", "http_import_existing_levels"):
-        print(f"   {label:<32}{bulk[label]['seconds']:>8} s   {bulk[label]['ratio_vs_raw_copy']}x raw COPY")
-    print(f"   {'raw_copy':<32}{bulk['raw_copy']['seconds']:>8} s")
-    print("\n3. Reserve latency")
-    for n in LATENCY_TABLE_ROWS:
-        r = lat[f"rows_{n}"]
-        print(f"   {r['inventory_rows_in_table']:>9} rows: p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms")
-    ratios = [k for k in lat if k.startswith("p50_ratio_")]
-    for key in ratios:
-        name = key.removeprefix("p50_ratio_")
-        print(f"   {name} ratio: p50 {lat[key]}, p99 {lat['p99_ratio_' + name]}")
+    if hot is not None:
+        print(f"\n1. Hot SKU, {CLIENTS} clients, {HOT_STOCK} units")
+        print(f"   {'method':<24}{'res/s':>10}{'ratio':>8}{'granted':>9}{'oversold':>10}{'lost upd':>10}")
+        for name, r in hot.items():
+            print(
+                f"   {name:<24}{r['reservations_per_s']:>10}{r['ratio_vs_select_for_update']:>8}"
+                f"{r['reservations_granted']:>9}{r['oversold']:>10}{r['lost_updates']:>10}"
+            )
+    if bulk is not None:
+        print(f"\n2. Bulk import, {IMPORT_ROWS:,} rows")
+        for label in ("http_import_new_levels", "http_import_existing_levels"):
+            print(
+                f"   {label:<32}{bulk[label]['seconds']:>8} s   {bulk[label]['ratio_vs_raw_copy']}x raw COPY"
+            )
+        print(f"   {'raw_copy':<32}{bulk['raw_copy']['seconds']:>8} s")
+    if lat is not None:
+        print("\n3. Reserve latency")
+        for n in LATENCY_TABLE_ROWS:
+            r = lat[f"rows_{n}"]
+            print(f"   {r['inventory_rows_in_table']:>9} rows: p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms")
+        ratios = [k for k in lat if k.startswith("p50_ratio_")]
+        for key in ratios:
+            name = key.removeprefix("p50_ratio_")
+            print(f"   {name} ratio: p50 {lat[key]}, p99 {lat['p99_ratio_' + name]}")
     print(f"\nwritten to {path}")
 
 

@@ -29,6 +29,7 @@ from rappit.channels import webhooks
 from rappit.integrations.carriers.breaker import BreakerBoard
 from rappit.integrations.channels.registry import ChannelRegistry
 from rappit.inventory import routes as inventory_routes
+from rappit.inventory.combiner import ReservationCombiner
 from rappit.ops import routes as ops_routes
 from rappit.orders import routes as order_routes
 from rappit.platform import health
@@ -100,6 +101,10 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
                 await assert_rls_binds(engine)
             app.state.engine = engine
             app.state.sessionmaker = make_sessionmaker(engine)
+            # The hot-SKU combiner writes on its own two connections: the requests waiting for it hold
+            # theirs from the request pool, which it must never wait on.
+            app.state.combiner_engine = make_engine(settings, pool_size=2, max_overflow=0)
+            app.state.reservation_combiner = ReservationCombiner(make_sessionmaker(app.state.combiner_engine))
             # One httpx client (connection pools) and one breaker board per process, for every carrier call.
             app.state.carriers = Carriers(
                 http=httpx.AsyncClient(), breakers=BreakerBoard(settings.redis_url), box=app.state.secret_box
@@ -107,6 +112,7 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
 
         async def stop(app: Litestar) -> None:
             await app.state.engine.dispose()
+            await app.state.combiner_engine.dispose()
             await app.state.carriers.http.aclose()
             app.state.carriers.breakers.close()
             await redis.aclose()

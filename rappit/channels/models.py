@@ -79,6 +79,11 @@ class WebhookEvent(IdMixin, TenantMixin, Base):
             "external_id",
             postgresql_where=text("external_id is not null"),
         ),
+        Index(  # the retention job's batches: done events, oldest first
+            "ix_webhook_events_done",
+            "processed_at",
+            postgresql_where=text("status in ('processed','ignored')"),
+        ),
     )
 
     channel_id: Mapped[uuid.UUID] = mapped_column()

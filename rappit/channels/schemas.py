@@ -11,6 +11,7 @@ import msgspec
 from rappit.channels.models import Channel, WebhookEvent
 from rappit.integrations.channels.registry import CHANNEL_TYPES
 from rappit.inventory.schemas import WarehouseCode
+from rappit.platform.db import utcnow
 
 
 class ChannelIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -37,6 +38,10 @@ class ChannelOut(msgspec.Struct):
     created_at: datetime
     secret_rotated_at: datetime | None
     disabled_at: datetime | None
+    reconciled_until: datetime | None = None
+    """Reconciliation watermark: orders updated before it have been checked against the channel."""
+    reconcile_lag_seconds: float | None = None
+    """How far reconciliation is behind now (null for a channel it does not read: no API token)."""
 
     @classmethod
     def of(cls, channel: Channel, base_url: str) -> ChannelOut:
@@ -51,6 +56,12 @@ class ChannelOut(msgspec.Struct):
             created_at=channel.created_at,
             secret_rotated_at=channel.secret_rotated_at,
             disabled_at=channel.disabled_at,
+            reconciled_until=channel.reconciled_until,
+            reconcile_lag_seconds=(
+                round((utcnow() - channel.reconciled_until).total_seconds(), 1)
+                if channel.reconciled_until and channel.api_credentials is not None
+                else None
+            ),
         )
 
 

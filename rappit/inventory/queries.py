@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rappit.inventory.catalogue import sku_ids
@@ -41,9 +41,12 @@ async def list_levels(
     warehouse: str | None,
     low_stock: bool,
     limit: int,
-    offset: int,
+    offset: int | None = None,
+    after: tuple[str, str] | None = None,
     sku_contains: str | None = None,
-) -> tuple[list[Any], int]:
+) -> tuple[list[Any], int | None]:
+    """Levels by (SKU code, warehouse code), from `after` (the last pair of the previous page); the
+    total only with `offset` (offset paging), a count that grows with the catalogue."""
     available = InventoryLevel.on_hand - InventoryLevel.reserved
     query = (
         select(
@@ -70,8 +73,14 @@ async def list_levels(
         conditions.append(available <= Sku.reorder_point)
     if conditions:
         query = query.where(and_(*conditions))
-    total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
-    rows = await session.execute(query.order_by(Sku.code, Warehouse.code).limit(limit).offset(offset))
+    total = None
+    if offset is not None:
+        total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
+    if after is not None:
+        # the first column alone as well: lets the planner start the SKU index scan at the cursor
+        query = query.where(Sku.code >= after[0], tuple_(Sku.code, Warehouse.code) > tuple_(*after))
+    query = query.order_by(Sku.code, Warehouse.code).limit(limit)
+    rows = await session.execute(query.offset(offset) if offset else query)
     return list(rows.all()), total
 
 

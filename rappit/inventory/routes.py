@@ -12,8 +12,10 @@ from litestar import Controller, Request, Response, Router, get, post
 from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State, UploadFile
 from litestar.params import JSONBody, PathParameter, QueryParameter
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from rappit.inventory import bulk, catalogue, imports, queries, reservations, stock
+from rappit.inventory.combiner import ReservationCombiner
 from rappit.inventory.schemas import (
     AdjustIn,
     AdjustOut,
@@ -30,11 +32,23 @@ from rappit.inventory.schemas import (
     WarehouseOut,
 )
 from rappit.platform.db import utcnow
-from rappit.platform.errors import BadRequest
-from rappit.platform.http import INT64_MAX, DbSession, Id, Limit, Offset
+from rappit.platform.errors import BadRequest, BusinessRuleViolation
+from rappit.platform.http import (
+    INT64_MAX,
+    Cursor,
+    DbSession,
+    Id,
+    Limit,
+    Offset,
+    OptionalOffset,
+    decode_cursor,
+    encode_cursor,
+    paging,
+)
 from rappit.platform.settings import Settings
 from rappit.tenancy.auth import requires
 from rappit.tenancy.context import require_org_id
+from rappit.tenancy.idempotency import HEADER as IDEMPOTENCY_HEADER
 from rappit.tenancy.idempotency import idempotent
 
 READ = [requires("inventory:read")]
@@ -100,10 +114,20 @@ class InventoryController(Controller):
         warehouse: Annotated[str | None, QueryParameter(description="exact warehouse code")] = None,
         low_stock: Annotated[bool, QueryParameter(description="only available <= reorder point")] = False,
         limit: Limit = 50,
-        offset: Offset = 0,
+        offset: OptionalOffset = None,
+        cursor: Cursor = None,
     ) -> LevelPage:
+        """By SKU code, then warehouse code. Keyset paging: pass the page's `next_cursor` as `cursor`;
+        `offset` still works and adds `total`."""
+        paging(offset, cursor)
         rows, total = await queries.list_levels(
-            db_session, sku=sku, warehouse=warehouse, low_stock=low_stock, limit=limit, offset=offset
+            db_session,
+            sku=sku,
+            warehouse=warehouse,
+            low_stock=low_stock,
+            limit=limit,
+            offset=offset,
+            after=decode_cursor(cursor, str, str) if cursor else None,
         )
         items = [
             LevelOut(
@@ -118,7 +142,14 @@ class InventoryController(Controller):
             )
             for s, w, oh, r, a, rp, u in rows
         ]
-        return LevelPage(items=items, total=total, limit=limit, offset=offset)
+        last = items[-1] if len(items) == limit else None
+        return LevelPage(
+            items=items,
+            total=total,
+            limit=limit,
+            offset=offset,
+            next_cursor=encode_cursor(last.sku, last.warehouse_code) if last else None,
+        )
 
     @post("/adjust", guards=WRITE, status_code=200)
     async def adjust(
@@ -191,7 +222,15 @@ class ReservationController(Controller):
     async def create(
         self, request: Request[Any, Any, Any], db_session: DbSession, data: JSONBody[ReservationIn]
     ) -> Response[Any]:
-        """A manual hold: every line or none (422 INSUFFICIENT_STOCK lists each short SKU)."""
+        """A manual hold: every line or none (422 INSUFFICIENT_STOCK lists each short SKU).
+
+        A one-line hold without an Idempotency-Key goes through this process's combiner
+        (rappit/inventory/combiner.py): concurrent holds of one SKU share one locked statement and
+        commit, each with its own reservation, ledger row and answer. With a key, the hold commits in
+        the request's own transaction together with the stored response, as every keyed request does.
+        """
+        if len(data.lines) == 1 and request.headers.get(IDEMPOTENCY_HEADER) is None:
+            return Response(await _combined_hold(request, db_session, data), status_code=201)
 
         async def op() -> ReservationsOut:
             expires = (
@@ -226,6 +265,36 @@ class ReservationController(Controller):
             return (await _views(db_session, [reservation_id]))[0]
 
         return await idempotent(request, db_session, op, status_code=200)
+
+
+async def _combined_hold(
+    request: Request[Any, Any, Any], db_session: AsyncSession, data: ReservationIn
+) -> ReservationsOut:
+    (line,) = data.lines
+    skus = await catalogue.sku_ids(db_session, [line.sku])
+    whs = await catalogue.warehouse_ids(db_session, [line.warehouse_code])
+    if line.sku not in skus or line.warehouse_code not in whs:
+        raise BusinessRuleViolation(
+            "unknown SKU or warehouse codes",
+            code="UNKNOWN_CODES",
+            details={
+                "skus": [line.sku] if line.sku not in skus else [],
+                "warehouses": [line.warehouse_code] if line.warehouse_code not in whs else [],
+            },
+        )
+    expires = utcnow() + timedelta(seconds=data.expires_in_seconds) if data.expires_in_seconds else None
+    combiner: ReservationCombiner = request.app.state.reservation_combiner
+    made = await combiner.reserve(
+        require_org_id(),
+        skus[line.sku],
+        whs[line.warehouse_code],
+        line.quantity,
+        reference_type="manual",
+        reference_id=data.reference,
+        expires_at=expires,
+        labels=(line.sku, line.warehouse_code),
+    )
+    return ReservationsOut(await _views(db_session, [made.reservation_id]))
 
 
 async def _views(db_session: Any, ids: list[Any]) -> list[ReservationOut]:

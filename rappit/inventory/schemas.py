@@ -82,10 +82,14 @@ class LevelOut(msgspec.Struct):
 
 
 class LevelPage(msgspec.Struct):
+    """Keyset paging by (SKU code, warehouse code) by default: pass `next_cursor` back as `cursor`.
+    `total` is counted only for offset paging (`offset=`)."""
+
     items: list[LevelOut]
-    total: int
+    total: int | None
     limit: int
-    offset: int
+    offset: int | None
+    next_cursor: str | None = None
 
 
 class AdjustIn(msgspec.Struct, forbid_unknown_fields=True):

@@ -7,6 +7,7 @@ by a re-run, or by reconciliation is applied once.
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import timedelta
 
@@ -64,11 +65,15 @@ async def reconcile_all(
     system_sessionmaker: async_sessionmaker[AsyncSession],
     registry: ChannelRegistry,
     box: SecretBox,
+    *,
+    budget_seconds: float = 20.0,
 ) -> int:
     """For each active channel with API credentials, ingest orders updated since its watermark through
     the same idempotent path as webhooks, so a paid order whose webhook never came still becomes an
     order. Channels whose adapter cannot list orders are skipped. Returns how many orders it created.
-    Only the list of channels is read as the system role; each channel is reconciled as its org."""
+    Each channel follows the channel's pages to the end within `budget_seconds` (a run that runs out
+    resumes from the watermark of the last page it applied). Only the list of channels is read as the
+    system role; each channel is reconciled as its org."""
     async with unscoped(system_sessionmaker, reason="reconciliation: channels with API credentials") as s:
         targets = (
             await s.execute(
@@ -81,7 +86,9 @@ async def reconcile_all(
     for org_id, channel_id, channel_type in targets:
         with org_context(org_id, Actor(kind="system", id="reconciliation")):
             try:
-                created += await _reconcile_one(sessionmaker, registry, box, channel_id)
+                created += await reconcile_channel(
+                    sessionmaker, registry, box, channel_id, budget_seconds=budget_seconds
+                )
             except Exception as exc:  # one channel's failure must not stop the others
                 log.error(
                     "reconcile.channel_failed",
@@ -92,38 +99,62 @@ async def reconcile_all(
     return created
 
 
-async def _reconcile_one(
+async def reconcile_channel(
     sessionmaker: async_sessionmaker[AsyncSession],
     registry: ChannelRegistry,
     box: SecretBox,
     channel_id: uuid.UUID,
+    *,
+    budget_seconds: float = 20.0,
 ) -> int:
-    created = 0
-    async with provide_session(sessionmaker) as session:
-        channel = (
-            await session.execute(
-                select(Channel).where(Channel.id == channel_id).with_for_update(skip_locked=True)
-            )
-        ).scalar_one_or_none()
-        if channel is None:
-            return 0  # another worker is reconciling it
-        adapter = registry[channel.type]
-        since = channel.reconciled_until or (utcnow() - timedelta(days=1))
-        try:
-            found = await adapter.orders_updated_since(channels.access(box, channel), since)
-        except OperationNotSupported:
-            return 0
-        ref = await service.channel_ref(session, channel)
-        watermark = since
-        for data in found:
-            payload = adapter.map_order(data, TopicKind.ORDER)
-            _, outcome = await service.apply_channel_order(session, ref, payload)
-            if outcome == "created":
-                created += 1
-                log.warning(
-                    "reconcile.order_recovered", channel_id=str(channel_id), external_id=payload.external_id
+    """Orders updated in [watermark, the run's start] page by page (oldest update first), each page in
+    its own transaction with the watermark it reached, until the last page or the time budget. A run
+    that reached the last page moves the watermark to its start time, so the lag it shows is honest."""
+    started = time.monotonic()
+    until = utcnow()
+    cursor: str | None = None
+    created = pages = 0
+    while True:
+        async with provide_session(sessionmaker) as session:
+            channel = (
+                await session.execute(
+                    select(Channel).where(Channel.id == channel_id).with_for_update(skip_locked=True)
                 )
-            if payload.updated_at and payload.updated_at > watermark:
-                watermark = payload.updated_at
-        channel.reconciled_until = watermark
-    return created
+            ).scalar_one_or_none()
+            if channel is None:
+                return created  # another worker is reconciling it
+            adapter = registry[channel.type]
+            since = channel.reconciled_until or (until - timedelta(days=1))
+            try:
+                found, cursor = await adapter.orders_page(channels.access(box, channel), since, until, cursor)
+            except OperationNotSupported:
+                return created
+            ref = await service.channel_ref(session, channel)
+            watermark = since
+            for data in found:
+                payload = adapter.map_order(data, TopicKind.ORDER)
+                _, outcome = await service.apply_channel_order(session, ref, payload)
+                if outcome == "created":
+                    created += 1
+                    log.warning(
+                        "reconcile.order_recovered",
+                        channel_id=str(channel_id),
+                        external_id=payload.external_id,
+                    )
+                if payload.updated_at and payload.updated_at > watermark:
+                    watermark = min(payload.updated_at, until)
+            # Pages come oldest update first, so everything before this page's newest update is done;
+            # after the last page, everything up to the run's start is.
+            channel.reconciled_until = reached = max(since, until if cursor is None else watermark)
+            pages += 1
+        if cursor is None:
+            return created
+        if time.monotonic() - started >= budget_seconds:
+            log.warning(
+                "reconcile.budget_exhausted",
+                channel_id=str(channel_id),
+                pages=pages,
+                budget_seconds=budget_seconds,
+                resumes_from=reached.isoformat(),
+            )
+            return created

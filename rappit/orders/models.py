@@ -56,7 +56,10 @@ class Order(IdMixin, TenantMixin, Base):
         CheckConstraint(
             "(status = 'cancelled') = (cancelled_at is not null)", name="cancelled_at_iff_cancelled"
         ),
-        Index("ix_orders_org_status_created", "org_id", "status", "created_at"),
+        # Keyset paging newest first by (created_at, id), with or without a status or channel filter.
+        Index("ix_orders_org_created", "org_id", "created_at", "id"),
+        Index("ix_orders_org_status_created", "org_id", "status", "created_at", "id"),
+        Index("ix_orders_org_channel_created", "org_id", "channel_id", "created_at", "id"),
     )
 
     number: Mapped[str] = mapped_column(String(40))
@@ -113,6 +116,7 @@ class OrderEvent(TenantMixin, Base):
     __extra_table_args__ = (
         org_fk("order_id", "orders"),
         Index("ix_order_events_order", "org_id", "order_id", "id"),
+        Index("ix_order_events_created", "created_at"),  # the retention job's batches
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)

@@ -22,7 +22,16 @@ from rappit.orders.schemas import (
     OrderPage,
     ReservationRef,
 )
-from rappit.platform.http import DbSession, Id, Limit, Offset
+from rappit.platform.http import (
+    Cursor,
+    DbSession,
+    Id,
+    Limit,
+    OptionalOffset,
+    decode_cursor,
+    encode_cursor,
+    paging,
+)
 from rappit.tenancy.auth import Principal, requires
 from rappit.tenancy.idempotency import idempotent
 
@@ -91,8 +100,12 @@ class OrderController(Controller):
         created_from: Annotated[datetime | None, QueryParameter()] = None,
         created_to: Annotated[datetime | None, QueryParameter()] = None,
         limit: Limit = 50,
-        offset: Offset = 0,
+        offset: OptionalOffset = None,
+        cursor: Cursor = None,
     ) -> OrderPage:
+        """Newest first. Keyset paging: pass the page's `next_cursor` as `cursor` (the same cost at any
+        depth and any history size); `offset` still works and adds `total`."""
+        paging(offset, cursor)
         orders, total = await service.list_orders(
             db_session,
             status=status,
@@ -101,8 +114,16 @@ class OrderController(Controller):
             created_to=created_to,
             limit=limit,
             offset=offset,
+            after=decode_cursor(cursor, datetime, uuid.UUID) if cursor else None,
         )
-        return OrderPage(items=[order_out(o) for o in orders], total=total, limit=limit, offset=offset)
+        last = orders[-1] if len(orders) == limit else None
+        return OrderPage(
+            items=[order_out(o) for o in orders],
+            total=total,
+            limit=limit,
+            offset=offset,
+            next_cursor=encode_cursor(last.created_at, last.id) if last else None,
+        )
 
     @get("/{order_id:uuid}", guards=[requires("orders:read")])
     async def show(self, db_session: DbSession, order_id: Id) -> OrderDetailOut:

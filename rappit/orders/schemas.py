@@ -59,10 +59,14 @@ class OrderDetailOut(msgspec.Struct):
 
 
 class OrderPage(msgspec.Struct):
+    """Keyset paging by default (newest first): pass `next_cursor` back as `cursor`, null on the last
+    page. `total` is counted only for offset paging (`offset=`), whose cost grows with the history."""
+
     items: list[OrderOut]
-    total: int
+    total: int | None
     limit: int
-    offset: int
+    offset: int | None
+    next_cursor: str | None = None
 
 
 class ManualLineIn(msgspec.Struct, forbid_unknown_fields=True):

@@ -535,11 +535,12 @@ async def list_orders(
     created_from: datetime | None,
     created_to: datetime | None,
     limit: int,
-    offset: int = 0,
+    offset: int | None = None,
     after: tuple[datetime, uuid.UUID] | None = None,
-) -> tuple[list[Order], int]:
-    """Newest first. `after` is a keyset cursor, the (created_at, id) of the last order of the previous
-    page: the next page starts right after it however many orders arrive meanwhile."""
+) -> tuple[list[Order], int | None]:
+    """Newest first, by (created_at, id) descending: an index range scan from `after` (the last row of
+    the previous page) whatever the number of orders. With `offset` (older clients) the total is
+    counted too, a cost that grows with the history."""
     query = select(Order)
     if status:
         query = query.where(Order.status == status)
@@ -549,12 +550,13 @@ async def list_orders(
         query = query.where(Order.created_at >= created_from)
     if created_to:
         query = query.where(Order.created_at < created_to)
-    total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
+    total = None
+    if offset is not None:
+        total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
     if after is not None:
-        query = query.where(tuple_(Order.created_at, Order.id) < tuple_(after[0], after[1]))
-    rows = await session.execute(
-        query.order_by(Order.created_at.desc(), Order.id.desc()).limit(limit).offset(offset)
-    )
+        query = query.where(tuple_(Order.created_at, Order.id) < tuple_(*after))
+    query = query.order_by(Order.created_at.desc(), Order.id.desc()).limit(limit)
+    rows = await session.execute(query.offset(offset) if offset else query)
     return list(rows.scalars()), total
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import uuid
+from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import Request
@@ -22,6 +26,48 @@ INT64_MAX = 2**63 - 1
 Limit = Annotated[int, QueryParameter(ge=1, le=200, description="page size")]
 Offset = Annotated[int, QueryParameter(ge=0, le=INT64_MAX, description="rows to skip")]
 Id = Annotated[uuid.UUID, PathParameter()]
+OptionalOffset = Annotated[
+    int | None,
+    QueryParameter(
+        ge=0, le=INT64_MAX, description="rows to skip (offset paging, with a total; prefer cursor)"
+    ),
+]
+Cursor = Annotated[
+    str | None,
+    QueryParameter(max_length=500, description="next_cursor of the previous page (keyset paging)"),
+]
+
+
+def encode_cursor(*values: object) -> str:
+    """An opaque page cursor: the sort key of the last row sent (base64url of JSON)."""
+    raw = json.dumps([v.isoformat() if isinstance(v, datetime) else str(v) for v in values])
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, *types: type) -> tuple[Any, ...]:
+    """The sort key back from `encode_cursor`, each value converted by its type; a cursor that is not one
+    of ours is a 400 INVALID_CURSOR."""
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(values, list) or len(values) != len(types):
+            raise ValueError("wrong shape")
+        out = []
+        for value, kind in zip(values, types, strict=True):
+            if kind is datetime:
+                parsed = datetime.fromisoformat(value)
+                if parsed.tzinfo is None:
+                    raise ValueError("naive time")
+                out.append(parsed)
+            else:
+                out.append(kind(value))
+        return tuple(out)
+    except (ValueError, TypeError, UnicodeDecodeError, binascii.Error) as exc:
+        raise BadRequest("cursor is not a next_cursor this API returned", code="INVALID_CURSOR") from exc
+
+
+def paging(offset: int | None, cursor: str | None) -> None:
+    if offset is not None and cursor is not None:
+        raise BadRequest("use either offset or cursor, not both", code="INVALID_PAGING")
 
 
 def is_json_media_type(media_type: str) -> bool:

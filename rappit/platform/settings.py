@@ -91,6 +91,8 @@ class Settings:
     rate_limit_channel_per_minute: int = 18_000
     """Per channel on /webhooks/{type}/{channel_id}: 300 a second for a minute, a flash sale's burst."""
     job_timeout_seconds: int = 30
+    retention_days: int = 30
+    """Processed webhook events and order events older than this are deleted (hourly, in batches)."""
     """arq job timeout; a killed worker's job is picked up again after this + 10 s."""
     shopify_admin_url: str = "https://{shop}"
     """Base URL of a shop's Admin API ({shop} = the shop domain); the sandbox points it at loopback."""
@@ -245,6 +247,7 @@ class Settings:
             rate_limit_channel_per_minute=integer("RATE_LIMIT_CHANNEL_PER_MINUTE", 18_000),
             shopify_admin_url=get("SHOPIFY_ADMIN_URL") or "https://{shop}",
             job_timeout_seconds=integer("JOB_TIMEOUT_SECONDS", 30),
+            retention_days=integer("RETENTION_DAYS", 30, minimum=1),
             db_pool_size=integer("DB_POOL_SIZE", 10),
             db_max_overflow=integer("DB_MAX_OVERFLOW", 10, minimum=0),
             db_connect_timeout_seconds=integer("DB_CONNECT_TIMEOUT_SECONDS", 2),

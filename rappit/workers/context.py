@@ -49,6 +49,8 @@ class Deps:
     """Seconds before the 2nd, 3rd... attempt of a failed import job."""
     import_sweep_grace_seconds: float = 30.0
     """How long an import may stay queued or running before the sweeper enqueues it (again)."""
+    reconcile_budget_seconds: float | None = None
+    """How long one reconciliation run follows a channel's pages (default: 60 % of the job timeout)."""
     shipment_recovery_after_seconds: float = 120.0
     """A `pending` shipment this old has had its label call end (longer than any carrier read timeout):
     the recovery job asks the carrier what became of it."""

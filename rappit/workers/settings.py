@@ -24,6 +24,7 @@ from rappit.shipping import cancellation, fulfillment
 from rappit.shipping import jobs as shipping_jobs
 from rappit.tenancy.idempotency import purge_expired
 from rappit.tenancy.scoping import install_scoping, unscoped
+from rappit.workers import retention
 from rappit.workers.carrier_callbacks import process_carrier_callback, sweep_pending_callbacks
 from rappit.workers.context import Ctx, Deps, deps
 from rappit.workers.fulfillment import MAX_ATTEMPTS as PUSH_ATTEMPTS
@@ -92,7 +93,21 @@ async def release_expired_reservations(ctx: Ctx) -> int:
 async def reconcile_channels(ctx: Ctx) -> int:
     """Every 5 minutes: ingest orders whose webhooks never came, from channels that can list them."""
     d = deps(ctx)
-    return await order_jobs.reconcile_all(d.sessionmaker, d.system_sessionmaker, d.channels, d.secret_box)
+    budget = d.reconcile_budget_seconds or 0.6 * d.settings.job_timeout_seconds
+    return await order_jobs.reconcile_all(
+        d.sessionmaker, d.system_sessionmaker, d.channels, d.secret_box, budget_seconds=budget
+    )
+
+
+async def purge_history(ctx: Ctx) -> dict[str, int]:
+    """Hourly: delete processed webhook events and order events past RETENTION_DAYS, in small batches
+    that skip locked rows (never blocking ingress); the ledger is kept."""
+    d = deps(ctx)
+    return await retention.purge_history(
+        d.system_sessionmaker,
+        retention_days=d.settings.retention_days,
+        budget_seconds=0.6 * d.settings.job_timeout_seconds,
+    )
 
 
 async def recover_pending_shipments(ctx: Ctx) -> dict[str, int]:
@@ -141,6 +156,7 @@ def functions(timeout: int) -> Sequence[Function]:
         # frees the job id at once, and the sweeper skips labels already dead-lettered.
         func(void_cancelled_label, name=cancellation.VOID_JOB, keep_result=0, max_tries=20, timeout=timeout),
         func(sweep_cancelled_labels),
+        func(purge_history),
     ]
 
 
@@ -155,6 +171,7 @@ def cron_jobs(timeout: int) -> list[CronJob]:
         cron(recover_pending_shipments, second={20}, timeout=timeout),
         cron(sweep_pending_callbacks, second={15, 45}, run_at_startup=True, timeout=timeout),
         cron(sweep_cancelled_labels, second={50}, timeout=timeout),
+        cron(purge_history, minute={41}, second={10}, timeout=timeout),
     ]
 
 

@@ -369,7 +369,9 @@ async def test_order_listing_filters_by_status_and_channel(client, make_org, set
     await send_shopify(client, second, shopify_order(2, [("A", 1)]))  # no stock left: on hold
     await run_worker(settings)
     by_channel = (
-        await client.get("/api/v1/orders", params={"channel_id": second["id"]}, headers=org.headers)
+        await client.get(
+            "/api/v1/orders", params={"channel_id": second["id"], "offset": 0}, headers=org.headers
+        )
     ).json()
     assert by_channel["total"] == 1 and by_channel["items"][0]["status"] == "on_hold"
     held = (await client.get("/api/v1/orders", params={"status": "on_hold"}, headers=org.headers)).json()

@@ -73,6 +73,7 @@ class InventoryPages(Controller):
             limit=PAGE,
             offset=(page - 1) * PAGE,
         )
+        total = total or 0  # counted: offset paging was asked for
         return render(
             request,
             "inventory.html",

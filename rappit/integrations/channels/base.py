@@ -153,8 +153,12 @@ class ChannelAdapter(Protocol):
         """The whole order from the channel's API; OperationNotSupported if it has none."""
         ...
 
-    async def orders_updated_since(self, access: ChannelAccess, since: datetime) -> list[dict[str, Any]]:
-        """Orders updated since `since`, oldest first (reconciliation); OperationNotSupported if none."""
+    async def orders_page(
+        self, access: ChannelAccess, since: datetime, until: datetime, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of the orders updated in [since, until], oldest update first, and the cursor of the
+        next page (None on the last); `cursor` None asks for the first page (reconciliation).
+        OperationNotSupported if the channel cannot list orders."""
         ...
 
     async def push_fulfillment(

@@ -201,8 +201,10 @@ class ShopifyAdapter:
     async def fetch_order(self, access: ChannelAccess, order_id: str) -> dict[str, Any]:
         return await shopify_api.fetch_order(*self._site(access), order_id)
 
-    async def orders_updated_since(self, access: ChannelAccess, since: datetime) -> list[dict[str, Any]]:
-        return await shopify_api.orders_updated_since(*self._site(access), since)
+    async def orders_page(
+        self, access: ChannelAccess, since: datetime, until: datetime, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        return await shopify_api.orders_page(*self._site(access), since, until, cursor)
 
     async def push_fulfillment(
         self, access: ChannelAccess, fulfillment: Fulfillment, *, http: httpx.AsyncClient

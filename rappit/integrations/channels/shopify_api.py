@@ -56,18 +56,33 @@ def _order(site_url: str, token: str, order_id: str) -> dict[str, Any]:
     return found
 
 
-def _orders_since(site_url: str, token: str, since: datetime) -> list[dict[str, Any]]:
-    found = _use(site_url, token).Order.find(updated_at_min=since.isoformat(), status="any", limit=250)
-    return [o.to_dict() for o in found]
+def _orders_page(
+    site_url: str, token: str, since: datetime, until: datetime, page_url: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    shopify = _use(site_url, token)
+    if page_url:  # Shopify refuses filters next to page_info: the Link header's URL is followed as is
+        found = shopify.Order.find(from_=page_url)
+    else:
+        found = shopify.Order.find(
+            updated_at_min=since.isoformat(),
+            updated_at_max=until.isoformat(),
+            status="any",
+            limit=250,
+            order="updated_at asc",
+        )
+    return [o.to_dict() for o in found], getattr(found, "next_page_url", None)
 
 
 async def fetch_order(site_url: str, token: str, order_id: str) -> dict[str, Any]:
     return await asyncio.to_thread(_order, site_url, token, order_id)
 
 
-async def orders_updated_since(site_url: str, token: str, since: datetime) -> list[dict[str, Any]]:
-    """One page of up to 250 orders, oldest update first; the caller advances its watermark."""
-    return await asyncio.to_thread(_orders_since, site_url, token, since)
+async def orders_page(
+    site_url: str, token: str, since: datetime, until: datetime, page_url: str | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of up to 250 orders updated in [since, until], oldest update first, and the URL of the
+    next page (the Link header's rel="next", cursor-based pagination) or None on the last one."""
+    return await asyncio.to_thread(_orders_page, site_url, token, since, until, page_url)
 
 
 def _fulfillments(site_url: str, token: str, order_id: str) -> list[dict[str, Any]]:

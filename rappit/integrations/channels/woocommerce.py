@@ -193,7 +193,9 @@ class WooCommerceAdapter:
     async def fetch_order(self, access: ChannelAccess, order_id: str) -> dict[str, Any]:
         raise OperationNotSupported("fetching WooCommerce orders is not implemented")
 
-    async def orders_updated_since(self, access: ChannelAccess, since: datetime) -> list[dict[str, Any]]:
+    async def orders_page(
+        self, access: ChannelAccess, since: datetime, until: datetime, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
         raise OperationNotSupported("WooCommerce reconciliation is not implemented")
 
     async def push_fulfillment(

@@ -34,6 +34,7 @@ class Reply:
     status: int
     body: Any
     content_type: str = "application/json"
+    headers: dict[str, str] | None = None
 
 
 class Drop(Exception):
@@ -122,6 +123,8 @@ class LoopbackServer:
                 self.send_response(reply.status)
                 self.send_header("Content-Type", reply.content_type)
                 self.send_header("Content-Length", str(len(raw)))
+                for name, value in (reply.headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(raw)
 

@@ -2,7 +2,12 @@
 benchmarks and the demo: Shopify itself cannot be reached from here. Shapes from CARRIERS.md §3 (the
 Admin API reference and the official client libraries' fixtures).
 
-- GET  /admin/api/{v}/orders/{id}.json and /orders.json?updated_at_min=... (reconciliation, edits);
+- GET  /admin/api/{v}/orders/{id}.json (edits) and /orders.json (reconciliation), paginated like
+  Shopify's REST Admin API (cursor-based): `limit` (default 50, at most 250), filters
+  (updated_at_min/max, status) and `order` ("updated_at asc") on the first request only; when more
+  remain, a `Link: <...orders.json?limit=N&page_info=X>; rel="next"` header (and rel="previous" after
+  the first page) whose opaque page_info is the only way on; a page_info request that also carries a
+  filter is a 400, as Shopify answers it;
 - GET  /admin/api/{v}/orders/{id}/fulfillment_orders.json: one fulfillment order per location, its
   line items with `line_item_id`, `quantity` and `fulfillable_quantity`;
 - GET  /admin/api/{v}/orders/{id}/fulfillments.json: the order's fulfillments with their tracking;
@@ -18,9 +23,11 @@ the answer never arrives).
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import threading
+import time
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -33,6 +40,10 @@ _FULFILLMENT_ORDERS = re.compile(r"^/admin/api/[^/]+/orders/(\d+)/fulfillment_or
 _ORDER_FULFILLMENTS = re.compile(r"^/admin/api/[^/]+/orders/(\d+)/fulfillments\.json$")
 _FULFILLMENTS = re.compile(r"^/admin/api/[^/]+/fulfillments\.json$")
 FULFILLABLE = ("open", "in_progress")
+
+
+def _time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def _invalid(*messages: str) -> Reply:
@@ -53,6 +64,10 @@ class FakeShopify(LoopbackServer):
         self.drop_after_fulfil = 0
         """Create the next N fulfillments, then drop the connection without answering."""
         self._ids = 1_000_000
+        self.delay = 0.0
+        """Seconds each order-list request takes (a slow shop, for time-budget tests)."""
+        self._cursors: dict[str, tuple[list[str], int, int]] = {}
+        """page_info -> (order ids, start, limit)."""
         self._state = threading.Lock()
 
     @property
@@ -129,13 +144,7 @@ class FakeShopify(LoopbackServer):
             order = self.orders.get(m.group(1))
             return Reply(200, {"order": order}) if order else Reply(404, {"errors": "Not Found"})
         if _ORDERS.match(path):
-            since = query.get("updated_at_min", [None])[0]
-            limit = int(query.get("limit", ["50"])[0])
-            found = sorted(self.orders.values(), key=lambda o: o["updated_at"])
-            if since:
-                floor = datetime.fromisoformat(since.replace("Z", "+00:00"))
-                found = [o for o in found if datetime.fromisoformat(o["updated_at"]) >= floor]
-            return Reply(200, {"orders": found[:limit]})
+            return self._list(path, query)
         if m := _FULFILLMENT_ORDERS.match(path):
             if m.group(1) not in self.orders:
                 return Reply(404, {"errors": "Not Found"})
@@ -147,6 +156,51 @@ class FakeShopify(LoopbackServer):
             with self._state:
                 return Reply(200, {"fulfillments": self.fulfillments.get(m.group(1), [])})
         return Reply(404, {"errors": "Not Found"})
+
+    def _list(self, path: str, query: dict[str, list[str]]) -> Reply:
+        time.sleep(self.delay)
+        limit = int(query.get("limit", ["50"])[0])
+        if not 1 <= limit <= 250:
+            return Reply(400, {"errors": {"limit": "must be between 1 and 250"}})
+        page_info = query.get("page_info", [None])[0]
+        if page_info is not None:
+            others = sorted(set(query) - {"page_info", "limit", "fields"})
+            if others:
+                return Reply(
+                    400, {"errors": {others[0]: f"{others[0]} cannot be passed when page_info is present"}}
+                )
+            if page_info not in self._cursors:
+                return Reply(400, {"errors": {"page_info": "Invalid value."}})
+            ids, start, _ = self._cursors[page_info]
+        else:
+            found = list(self.orders.values())
+            if since := query.get("updated_at_min", [None])[0]:
+                floor = _time(since)
+                found = [o for o in found if _time(o["updated_at"]) >= floor]
+            if until := query.get("updated_at_max", [None])[0]:
+                ceiling = _time(until)
+                found = [o for o in found if _time(o["updated_at"]) <= ceiling]
+            if query.get("order", [""])[0] == "updated_at asc":
+                found.sort(key=lambda o: (_time(o["updated_at"]), int(o["id"])))
+            else:  # Shopify's default: newest first by id
+                found.sort(key=lambda o: -int(o["id"]))
+            ids, start = [str(o["id"]) for o in found], 0
+        page = [self.orders[i] for i in ids[start : start + limit] if i in self.orders]
+        links = []
+        base = f"{self.url}{path}"
+        if start > 0:
+            previous = self._cursor(ids, max(start - limit, 0), limit)
+            links.append(f'<{base}?limit={limit}&page_info={previous}>; rel="previous"')
+        if start + limit < len(ids):
+            following = self._cursor(ids, start + limit, limit)
+            links.append(f'<{base}?limit={limit}&page_info={following}>; rel="next"')
+        return Reply(200, {"orders": page}, headers={"Link": ", ".join(links)} if links else None)
+
+    def _cursor(self, ids: list[str], start: int, limit: int) -> str:
+        with self._state:
+            token = base64.urlsafe_b64encode(f"{len(self._cursors)}:{start}".encode()).decode().rstrip("=")
+            self._cursors[token] = (ids, start, limit)
+        return token
 
     def _create_fulfillment(self, body: bytes) -> Reply:
         try:
