@@ -230,10 +230,59 @@ def run_wrk(base: str, script: str, seconds: int) -> dict[str, Any]:
     }
 
 
+async def breaker_storage(redis_url: str, workers: int = 5, calls: int = 100) -> dict[str, Any]:
+    """The cost of the breaker's blocking Redis storage where it runs, on the event loop: guarded
+    calls (each 3-5 Redis round trips) from `workers` tasks while a 1 ms ticker measures how late the
+    loop wakes it (moved here from the test suite: a timing figure, not a pass/fail rule)."""
+    from rappit.integrations.carriers.breaker import BreakerBoard
+
+    board = BreakerBoard(redis_url)
+    breaker = board.for_account("fedex", str(uuid.uuid4()))
+    lateness: list[float] = []
+    per_call: list[float] = []
+    running = True
+
+    async def ticker() -> None:
+        while running:
+            before = time.perf_counter()
+            await asyncio.sleep(0.001)
+            lateness.append(time.perf_counter() - before - 0.001)
+
+    async def guarded() -> None:
+        for _ in range(calls):
+            started = time.perf_counter()
+            async with breaker.guard():
+                await asyncio.sleep(0)
+            per_call.append(time.perf_counter() - started)
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0.05)
+    idle = len(lateness)
+    started = time.perf_counter()
+    await asyncio.gather(*(guarded() for _ in range(workers)))
+    total = time.perf_counter() - started
+    running = False
+    await task
+    board.close()
+    busy = lateness[idle:] or [0.0]
+    quiet = lateness[:idle] or [0.0]
+    return {
+        "guarded_calls": workers * calls,
+        "us_per_call": round(total / (workers * calls) * 1e6, 1),
+        "call_p50_ms": round(pct(per_call, 50) * 1000, 3),
+        "call_p99_ms": round(pct(per_call, 99) * 1000, 3),
+        "loop_lateness_idle_p99_ms": round(pct(quiet, 99) * 1000, 3),
+        "loop_lateness_busy_p99_ms": round(pct(busy, 99) * 1000, 3),
+        "loop_lateness_busy_max_ms": round(max(busy) * 1000, 3),
+    }
+
+
 async def main(results_dir: Path) -> None:
     results: dict[str, Any] = {}
     with bench_stack("carriers") as stack:
         settings = stack.settings
+        print("0. breaker storage on the event loop (blocking Redis client)", flush=True)
+        results["breaker_storage"] = await breaker_storage(settings.redis_url)
         engine = make_engine(settings, pool_size=2, max_overflow=0)
         sessionmaker = make_sessionmaker(engine)
         async with provide_session(sessionmaker) as session:
@@ -546,6 +595,11 @@ async def main(results_dir: Path) -> None:
     )
     f = results["api_floor_get_me_sequential"]
     print(f"   API floor (GET /api/v1/me, sequential): p50 {f['p50_ms']} ms, p99 {f['p99_ms']} ms")
+    g = results["breaker_storage"]
+    print(
+        f"   breaker storage: {g['us_per_call']} us per guarded call (p99 {g['call_p99_ms']} ms); event loop"
+        f" lateness p99 {g['loop_lateness_busy_p99_ms']} ms busy vs {g['loop_lateness_idle_p99_ms']} ms idle"
+    )
     print(f"\nwritten to {path}")
 
 
