@@ -264,16 +264,17 @@ async def breaker_storage(redis_url: str, workers: int = 5, calls: int = 100) ->
     running = False
     await task
     board.close()
-    busy = lateness[idle:] or [0.0]
-    quiet = lateness[:idle] or [0.0]
+    ms = [v * 1000 for v in per_call]
+    busy = [v * 1000 for v in lateness[idle:]] or [0.0]
+    quiet = [v * 1000 for v in lateness[:idle]] or [0.0]
     return {
         "guarded_calls": workers * calls,
         "us_per_call": round(total / (workers * calls) * 1e6, 1),
-        "call_p50_ms": round(pct(per_call, 50) * 1000, 3),
-        "call_p99_ms": round(pct(per_call, 99) * 1000, 3),
-        "loop_lateness_idle_p99_ms": round(pct(quiet, 99) * 1000, 3),
-        "loop_lateness_busy_p99_ms": round(pct(busy, 99) * 1000, 3),
-        "loop_lateness_busy_max_ms": round(max(busy) * 1000, 3),
+        "call_p50_ms": pct(ms, 0.50),
+        "call_p99_ms": pct(ms, 0.99),
+        "loop_lateness_idle_p99_ms": pct(quiet, 0.99),
+        "loop_lateness_busy_p99_ms": pct(busy, 0.99),
+        "loop_lateness_busy_max_ms": round(max(busy), 2),
     }
 
 

@@ -109,6 +109,10 @@ async def setup_catalogue(platform: Platform, plan: planning.Plan, orgs: list[Or
                 }
                 if kind == "shopify":
                     body["api_access_token"] = SHOPIFY_TOKEN
+                else:  # the store the fulfillment push reaches (the webhook source is not checked)
+                    store = platform.woo[org.n]
+                    body["address"] = store.url
+                    body["api_access_token"] = "ck_test:cs_test"  # FakeWooCommerce's default key pair
                 org.channels[kind] = (await post("/api/v1/channels", body))["channel"]["id"]
             accounts = {
                 "fedex": ({"client_id": "fedex-client", "client_secret": "fedex-secret"}, platform.fedex.url),
@@ -128,8 +132,12 @@ async def setup_catalogue(platform: Platform, plan: planning.Plan, orgs: list[Or
                 )
                 org.accounts[carrier] = (made["account"]["id"], number, made["callback_secret"])
     for o in plan.orders:
-        if o.edited:  # what orders/edited fetches from the Admin API: the final version
+        # The shops know their orders: orders/edited fetches the final version from the Admin API, and
+        # the fulfillment push after a hand-over finds its fulfillment orders (Shopify) or order (Woo).
+        if o.kind == "shopify":
             platform.shopify.put_order(planning.shopify_body(o, o.final))
+        else:
+            platform.woo[o.org].put_order(o.external_id)
 
 
 async def backlog(platform: Platform) -> tuple[int, int]:

@@ -126,13 +126,18 @@ async def _checks(
              JOIN webhook_events e ON e.org_id = d.org_id AND e.id = d.ref_id"""
     )
     dead_keys = {(chan.get(str(r["channel_id"]), (-1, "?")) + (r["dedup_key"],)) for r in dead}
-    dead_other = await conn.fetchval(
-        "SELECT count(*) FROM dead_letters d WHERE NOT EXISTS "
+    others = await conn.fetch(
+        "SELECT d.kind, d.error FROM dead_letters d WHERE NOT EXISTS "
         "(SELECT 1 FROM webhook_events e WHERE e.org_id = d.org_id AND e.id = d.ref_id)"
     )
+    dead_other = len(others)
     extra = [f"dead but not poison: org {k[0]} {k[1]} {k[2]}" for k in dead_keys - poison]
     extra += [f"poison not dead: org {k[0]} {k[1]} {k[2]}" for k in poison - dead_keys]
     extra += [f"{dead_other} dead letters of other jobs"] if dead_other else []
+    extra += [
+        f"   {n} x {kind}: {error[:160]}"
+        for (kind, error), n in Counter((r["kind"], r["error"]) for r in others).items()
+    ]
     errors = {(chan.get(str(r["channel_id"]), (-1, "?")) + (r["dedup_key"],)): r["error"] for r in dead}
     extra = [
         e + (f" ({errors.get(_key_of(e), '')[:160]})" if e.startswith("dead but") else "") for e in extra

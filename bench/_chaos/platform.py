@@ -22,6 +22,7 @@ from rappit.app.supervisor import ChildSpec, Supervisor
 from rappit.integrations.sandboxes.dhl import FakeDhlExpress
 from rappit.integrations.sandboxes.fedex import FakeFedEx
 from rappit.integrations.sandboxes.shopify import FakeShopify
+from rappit.integrations.sandboxes.woocommerce import FakeWooCommerce
 from rappit.platform import migrate
 from rappit.platform.backoff import Backoff
 from rappit.platform.localstack import (
@@ -66,6 +67,8 @@ class Platform:
     fedex: RecordingFedEx = field(default_factory=RecordingFedEx)
     dhl: FakeDhlExpress = field(default_factory=FakeDhlExpress)
     shopify: FakeShopify = field(default_factory=lambda: FakeShopify(SHOPIFY_TOKEN))
+    woo: list[FakeWooCommerce] = field(default_factory=lambda: [FakeWooCommerce() for _ in range(3)])
+    """One WooCommerce store per org: the fulfillment push (completed + tracking note) lands there."""
     restarts: dict[str, int] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -107,6 +110,8 @@ class Platform:
         self.fedex.start()
         self.dhl.start()
         self.shopify.start()
+        for store in self.woo:
+            store.start()
         app_url = admin.set(username=APP_ROLE, password=None).render_as_string(hide_password=False)
         system_url = admin.set(username=SYSTEM_ROLE, password=None).render_as_string(hide_password=False)
         self.env = {
@@ -247,7 +252,7 @@ class Platform:
             self._thread.join(5)
         if self.supervisor is not None:
             self.supervisor.stop()
-        for sandbox in (self.fedex, self.dhl, self.shopify):
+        for sandbox in (self.fedex, self.dhl, self.shopify, *self.woo):
             try:
                 sandbox.stop()
             except Exception:

@@ -23,10 +23,14 @@ from rappit.platform.backoff import Backoff
 
 log = structlog.get_logger("rappit.worker")
 
-# What a lost or refused Redis connection raises (redis-py wraps most socket errors in its own).
+# What a lost or refused Redis connection raises (redis-py wraps most socket errors in its own). A
+# WatchError too: redis-py raises it ("A ConnectionError occurred on while watching one or more keys")
+# when the connection drops inside a WATCH, as in arq's `start_jobs`; arq catches the ordinary
+# WatchError (a job taken elsewhere) itself, so one that escapes `Worker.main()` is a lost Redis.
 REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
+    redis.exceptions.WatchError,
     OSError,
 )
 
