@@ -304,6 +304,13 @@ async def test_a_stock_upload_lists_each_rejected_line_with_its_reason_and_offer
     # Listed among the recent imports, linked to its page.
     recent = (await client.get("/dashboard/imports/")).text.split('data-testid="recent-imports"')[1]
     assert f'href="/dashboard/imports/{import_id}"' in recent and "stock levels" in recent
+    # A file that cannot be read at all comes back to the form with the service's message, unrecorded.
+    unreadable = await upload(client, "stock", b"sku,qty\nTEE-M,1\n")
+    assert unreadable.status_code == 303 and unreadable.headers["location"] == "/dashboard/imports/"
+    assert notices((await client.get("/dashboard/imports/")).text) == [
+        "line 1: header must be sku,quantity,warehouse_code[,mode]; got sku,qty"
+    ]
+    assert len((await client.get("/api/v1/imports", headers=org.headers)).json()) == 1
 
 
 async def test_a_catalogue_upload_upserts_skus_with_customs_fields_and_shows_the_bad_field(
