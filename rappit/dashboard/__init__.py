@@ -43,7 +43,12 @@ def routes(settings: Settings) -> list[Any]:
             inventory.InventoryPages,
             orders.OrderPages,
             orders.ShipmentPages,
-            imports.ImportPages,
+            # Uploads up to MAX_IMPORT_BYTES, like the API's import routes (MAX_BODY_BYTES elsewhere).
+            Router(
+                path="/",
+                route_handlers=[imports.ImportPages],
+                request_max_body_size=settings.max_import_bytes,
+            ),
             jobs.JobPages,
             admin.ChannelPages,
             admin.CarrierPages,

@@ -109,10 +109,19 @@ async def apply(
     )
 
 
-async def run_now(session: AsyncSession, upload: Upload, parsed: Parsed) -> dict[str, Any]:
+def runs_as_job(upload: Upload, threshold_bytes: int) -> bool:
+    """Whether an upload is big enough to be stored and run by a job (IMPORT_JOB_THRESHOLD_BYTES):
+    the one rule the API and the dashboard both follow."""
+    return len(upload.body) > threshold_bytes
+
+
+async def run_now(
+    session: AsyncSession, upload: Upload, parsed: Parsed, *, import_id: uuid.UUID | None = None
+) -> dict[str, Any]:
     """A small import, in the request's transaction: applied, and recorded as a done import (so its
-    rejected lines can be fetched later like a job's)."""
-    import_id = uuid.uuid4()
+    rejected lines can be fetched later like a job's). `import_id`: the record's id, when the caller
+    wants to point at it (the dashboard redirects to it)."""
+    import_id = import_id or uuid.uuid4()
     summary = await apply(session, upload.kind, parsed, import_id)
     now = utcnow()
     session.add(
@@ -367,6 +376,7 @@ __all__ = [
     "rejected_csv",
     "run_now",
     "run_stored",
+    "runs_as_job",
     "submit",
     "try_enqueue",
     "unfinished",

@@ -397,7 +397,7 @@ def _plan(
     state: State, db_session: Any, upload: imports.Upload, job: bool
 ) -> tuple[Callable[[], Awaitable[dict[str, Any]]], int]:
     """The operation for this upload and its status: stored for a job (202), or applied now (200)."""
-    if job or len(upload.body) > state.settings.import_job_threshold_bytes:
+    if job or imports.runs_as_job(upload, state.settings.import_job_threshold_bytes):
 
         async def submit() -> dict[str, Any]:
             return await imports.submit(db_session, upload)

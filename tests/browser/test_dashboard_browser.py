@@ -47,7 +47,7 @@ async def test_a_bulk_upload_shows_each_bad_line_and_its_reason(page: Page, clie
     await stock(client, org)
     await sign_in(page, org)
     await page.get_by_role("link", name="Bulk import").click()
-    await page.get_by_label("CSV file").set_input_files(
+    await page.get_by_label("Stock CSV file").set_input_files(
         files=[
             {
                 "name": "levels.csv",
@@ -56,7 +56,7 @@ async def test_a_bulk_upload_shows_each_bad_line_and_its_reason(page: Page, clie
             }
         ]
     )
-    await page.get_by_role("button", name="Upload and apply").click()
+    await page.get_by_role("button", name="Upload stock levels").click()
     await expect(page.get_by_test_id("applied")).to_have_text("1")
     rejected = page.get_by_test_id("rejected")
     await expect(rejected).to_contain_text("no SKU 'NOPE' in this organization")
@@ -64,8 +64,37 @@ async def test_a_bulk_upload_shows_each_bad_line_and_its_reason(page: Page, clie
     async with page.expect_download() as download:
         await page.get_by_role("link", name="Download the rejected lines as CSV").click()
     saved = await (await download.value).path()
-    assert (await asyncio.to_thread(Path(saved).read_text)).splitlines()[1].endswith("NOPE,3,MAIN")
+    lines = (await asyncio.to_thread(Path(saved).read_text)).splitlines()
+    assert lines[0] == "line,sku,field,code,message" and lines[1].startswith("3,NOPE,,UNKNOWN_SKU,")
     assert await on_hand(client, org) == 25
+
+
+async def test_a_catalogue_upload_shows_the_bad_field_and_lists_the_import(
+    page: Page, client, make_org
+) -> None:
+    org = await make_org()
+    await sign_in(page, org)
+    await page.goto("/dashboard/imports/")
+    await page.get_by_label("Catalogue CSV file").set_input_files(
+        files=[
+            {
+                "name": "catalogue.csv",
+                "mimeType": "text/csv",
+                "buffer": b"code,name,hs_code,country_of_origin,customs_value_minor,customs_currency\n"
+                b"MUG-1,Mug,691200,PT,1250,EUR\nMUG-2,Mug two,691200,Portugal,1250,EUR\n",
+            }
+        ]
+    )
+    await page.get_by_role("button", name="Upload the catalogue").click()
+    await expect(page.get_by_role("heading", name=re.compile("Import of catalogue"))).to_be_visible()
+    await expect(page.get_by_test_id("applied")).to_have_text("1")
+    row = page.get_by_test_id("rejected").locator("tbody tr")
+    await expect(row).to_have_count(1)
+    await expect(row).to_contain_text("MUG-2")
+    await expect(row).to_contain_text("country_of_origin")
+    await page.get_by_role("link", name="Import another file").click()
+    await expect(page.get_by_test_id("recent-imports").locator("tbody tr")).to_have_count(1)
+    await expect(page.get_by_test_id("recent-imports")).to_contain_text("catalogue")
 
 
 async def test_adjusting_stock_shows_the_ledger_row(page: Page, client, make_org) -> None:

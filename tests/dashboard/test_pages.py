@@ -3,14 +3,21 @@ and that pages show what the services hold (with the services' own messages on f
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import re
 import time
+import uuid
 
+from rappit.inventory import imports
+from rappit.platform.db import provide_session
+from rappit.tenancy.context import Actor, org_context
 from rappit.tenancy.login import SEEN_KEY
 from rappit.tenancy.sessions import SESSION_COOKIE
+from tests.conftest import admin_scalar
 from tests.dashboard.helpers import page_token, post_form, sign_in
+from tests.inventory.test_import_jobs import run_worker
 
 
 async def stock(client, org, sku: str = "TEE-M", quantity: int = 10, warehouse: str = "MAIN") -> None:
@@ -248,35 +255,171 @@ async def test_every_page_renders_and_a_viewer_gets_no_mutating_form_on_any(clie
         assert mutating_forms(page.text) == [], path
 
 
-async def test_a_bulk_upload_lists_each_rejected_line_with_its_reason_and_offers_them_as_csv(
+async def upload(client, kind: str, body: bytes, **fields: str):
+    """Send a CSV through the bulk-import page's form, as the browser does."""
+    token = await page_token(client, "/dashboard/imports/")
+    return await client.post(
+        f"/dashboard/imports/{kind}",
+        data={"_csrf_token": token, **fields},
+        files={"file": (f"{kind}.csv", body, "text/csv")},
+        headers={"Referer": "http://testserver/dashboard/imports/"},
+    )
+
+
+def rejected_rows(page: str) -> list[str]:
+    table = html.unescape(page).split('data-testid="rejected"')[1].split("</table>")[0]
+    return re.findall(r"<tr><td class=\"num\">.*?</tr>", table)
+
+
+async def test_a_stock_upload_lists_each_rejected_line_with_its_reason_and_offers_them_as_csv(
     client, make_org
 ) -> None:
     org = await make_org()
     await stock(client, org)
     await sign_in(client, org)
-    token = await page_token(client, "/dashboard/imports/")
     body = b"sku,quantity,warehouse_code\nTEE-M,25,MAIN\nNOPE,3,MAIN\nTEE-M,x,MAIN\n"
-    response = await client.post(
-        "/dashboard/imports/stock",
-        data={"_csrf_token": token, "mode": "set"},
-        files={"file": ("levels.csv", body, "text/csv")},
-    )
+    response = await upload(client, "stock", body, mode="set")
     assert response.status_code == 303, response.text
+    import_id = re.fullmatch(r"/dashboard/imports/([0-9a-f-]{36})", response.headers["location"]).group(1)
     page = (await client.get(response.headers["location"])).text
     assert re.search(r'data-testid="applied">1<', page) and re.search(r'data-testid="failed">2<', page)
-    api = await client.post(
-        "/api/v1/inventory/bulk", content=body, headers={**org.headers, "Content-Type": "text/csv"}
-    )
-    for error in api.json()["errors"]:  # the API's own reasons, line by line
-        assert f'<td class="num">{error["line"]}</td><td>{error["message"]}</td>' in html.unescape(page)
-    csv_link = re.search(r'href="(/dashboard/imports/[0-9a-f]+/rejected.csv)"', page).group(1)
-    rejected = await client.get(csv_link)
-    assert rejected.headers["content-type"].startswith("text/csv")
-    lines = rejected.text.splitlines()
-    assert lines[0] == "line,error_code,error_message,sku,quantity,warehouse_code"
-    assert [ln.split(",")[0] for ln in lines[1:]] == ["3", "4"]
-    assert lines[1].endswith("NOPE,3,MAIN") and lines[2].endswith("TEE-M,x,MAIN")
     assert await on_hand(client, org) == 25
+    # The page shows the service's own record of this import: its reasons, line by line ...
+    shown = (await client.get(f"/api/v1/imports/{import_id}", headers=org.headers)).json()
+    assert shown["status"] == "done" and [e["line"] for e in shown["rejected"]] == [3, 4]
+    rows = rejected_rows(page)
+    assert len(rows) == 2
+    for row, error in zip(rows, shown["rejected"], strict=True):
+        assert f'<td class="num">{error["line"]}</td><td>{error["sku"]}</td>' in row
+        assert f"<td>{error['message']}</td><td>{error['code']}</td>" in row
+    assert "no SKU 'NOPE' in this organization" in rows[0]
+    # ... and its rejected-lines CSV, byte for byte the API's.
+    csv_link = re.search(r'href="(/dashboard/imports/[0-9a-f-]+/rejected.csv)"', page).group(1)
+    rejected = await client.get(csv_link)
+    assert rejected.status_code == 200 and rejected.headers["content-type"].startswith("text/csv")
+    api_csv = await client.get(f"/api/v1/imports/{import_id}/rejected.csv", headers=org.headers)
+    assert rejected.text == api_csv.text
+    assert rejected.text.splitlines()[0] == "line,sku,field,code,message"
+    assert [ln.split(",")[:2] for ln in rejected.text.splitlines()[1:]] == [["3", "NOPE"], ["4", "TEE-M"]]
+    # Listed among the recent imports, linked to its page.
+    recent = (await client.get("/dashboard/imports/")).text.split('data-testid="recent-imports"')[1]
+    assert f'href="/dashboard/imports/{import_id}"' in recent and "stock levels" in recent
+    # A file that cannot be read at all comes back to the form with the service's message, unrecorded.
+    unreadable = await upload(client, "stock", b"sku,qty\nTEE-M,1\n")
+    assert unreadable.status_code == 303 and unreadable.headers["location"] == "/dashboard/imports/"
+    assert notices((await client.get("/dashboard/imports/")).text) == [
+        "line 1: header must be sku,quantity,warehouse_code[,mode]; got sku,qty"
+    ]
+    assert len((await client.get("/api/v1/imports", headers=org.headers)).json()) == 1
+
+
+async def test_a_catalogue_upload_upserts_skus_with_customs_fields_and_shows_the_bad_field(
+    client, make_org, admin_engine
+) -> None:
+    org = await make_org()
+    await sign_in(client, org)
+    body = (
+        b"code,name,reorder_point,hs_code,country_of_origin,customs_value_minor,customs_currency,weight_grams\n"
+        b"MUG-1,Mug,4,691200,PT,1250,EUR,350\n"
+        b"MUG-2,Mug two,1,12AB,PT,,,\n"
+    )
+    response = await upload(client, "skus", body)
+    assert response.status_code == 303, response.text
+    import_id = response.headers["location"].rsplit("/", 1)[1]
+    page = (await client.get(response.headers["location"])).text
+    assert "Import of catalogue" in page
+    assert re.search(r'data-testid="applied">1<', page) and re.search(r'data-testid="failed">1<', page)
+    rows = rejected_rows(page)
+    shown = (await client.get(f"/api/v1/imports/{import_id}", headers=org.headers)).json()
+    [error] = shown["rejected"]
+    assert (error["line"], error["sku"], error["field"]) == (3, "MUG-2", "hs_code")
+    assert rows == [
+        f'<tr><td class="num">3</td><td>MUG-2</td><td>hs_code</td><td>{error["message"]}</td>'
+        f"<td>{error['code']}</td></tr>"
+    ]
+    stored = await admin_scalar(
+        admin_engine,
+        "select array[name, reorder_point::text, hs_code, country_of_origin, customs_value_minor::text, "
+        "customs_currency, weight_grams::text] from skus where org_id = :o and code = 'MUG-1'",
+        o=org.id,
+    )
+    assert stored == ["Mug", "4", "691200", "PT", "1250", "EUR", "350"]
+    assert (
+        await admin_scalar(
+            admin_engine, "select count(*) from skus where org_id = :o and code = 'MUG-2'", o=org.id
+        )
+        == 0
+    )
+    rejected = await client.get(f"/dashboard/imports/{import_id}/rejected.csv")
+    assert rejected.text.splitlines()[1].startswith("3,MUG-2,hs_code,")
+
+
+async def test_a_file_over_the_threshold_runs_as_a_job_whose_progress_the_page_polls(
+    client, make_org, app, settings, sessionmaker, redis, monkeypatch
+) -> None:
+    org = await make_org()
+    await stock(client, org)
+    await sign_in(client, org)
+    # The API's own threshold setting, lowered so that a small file is job-sized.
+    monkeypatch.setattr(
+        app.state, "settings", dataclasses.replace(app.state.settings, import_job_threshold_bytes=50)
+    )
+    body = b"sku,quantity,warehouse_code\nTEE-M,30,MAIN\nNOPE,3,MAIN\nTEE-M,-1,MAIN\n"
+    small = b"sku,quantity,warehouse_code\nTEE-M,11,MAIN\n"
+    assert len(small) <= 50 < len(body)
+    assert (await upload(client, "stock", small)).status_code == 303
+    assert await on_hand(client, org) == 11  # under the threshold: applied in the request
+    response = await upload(client, "stock", body)
+    assert response.status_code == 303
+    location = response.headers["location"]
+    import_id = uuid.UUID(location.rsplit("/", 1)[1])
+    assert await on_hand(client, org) == 11  # stored for its job, nothing applied yet
+    assert await redis.exists(f"arq:job:import:{import_id}")  # enqueued once the row was committed
+    page = (await client.get(location)).text
+    assert f'hx-get="/dashboard/imports/{import_id}/progress"' in page and 'hx-trigger="every 1s"' in page
+    assert "Waiting for a worker to start the import (3 lines)" in page
+    # The job's gauge, as its first progress write sets it, is what the poll shows.
+    with org_context(org.id, Actor(kind="system", id="import")):
+        async with provide_session(sessionmaker) as session:
+            assert await imports.start_attempt(session, import_id) is not None
+        await imports.write_progress(sessionmaker, import_id, 2)
+    sid = client.cookies.get(SESSION_COOKIE)
+    key = next(k for k in await redis.keys("*") if sid in k.decode())
+    stored = json.loads(await redis.get(key))
+    stored[SEEN_KEY] = seen = int(time.time()) - 600
+    await redis.set(key, json.dumps(stored).encode(), keepttl=True)
+    poll = await client.get(f"{location}/progress", headers={"HX-Request": "true"})
+    assert poll.status_code == 200 and "HX-Refresh" not in poll.headers
+    assert json.loads(await redis.get(key))[SEEN_KEY] == seen  # a poll is not activity
+    assert "Importing: 2 of 3 lines read" in poll.text and '<progress max="3" value="2">' in poll.text
+    await run_worker(settings)
+    poll = await client.get(f"{location}/progress", headers={"HX-Request": "true"})
+    assert poll.headers["HX-Refresh"] == "true"  # done: the page reloads to show the outcome
+    page = (await client.get(location)).text
+    assert re.search(r'data-testid="applied">1<', page) and re.search(r'data-testid="failed">2<', page)
+    assert "hx-get" not in page.split("<main")[-1]
+    assert [r.split("</td><td>")[1] for r in rejected_rows(page)] == ["NOPE", "TEE-M"]
+    assert await on_hand(client, org) == 30
+    rejected = await client.get(f"{location}/rejected.csv")
+    assert [ln.split(",")[0] for ln in rejected.text.splitlines()[1:]] == ["3", "4"]
+
+
+async def test_a_viewer_cannot_upload_either_kind(client, make_org) -> None:
+    org = await make_org()
+    await stock(client, org)
+    email, password = await add_user(client, org, "viewer")
+    await sign_in(client, org, email=email, password=password)
+    page = (await client.get("/dashboard/imports/")).text
+    assert 'type="file"' not in page and "Recent imports" in page
+    for kind, body in (
+        ("stock", b"sku,quantity,warehouse_code\nTEE-M,99,MAIN\n"),
+        ("skus", b"code\nNEW-1\n"),
+    ):
+        refused = await upload(client, kind, body)
+        assert refused.status_code == 403 and "lacks: inventory:write" in html.unescape(refused.text), kind
+    assert await on_hand(client, org) == 10
+    imports_seen = await client.get("/api/v1/imports", headers=org.headers)
+    assert imports_seen.json() == []
 
 
 async def test_a_channel_secret_and_a_new_token_are_shown_once(client, make_org) -> None:

@@ -42,6 +42,13 @@ async def seed_org_a(client, org, admin_engine) -> dict[str, str]:
         headers=org.headers,
     )
     assert adjusted.status_code == 200
+    imported = await client.post(  # a bulk import (with a rejected line), recorded in imports
+        "/api/v1/inventory/bulk",
+        content=f"sku,quantity,warehouse_code\n{sku},10,{wh}\nNOPE,1,{wh}\n".encode(),
+        headers={**org.headers, "Content-Type": "text/csv"},
+    )
+    assert imported.status_code == 200, imported.text
+    import_id = (await client.get("/api/v1/imports", headers=org.headers)).json()[0]["id"]
     hold = await client.post(
         "/api/v1/reservations",
         json={"lines": [{"sku": sku, "warehouse_code": wh, "quantity": 2}]},
@@ -124,6 +131,7 @@ async def seed_org_a(client, org, admin_engine) -> dict[str, str]:
         "user_id": user.json()["id"],
         "token_id": token.json()["details"]["id"],
         "reservation_id": hold.json()["reservations"][0]["id"],
+        "import_id": import_id,
         "sku": sku,
         "warehouse_code": wh,
         "import_id": imported.json()["import_id"],
