@@ -89,15 +89,16 @@ async def send_shopify(
     )
 
 
-async def run_worker(settings, *, max_seconds: float = 60) -> None:
-    """A real arq worker (burst mode: drains the queue, including deferred retries, then stops)."""
+async def run_worker(settings, *, max_seconds: float = 60, **knobs: Any) -> None:
+    """A real arq worker (burst mode: drains the queue, including deferred retries, then stops);
+    `knobs` are tuning values the worker reads from its ctx (backoffs, grace periods)."""
     worker = Worker(
         functions=WorkerSettings.functions,
         on_startup=WorkerSettings.on_startup,
         on_shutdown=WorkerSettings.on_shutdown,
         redis_settings=redis_settings(settings),
         burst=True,
-        ctx={"settings": settings, "webhook_backoff": (0.2, 0.2, 0.2)},
+        ctx={"settings": settings, "webhook_backoff": (0.2, 0.2, 0.2), **knobs},
         poll_delay=0.05,
         max_jobs=10,
     )

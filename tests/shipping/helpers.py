@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from arq import create_pool
-from arq.worker import Worker
 from sqlalchemy import text
 
 from rappit.integrations.carriers.callbacks import signed_headers
-from rappit.workers.settings import WorkerSettings, redis_settings
+from rappit.workers.settings import redis_settings
+from tests.orders import helpers as orders_helpers
 from tests.shipping.conftest import add_account, order_with_stock, shipment_body
 
 
@@ -62,28 +61,9 @@ async def send_callback(
 
 
 async def run_worker(settings: Any, *, max_seconds: float = 90, **knobs: Any) -> None:
-    """A real arq worker in burst mode (drains the queue, deferred retries included), short delays."""
-    ctx = {
-        "settings": settings,
-        "webhook_backoff": (0.1,),
-        "callback_backoff": (0.1,),
-        "label_void_backoff": (0.1,),
-        **knobs,
-    }
-    worker = Worker(
-        functions=WorkerSettings.functions,
-        on_startup=WorkerSettings.on_startup,
-        on_shutdown=WorkerSettings.on_shutdown,
-        redis_settings=redis_settings(settings),
-        burst=True,
-        ctx=ctx,
-        poll_delay=0.05,
-        max_jobs=10,
-    )
-    try:
-        await asyncio.wait_for(worker.main(), timeout=max_seconds)
-    finally:
-        await worker.close()
+    """The orders tests' burst worker, with short callback and label-void delays."""
+    short = {"webhook_backoff": (0.1,), "callback_backoff": (0.1,), "label_void_backoff": (0.1,)}
+    await orders_helpers.run_worker(settings, max_seconds=max_seconds, **{**short, **knobs})
 
 
 async def enqueue(settings: Any, job: str, *args: Any) -> None:

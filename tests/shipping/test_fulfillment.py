@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from arq.connections import ArqRedis
-from arq.worker import Worker
 
 from rappit.integrations.channels.signatures import sign
 from rappit.integrations.sandboxes.fedex import FakeFedEx
@@ -24,9 +23,9 @@ from rappit.shipping.service import get_shipment
 from rappit.tenancy.context import Actor, org_context
 from rappit.workers.context import Deps
 from rappit.workers.fulfillment import MAX_ATTEMPTS, sweep_pending_pushes
-from rappit.workers.settings import WorkerSettings, redis_settings
 from tests.conftest import admin_scalar
 from tests.inventory.helpers import setup_stock
+from tests.orders import helpers as orders_helpers
 from tests.orders.helpers import send_shopify, shopify_channel, shopify_order
 from tests.shipping.conftest import add_account, shipment_body
 from tests.shipping.helpers import fedex_event, send_callback
@@ -51,23 +50,12 @@ def fake_woo() -> Iterator[FakeWooCommerce]:
 async def run_worker(
     settings: Any, fake_shopify: FakeShopify | None = None, *, max_seconds: float = 60
 ) -> None:
-    """A real arq worker in burst mode (drains the queue, deferred retries included), short backoffs."""
+    """The orders tests' burst worker, short push backoffs, pointed at the fake Admin API."""
     if fake_shopify is not None:
         settings = dataclasses.replace(settings, shopify_admin_url=fake_shopify.url)
-    worker = Worker(
-        functions=WorkerSettings.functions,
-        on_startup=WorkerSettings.on_startup,
-        on_shutdown=WorkerSettings.on_shutdown,
-        redis_settings=redis_settings(settings),
-        burst=True,
-        ctx={"settings": settings, "webhook_backoff": (0.1,), "fulfillment_backoff": (0.1, 0.2)},
-        poll_delay=0.05,
-        max_jobs=10,
+    await orders_helpers.run_worker(
+        settings, max_seconds=max_seconds, webhook_backoff=(0.1,), fulfillment_backoff=(0.1, 0.2)
     )
-    try:
-        await asyncio.wait_for(worker.main(), timeout=max_seconds)
-    finally:
-        await worker.close()
 
 
 async def shopify_order_in_rappit(
