@@ -50,6 +50,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--settle", type=float, default=None, help="longest wait for the platform to settle (s)"
     )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the database (and its server) afterwards, to investigate"
+    )
     return parser.parse_args()
 
 
@@ -209,7 +212,10 @@ async def run(args: argparse.Namespace, seed: int) -> int:
             rows, facts = await run_checks(platform, plan, driver, runner.windows)
     finally:
         platform.stop()
-        platform.drop()
+        if args.keep:
+            print(f"chaos: database kept: {platform.admin_url}", flush=True)
+        else:
+            platform.drop()
     violations = sum(r.violations for r in rows)
     print(f"\n   {'check':<62}{'expected':>10}{'found':>10}{'violations':>12}")
     for r in rows:
