@@ -355,6 +355,131 @@ async def reserved_for_reference(
     return out
 
 
+async def committed_for_reference(
+    session: AsyncSession, reference_type: str, reference_id: str
+) -> dict[str, int]:
+    """SKU code -> units of a reference's reservations already committed (shipped)."""
+    rows = await session.execute(
+        select(Sku.code, func.sum(Reservation.quantity))
+        .join(InventoryLevel, InventoryLevel.id == Reservation.level_id)
+        .join(Sku, Sku.id == InventoryLevel.sku_id)
+        .where(
+            Reservation.reference_type == reference_type,
+            Reservation.reference_id == reference_id,
+            Reservation.status == "committed",
+        )
+        .group_by(Sku.code)
+    )
+    return {code: int(qty) for code, qty in rows.all()}
+
+
+_SPLIT = text(
+    """WITH src AS (
+         UPDATE reservations SET quantity = quantity - CAST(:part AS int)
+          WHERE org_id = :org AND id = :id AND status = 'active' AND quantity > CAST(:part AS int)
+         RETURNING org_id, level_id, reference_type, reference_id, expires_at, actor
+       )
+       INSERT INTO reservations (id, org_id, level_id, quantity, status, reference_type, reference_id,
+                                 expires_at, actor)
+       SELECT :new, org_id, level_id, CAST(:part AS int), 'active', reference_type, reference_id,
+              expires_at, actor
+         FROM src
+       RETURNING id"""
+)
+
+_TAKE_FREE = text(
+    f"""WITH upd AS (
+          UPDATE inventory_levels l SET on_hand = l.on_hand - CAST(:qty AS int), updated_at = now()
+           WHERE l.org_id = :org AND l.id = :level AND l.on_hand - l.reserved >= CAST(:qty AS int)
+          RETURNING l.id, l.sku_id, l.warehouse_id, l.on_hand, l.reserved
+        )
+        INSERT INTO inventory_ledger {LEDGER_COLUMNS}
+        SELECT :org, u.id, u.sku_id, u.warehouse_id, 'commit', u.on_hand + CAST(:qty AS int), u.on_hand,
+               -CAST(:qty AS int), u.reserved, u.reserved, 0, :actor, :ref_type, :ref_id, :request_id,
+               'shipped beyond the reservation', now()
+          FROM upd u
+        RETURNING level_id"""
+)
+
+
+async def commit_units(
+    session: AsyncSession,
+    reference_type: str,
+    reference_id: str,
+    units: Sequence[tuple[str, Sequence[uuid.UUID], int]],
+    *,
+    reference: tuple[str, str],
+) -> list[uuid.UUID]:
+    """Commit exactly `units` of a reference's active reservations. Each group is (SKU code, the levels
+    it is reserved on, units that leave): whole reservations oldest level first, the last one split
+    when it holds more than is left to take (the rest stays reserved for the reference). Units the
+    reference no longer holds (its order went down after the label was bought) come from the first
+    level's free stock; if that is short too, `InsufficientStock` and the caller's transaction must
+    roll back. Returns the committed reservation ids."""
+    org_id = require_org_id()
+    levels = sorted({lv for _, group, _ in units for lv in group})
+    where = "r.reference_type = :rt AND r.reference_id = :ri AND r.level_id = ANY(CAST(:levels AS uuid[]))"
+    held = (
+        await session.execute(
+            text(_LOCK_RESERVATIONS.format(where=where)),
+            {"org": org_id, "rt": reference_type, "ri": reference_id, "levels": levels},
+        )
+    ).all()
+    chosen: list[uuid.UUID] = []
+    short: list[tuple[str, uuid.UUID, int]] = []
+    for code, group, quantity in units:
+        need = quantity
+        order = {level: i for i, level in enumerate(group)}
+        for r in sorted((h for h in held if h.level_id in order), key=lambda h: (order[h.level_id], h.id)):
+            if need <= 0:
+                break
+            if r.quantity <= need:
+                chosen.append(r.id)
+                need -= r.quantity
+                continue
+            part = uuid.uuid4()
+            await session.execute(_SPLIT, {"org": org_id, "id": r.id, "part": need, "new": part})
+            chosen.append(part)
+            need = 0
+        if need > 0:
+            if not group:
+                raise InsufficientStock(
+                    f"not enough stock for {code} (nothing reserved, {need} to ship)",
+                    details={"lines": [{"sku": code, "requested": need, "available": 0}]},
+                )
+            short.append((code, group[0], need))
+    committed = await commit(session, chosen, reference=reference) if chosen else []
+    for code, level_id, need in short:
+        taken = (
+            await session.execute(
+                _TAKE_FREE,
+                {
+                    "org": org_id,
+                    "level": level_id,
+                    "qty": need,
+                    "actor": current_actor().describe(),
+                    "ref_type": reference[0],
+                    "ref_id": reference[1],
+                    "request_id": current_request_id(),
+                },
+            )
+        ).first()
+        if taken is None:
+            available = (
+                await session.execute(
+                    select(InventoryLevel.on_hand - InventoryLevel.reserved).where(
+                        InventoryLevel.id == level_id
+                    )
+                )
+            ).scalar_one_or_none()
+            raise InsufficientStock(
+                f"not enough stock for {code} ({max(available or 0, 0)} free of {need} shipped beyond "
+                "the reservation)",
+                details={"lines": [{"sku": code, "requested": need, "available": max(available or 0, 0)}]},
+            )
+    return committed
+
+
 async def commit(
     session: AsyncSession, reservation_ids: Sequence[uuid.UUID], *, reference: tuple[str, str] | None = None
 ) -> list[uuid.UUID]:

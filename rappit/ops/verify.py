@@ -228,11 +228,14 @@ WITH latest AS (
     FROM wanted
     FULL JOIN held ON held.ref = wanted.ref AND held.sku = wanted.sku
 )
-SELECT c.ref, c.sku, c.expected, c.active + CASE WHEN o.status = 'open' THEN c.committed ELSE 0 END AS found,
+SELECT c.ref, c.sku, CASE WHEN o.status = 'open' THEN greatest(c.expected, c.committed) ELSE c.expected END
+         AS expected,
+       c.active + CASE WHEN o.status = 'open' THEN c.committed ELSE 0 END AS found,
        c.reservation_ids, o.id AS order_id, o.number, o.status
   FROM compared c
   LEFT JOIN orders o ON o.org_id = :org AND o.id::text = c.ref
- WHERE c.expected <> c.active + CASE WHEN o.status = 'open' THEN c.committed ELSE 0 END
+ WHERE CASE WHEN o.status = 'open' THEN greatest(c.expected, c.committed) ELSE c.expected END
+       <> c.active + CASE WHEN o.status = 'open' THEN c.committed ELSE 0 END
  ORDER BY o.number NULLS FIRST, 1, 2
 """
 
@@ -241,7 +244,8 @@ async def check_orders_against_reservations(
     session: AsyncSession, org_id: uuid.UUID, options: Options
 ) -> list[Finding]:
     """An open order holds reservations (active, or committed by a shipment that left) for exactly its
-    current lines' units per SKU; an order on hold or cancelled holds no active ones; no active order
+    current lines' units per SKU (or what already shipped, if the order went down after it left); an
+    order on hold or cancelled holds no active ones; no active order
     reservation names an order that does not exist."""
     findings = []
     for r in await _rows(session, _ORDERS_VS_RESERVATIONS, org=org_id):

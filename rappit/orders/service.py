@@ -180,6 +180,13 @@ async def _try_reserve(
     return False, "on_hold", reason
 
 
+async def _still_to_reserve(session: AsyncSession, order: Order, wanted: dict[str, int]) -> dict[str, int]:
+    """Units per SKU the order must hold as active reservations: its lines' units less those a
+    shipment already committed (stock that left with a label is not reserved again by a later update)."""
+    shipped = await reservations.committed_for_reference(session, RESERVATION_REF, str(order.id))
+    return {sku: qty - shipped.get(sku, 0) for sku, qty in wanted.items() if qty > shipped.get(sku, 0)}
+
+
 async def _reserve_or_hold(
     session: AsyncSession,
     order: Order,
@@ -367,7 +374,7 @@ async def _update(
     order.external_updated_at = payload.updated_at or order.external_updated_at
     order.external_name = payload.name
     order.updated_at = utcnow()
-    wanted = _desired(payload.lines)
+    wanted = await _still_to_reserve(session, order, _desired(payload.lines))
     current = await reservations.reserved_for_reference(session, RESERVATION_REF, str(order.id))
     changes = {
         sku: wanted.get(sku, 0) - current.get(sku, (None, 0))[1]
@@ -451,6 +458,7 @@ async def retry_hold(session: AsyncSession, order_id: uuid.UUID, channel: Channe
             for ln in lines
         ]
     )
+    wanted = await _still_to_reserve(session, order, wanted)
     if await _reserve_or_hold(session, order, channel, wanted, None):
         order.status, order.hold_reason = "open", None
     return order

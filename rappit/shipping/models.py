@@ -92,6 +92,14 @@ class Shipment(IdMixin, TimestampMixin, TenantMixin, Base):
         UniqueConstraint("org_id", "idempotency_key"),
         Index("ix_shipments_order", "org_id", "order_id", "created_at"),
         Index("ix_shipments_pending", "created_at", postgresql_where=text("status = 'pending'")),
+        # A carrier callback names its shipment by tracking number or carrier shipment id.
+        Index("ix_shipments_carrier_ref", "carrier_shipment_id"),
+        Index(
+            "ix_shipments_tracking",
+            "tracking_numbers",
+            postgresql_using="gin",
+            postgresql_ops={"tracking_numbers": "jsonb_path_ops"},
+        ),
     )
 
     order_id: Mapped[uuid.UUID] = mapped_column()

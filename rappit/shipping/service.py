@@ -524,9 +524,10 @@ def refusal(shipment_id: uuid.UUID, outcome: VoidOutcome) -> VoidRefused | None:
 
 
 async def ship(session: AsyncSession, shipment_id: uuid.UUID) -> Shipment:
-    """label_purchased -> in_transit, and the order's reserved units of this shipment's SKUs are
-    committed, in the same transaction: only the caller whose conditional UPDATE moved the row
-    commits, so two concurrent hand-overs commit once. The API and carrier callbacks both come here.
+    """label_purchased -> in_transit, and exactly the units this shipment carries are committed from
+    the order's reservations (a reservation holding more is split; units the order no longer holds
+    come from free stock), in the same transaction: only the caller whose conditional UPDATE moved
+    the row commits, so two concurrent hand-overs commit once. The API and carrier callbacks both come here.
     The same transaction writes the push that tells the order's channel (`fulfillment`): enqueue its
     job after the commit (`fulfillment.push_of_shipment` + `try_enqueue`; the sweeper catches what is not).
 
@@ -535,21 +536,34 @@ async def ship(session: AsyncSession, shipment_id: uuid.UUID) -> Shipment:
     released) and an order with a shipment in transit is never cancelled."""
     await lock_order_for_handover(session, shipment_id)
     shipment = await require_transition(session, shipment_id, "in_transit", kind="handed_over")
-    skus = [line["sku"] for line in shipment.lines]
-    ids = (
+    carried: dict[str, int] = {}
+    for line in shipment.lines:
+        carried[line["sku"]] = carried.get(line["sku"], 0) + int(line["quantity"])
+    # The levels each SKU is (or was) reserved on for this order, most recent first: the order's
+    # lines may have changed since the label was bought, so exactly what the parcel carries leaves.
+    levels: dict[str, list[uuid.UUID]] = {sku: [] for sku in carried}
+    for code, level_id in (
         await session.execute(
-            select(Reservation.id)
+            select(Sku.code, Reservation.level_id)
             .join(InventoryLevel, InventoryLevel.id == Reservation.level_id)
             .join(Sku, Sku.id == InventoryLevel.sku_id)
             .where(
                 Reservation.reference_type == RESERVATION_REF,
                 Reservation.reference_id == str(shipment.order_id),
-                Reservation.status == "active",
-                Sku.code.in_(skus),
+                Sku.code.in_(list(carried)),
             )
+            .order_by(Reservation.created_at.desc(), Reservation.id)
         )
-    ).scalars()
-    committed = await reservations.commit(session, list(ids), reference=("shipment", str(shipment_id)))
+    ).all():
+        if level_id not in levels[code]:
+            levels[code].append(level_id)
+    committed = await reservations.commit_units(
+        session,
+        RESERVATION_REF,
+        str(shipment.order_id),
+        [(sku, levels[sku], qty) for sku, qty in sorted(carried.items())],
+        reference=("shipment", str(shipment_id)),
+    )
     await _event(
         session, shipment_id, "stock_committed", None, None, reservations=[str(r) for r in committed]
     )

@@ -122,8 +122,10 @@ def live_server(settings: Settings, redis: Any) -> Iterator[LiveServer]:
     server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def browser() -> AsyncIterator[Browser]:
+    """Like the live server, up only while the browser tests run: a Chromium left running for the rest
+    of the suite costs the later tests memory and CPU."""
     playwright = await async_playwright().start()
     try:
         launched = await playwright.chromium.launch(

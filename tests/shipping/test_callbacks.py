@@ -8,6 +8,9 @@ import asyncio
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from rappit.app.factory import create_app
 from rappit.integrations.sandboxes.fedex import FakeFedEx
@@ -276,3 +279,59 @@ async def test_refused_callbacks_are_rate_limited_per_address(
         assert statuses == [404, 404, 404, 429]
     finally:
         await stop_app(app)
+
+
+async def test_the_callback_shipment_lookup_is_served_by_indexes(
+    client, make_org, admin_engine, fake_fedex: FakeFedEx
+) -> None:
+    """`find_shipment` runs for every carrier callback: on an account with thousands of shipments its
+    plan must read them through the tracking-number GIN index and the carrier shipment id index (drop
+    either and this fails), never by scanning the account's shipments."""
+    from types import SimpleNamespace
+
+    from sqlalchemy import event as sa_event
+    from sqlalchemy import text
+
+    from rappit.shipping import callbacks
+
+    org = await make_org()
+    account, _, _, shipment = await bought_label(client, org, fake_fedex)
+    async with admin_engine.begin() as conn:  # 3,000 more labels of the same account
+        await conn.execute(
+            text(
+                """INSERT INTO shipments
+                   SELECT (jsonb_populate_record(NULL::shipments, to_jsonb(s) || jsonb_build_object(
+                            'id', gen_random_uuid(), 'idempotency_key', NULL,
+                            'carrier_shipment_id', 'X' || g,
+                            'tracking_numbers', jsonb_build_array('T' || g)))).*
+                     FROM shipments s, generate_series(1, 3000) g WHERE s.id = :id"""
+            ),
+            {"id": shipment["id"]},
+        )
+        await conn.execute(text("ANALYZE shipments"))
+    captured: list[tuple[str, Any]] = []
+
+    def grab(conn, cursor, statement, parameters, context, executemany) -> None:
+        if "FROM shipments" in statement:
+            captured.append((statement, parameters))
+
+    sa_event.listen(admin_engine.sync_engine, "before_cursor_execute", grab)
+    try:
+        async with admin_engine.connect() as conn:
+            found = await callbacks.find_shipment(
+                AsyncSession(bind=conn),
+                SimpleNamespace(  # type: ignore[arg-type]
+                    account_id=uuid.UUID(account["id"]),
+                    tracking_number=shipment["tracking_numbers"][0],
+                    reference=None,
+                ),
+            )
+            assert found is not None and str(found.id) == shipment["id"]
+            [(statement, parameters)] = captured
+            raw = (await conn.get_raw_connection()).driver_connection
+            plan = "\n".join(r[0] for r in await raw.fetch("EXPLAIN " + statement, *parameters))
+    finally:
+        sa_event.remove(admin_engine.sync_engine, "before_cursor_execute", grab)
+    assert "ix_shipments_tracking" in plan, plan
+    assert "ix_shipments_carrier_ref" in plan, plan
+    assert "Seq Scan" not in plan, plan
