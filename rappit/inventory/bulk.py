@@ -442,6 +442,16 @@ async def _stage_copied(
     return True
 
 
+FRESH_PLANS = text("DISCARD PLANS")
+"""Run before a bulk import's inserts. Every row inserted is checked by its foreign keys' triggers, whose
+query plans PostgreSQL caches per connection (generic after five uses). A pooled connection that
+first checked a key when the referenced table was tiny keeps a sequential-scan plan, and then scans the
+whole table once per row: 100,000 rows against a catalogue grown meanwhile ran past the 120 s
+statement timeout (the flaky `test_one_hundred_thousand_rows_apply_correctly`, CPU-bound, no lock
+wait). Discarding the connection's cached plans makes those checks plan again on the tables as they
+are now. It is not DISCARD ALL: prepared statements and session state stay."""
+
+
 async def apply(
     session: AsyncSession,
     parsed: Parsed,
@@ -465,6 +475,7 @@ async def apply(
     reference = str(import_id or uuid.uuid4())
     unchanged = 0
     async with long_statements(session, timeout_ms):
+        await session.execute(FRESH_PLANS)
         conn = await session.connection()
         raw = (await conn.get_raw_connection()).driver_connection
         staged = False
@@ -514,8 +525,7 @@ async def _apply_stage(session: AsyncSession, parsed: Parsed, org_id: uuid.UUID,
             parsed.errors.append(
                 RowError(line, sku, "UNKNOWN_WAREHOUSE", f"no warehouse {wh!r} in this organization")
             )
-    # Fresh statistics for the joins below (a plan made on none once nested-looped two big inputs).
-    await session.execute(text("ANALYZE import_stage"))
+    await session.execute(text("ANALYZE import_stage"))  # fresh statistics for the joins below
     expected_new, existing = (await session.execute(_COUNTS)).one()
     params = {
         "org": org_id,
@@ -529,11 +539,7 @@ async def _apply_stage(session: AsyncSession, parsed: Parsed, org_id: uuid.UUID,
         if inserted < expected_new:
             await session.execute(_RACED)
     if not existing:
-        # Nothing to lock or update. Not asked at all: with every row new, the join below had no
-        # rows on the stage's side, but a plan that scanned the stage once per level of the org (on
-        # stale statistics of inventory_levels, which this transaction just filled) could still run
-        # for minutes.
-        return unchanged
+        return unchanged  # nothing to lock or update: two statements fewer
     await session.execute(_LOCK, params)
     result = await session.execute(_APPLY, params)
     for line, sku, on_hand, reserved, new_on_hand in result.all():
