@@ -451,6 +451,16 @@ statement timeout (the flaky `test_one_hundred_thousand_rows_apply_correctly`, C
 wait). Discarding the connection's cached plans makes those checks plan again on the tables as they
 are now. It is not DISCARD ALL: prepared statements and session state stay."""
 
+BULK_WORK_MEM = text("SET LOCAL work_mem = '64MB'")
+"""For the import's transaction only: its sorts, hashes and CTEs of a million rows stay in memory
+instead of spilling to temporary files (the default is 4 MB)."""
+
+
+async def prepare(session: AsyncSession) -> None:
+    """What every bulk import runs first, in its transaction (see FRESH_PLANS and BULK_WORK_MEM)."""
+    await session.execute(FRESH_PLANS)
+    await session.execute(BULK_WORK_MEM)
+
 
 async def apply(
     session: AsyncSession,
@@ -475,7 +485,7 @@ async def apply(
     reference = str(import_id or uuid.uuid4())
     unchanged = 0
     async with long_statements(session, timeout_ms):
-        await session.execute(FRESH_PLANS)
+        await prepare(session)
         conn = await session.connection()
         raw = (await conn.get_raw_connection()).driver_connection
         staged = False

@@ -23,7 +23,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from rappit.inventory.bulk import (
     BULK_STATEMENT_TIMEOUT_MS,
-    FRESH_PLANS,
     CopyableCsv,
     RowError,
     Seen,
@@ -31,6 +30,7 @@ from rappit.inventory.bulk import (
     copyable,
     decode_csv,
     malformed,
+    prepare,
     refused,
 )
 from rappit.platform.db import long_statements
@@ -503,7 +503,7 @@ async def apply(
     org_id = require_org_id()
     created = updated = 0
     async with long_statements(session, timeout_ms):
-        await session.execute(FRESH_PLANS)  # foreign-key checks planned on the tables as they are now
+        await prepare(session)  # foreign-key checks planned on the tables as they are now
         raw = (await (await session.connection()).get_raw_connection()).driver_connection
         staged = False
         if work.csv is not None:
