@@ -196,6 +196,7 @@ async def main(results_dir: Path) -> None:
                         )
                         stock[label] = await http_import(client, "/api/v1/inventory/bulk", body, headers)
                         stock[label]["csv_bytes"] = len(body)
+                        print(f"   {stock[label]}", flush=True)
                     stock["raw_copy"] = await raw_copy(
                         stack.admin_url, "sku text, quantity int, warehouse_code text", stock_rows(0)
                     )
@@ -208,6 +209,7 @@ async def main(results_dir: Path) -> None:
                         )
                         skus[label] = await http_import(client, "/api/v1/skus/bulk", body, headers)
                         skus[label]["csv_bytes"] = len(body)
+                        print(f"   {skus[label]}", flush=True)
                     skus["raw_copy"] = await raw_copy(
                         stack.admin_url,
                         "code text, name text, reorder_point int, hs_code text, country_of_origin text, "

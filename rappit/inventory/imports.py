@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from rappit.inventory import bulk, sku_bulk, stock
 from rappit.inventory.models import Import
-from rappit.platform.db import get_or_404, provide_session, utcnow
+from rappit.platform.db import get_or_404, long_statements, provide_session, utcnow
 from rappit.platform.errors import BadRequest, DomainError, UnsupportedMediaType
 from rappit.platform.http import is_json_media_type
 from rappit.platform.logging import current_request_id
@@ -174,7 +174,10 @@ async def submit(session: AsyncSession, upload: Upload) -> dict[str, Any]:
         request_id=current_request_id(),
     )
     session.add(row)
-    await session.flush()
+    # Writing a file of tens of MiB is a deliberately long statement, like the import itself: not
+    # held to the request's DB_STATEMENT_TIMEOUT_MS (it once ran past it under load, a 503).
+    async with long_statements(session, bulk.BULK_STATEMENT_TIMEOUT_MS):
+        await session.flush()
     return {"import_id": str(row.id), "status": "queued", "kind": upload.kind, "total_rows": row.total_rows}
 
 

@@ -424,16 +424,14 @@ def _pick(column: str) -> str:
     return f"CASE WHEN st.given & {BIT[column]} <> 0 THEN st.{column} ELSE s.{column} END"
 
 
-_INSERT = text(
-    """INSERT INTO skus (id, org_id, code, name, reorder_point, hs_code, country_of_origin,
+_INSERT = """INSERT INTO skus (id, org_id, code, name, reorder_point, hs_code, country_of_origin,
                             customs_value_minor, customs_currency, weight_grams, created_at)
-          SELECT gen_random_uuid(), :org, st.code, coalesce(st.name, ''), coalesce(st.reorder_point, 0),
+          SELECT {new_id}, :org, st.code, coalesce(st.name, ''), coalesce(st.reorder_point, 0),
                  st.hs_code, st.country_of_origin, st.customs_value_minor, st.customs_currency,
                  st.weight_grams, now()
             FROM sku_stage st
            WHERE NOT EXISTS (SELECT 1 FROM skus s WHERE s.org_id = :org AND s.code = st.code)
           ON CONFLICT (org_id, code) DO NOTHING"""
-)
 
 _NEW = "(" + ", ".join(_pick(c) for c in FIELDS) + ")"
 _OLD = "(" + ", ".join(f"s.{c}" for c in FIELDS) + ")"
@@ -503,7 +501,7 @@ async def apply(
     org_id = require_org_id()
     created = updated = 0
     async with long_statements(session, timeout_ms):
-        await prepare(session)  # foreign-key checks planned on the tables as they are now
+        id_sql = await prepare(session)  # foreign-key checks planned on the tables as they are now
         raw = (await (await session.connection()).get_raw_connection()).driver_connection
         staged = False
         if work.csv is not None:
@@ -524,7 +522,8 @@ async def apply(
             await session.execute(text("ANALYZE sku_stage"))
             staged_rows = (await session.execute(text("SELECT count(*) FROM sku_stage"))).scalar_one()
             if staged_rows:
-                created = int((await session.execute(_INSERT, {"org": org_id})).rowcount)  # type: ignore[attr-defined]
+                insert = text(_INSERT.format(new_id=id_sql))
+                created = int((await session.execute(insert, {"org": org_id})).rowcount)  # type: ignore[attr-defined]
             if created < staged_rows:
                 # The SKUs just inserted join too, but equal their stage row, so they are not counted.
                 updated = int((await session.execute(_UPDATE, {"org": org_id})).rowcount)  # type: ignore[attr-defined]
