@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from rappit.inventory import bulk, sku_bulk, stock
 from rappit.inventory.models import Import
-from rappit.platform.db import get_or_404, provide_session, utcnow
+from rappit.platform.db import get_or_404, long_statements, provide_session, utcnow
 from rappit.platform.errors import BadRequest, DomainError, UnsupportedMediaType
 from rappit.platform.http import is_json_media_type
 from rappit.platform.logging import current_request_id
@@ -83,8 +83,8 @@ def parse(upload: Upload, into: Parsed | None = None) -> Parsed:
             return sku_bulk.parse_json(items, into)
         return bulk.parse_json(items, upload.mode or "set", into)
     if isinstance(into, sku_bulk.ParsedSkus):
-        return sku_bulk.parse_csv(upload.body, into)
-    return bulk.parse_csv(upload.body, upload.mode or "set", into)
+        return sku_bulk.parse_csv(upload.body, into, copy=True)
+    return bulk.parse_csv(upload.body, upload.mode or "set", into, copy=True)
 
 
 async def apply(
@@ -94,18 +94,20 @@ async def apply(
     import_id: uuid.UUID,
     *,
     timeout_ms: int = bulk.BULK_STATEMENT_TIMEOUT_MS,
+    seen: bulk.Seen | None = None,
 ) -> dict[str, Any]:
     """Apply the valid rows in the caller's transaction (retried on a deadlock or serialization
     failure); the ledger rows of a stock import name `import_id` as their reference. `timeout_ms`: the
-    statement timeout of the big statements (a job passes its own deadline)."""
+    statement timeout of the big statements (a job passes its own deadline); `seen`: told the rows read
+    so far where the database reads them (a copyable CSV file)."""
     if isinstance(parsed, sku_bulk.ParsedSkus):
         skus = parsed
         return await stock.with_retries(
-            session, lambda: sku_bulk.apply(session, skus, import_id, timeout_ms=timeout_ms)
+            session, lambda: sku_bulk.apply(session, skus, import_id, timeout_ms=timeout_ms, seen=seen)
         )
     levels = parsed
     return await stock.with_retries(
-        session, lambda: bulk.apply(session, levels, import_id, timeout_ms=timeout_ms)
+        session, lambda: bulk.apply(session, levels, import_id, timeout_ms=timeout_ms, seen=seen)
     )
 
 
@@ -172,7 +174,10 @@ async def submit(session: AsyncSession, upload: Upload) -> dict[str, Any]:
         request_id=current_request_id(),
     )
     session.add(row)
-    await session.flush()
+    # Writing a file of tens of MiB is a deliberately long statement, like the import itself: not
+    # held to the request's DB_STATEMENT_TIMEOUT_MS (it once ran past it under load, a 503).
+    async with long_statements(session, bulk.BULK_STATEMENT_TIMEOUT_MS):
+        await session.flush()
     return {"import_id": str(row.id), "status": "queued", "kind": upload.kind, "total_rows": row.total_rows}
 
 
@@ -298,8 +303,19 @@ async def run_stored(
         return None
     body = (await session.execute(select(Import.body).where(Import.id == import_id))).scalar_one()
     upload = Upload(kind=row.kind, content_type=row.content_type, body=body or b"", mode=row.mode)
-    parsed = await _parse_with_progress(upload, progress)
-    summary = await apply(session, upload.kind, parsed, import_id, timeout_ms=timeout_ms)
+    gauge = _Gauge(_new(upload.kind))
+    ticker = asyncio.ensure_future(gauge.tick(progress)) if progress is not None else None
+    try:
+        # Parsed in a thread (the event loop stays free to write the gauge); a copyable CSV file is
+        # only looked at here, its rows read by the database in `apply`.
+        parsed = await asyncio.to_thread(parse, upload, gauge.parsed)
+        summary = await apply(session, upload.kind, parsed, import_id, timeout_ms=timeout_ms, seen=gauge.see)
+    finally:
+        if ticker is not None:
+            ticker.cancel()
+            await asyncio.gather(ticker, return_exceptions=True)
+    if progress is not None:
+        await progress(summary["received"])  # every row read and checked (the gauge's last word)
     await session.execute(
         update(Import)
         .where(Import.id == import_id)
@@ -316,19 +332,28 @@ async def run_stored(
     return summary
 
 
-async def _parse_with_progress(upload: Upload, progress: Progress | None) -> Parsed:
-    """Parse in a thread (the event loop stays free to write the gauge); report rows read so far."""
-    if progress is None:
-        return parse(upload)
-    into = _new(upload.kind)
-    task = asyncio.ensure_future(asyncio.to_thread(parse, upload, into))
-    while not task.done():
-        await asyncio.wait({task}, timeout=PROGRESS_EVERY_SECONDS)
-        if not task.done():
-            await progress(into.received)
-    parsed = task.result()
-    await progress(parsed.received)
-    return parsed
+class _Gauge:
+    """Rows read so far, from whichever reads them (Python's parser in its thread, or COPY), written
+    as progress every PROGRESS_EVERY_SECONDS by `tick` (its own short transactions)."""
+
+    def __init__(self, parsed: Parsed) -> None:
+        self.parsed = parsed
+        self.copied = 0
+
+    def see(self, rows: int) -> None:
+        self.copied = rows
+
+    @property
+    def rows(self) -> int:
+        return max(self.parsed.received, self.copied)
+
+    async def tick(self, progress: Progress) -> None:
+        written = -1
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY_SECONDS)
+            if self.rows != written:
+                written = self.rows
+                await progress(written)
 
 
 async def write_progress(

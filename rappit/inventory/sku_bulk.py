@@ -21,7 +21,18 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from rappit.inventory.bulk import BULK_STATEMENT_TIMEOUT_MS, RowError, decode_csv, malformed
+from rappit.inventory.bulk import (
+    BULK_STATEMENT_TIMEOUT_MS,
+    CopyableCsv,
+    RowError,
+    Seen,
+    copy_file,
+    copyable,
+    decode_csv,
+    malformed,
+    prepare,
+    refused,
+)
 from rappit.platform.db import long_statements
 from rappit.platform.errors import BadRequest
 from rappit.tenancy.context import require_org_id
@@ -125,6 +136,8 @@ class ParsedSkus:
     errors: list[RowError] = field(default_factory=list)
     received: int = 0
     failed_lines: set[int] = field(default_factory=set)
+    csv: CopyableCsv | None = None
+    """Set instead of `rows` when the file goes to the database as it is (see `bulk.copyable`)."""
 
 
 def _fail(parsed: ParsedSkus, line: int, code: str, error: str, message: str, column: str | None) -> None:
@@ -259,29 +272,41 @@ def _fast_row(columns: list[str]) -> Callable[[int, list[str]], SkuRow | None]:
     return fast
 
 
-def parse_csv(body: bytes, into: ParsedSkus | None = None) -> ParsedSkus:
+def _columns(header: list[str] | None) -> list[str]:
+    """The header's column names, or the 400 naming line 1."""
+    if header is None:
+        raise malformed(1, "the file is empty; expected a header row starting with code")
+    columns = [h.strip().lower() for h in header]
+    unknown = [c for c in columns if c not in COLUMNS]
+    if "code" not in columns or unknown or len(set(columns)) != len(columns):
+        raise BadRequest(
+            f"line 1: header must name code and any of {', '.join(FIELDS)}, each once; got "
+            f"{','.join(header)}",
+            code="MALFORMED_CSV",
+            details={"line": 1, "unknown": unknown, "expected": list(COLUMNS)},
+        )
+    if ("customs_value_minor" in columns) != ("customs_currency" in columns):
+        raise BadRequest(
+            "line 1: customs_value_minor and customs_currency go together: name both columns or neither",
+            code="MALFORMED_CSV",
+            details={"line": 1},
+        )
+    return columns
+
+
+def parse_csv(body: bytes, into: ParsedSkus | None = None, *, copy: bool = False) -> ParsedSkus:
+    """Read and check every row in Python; or, with `copy` and a file `bulk.copyable` says PostgreSQL
+    reads the same way, only its header here, the rows going to the database as they are (`apply`)."""
     content = decode_csv(body)
-    reader = csv.reader(io.StringIO(content, newline=""), strict=True)
     parsed = into if into is not None else ParsedSkus()
+    start = copyable(body) if copy else None
+    if start is not None:
+        header = next(csv.reader([content.split("\n", 1)[0].rstrip("\r")]), None)
+        parsed.csv = CopyableCsv(body, start, tuple(_columns(header)))
+        return parsed
+    reader = csv.reader(io.StringIO(content, newline=""), strict=True)
     try:
-        header = next(reader, None)
-        if header is None:
-            raise malformed(1, "the file is empty; expected a header row starting with code")
-        columns = [h.strip().lower() for h in header]
-        unknown = [c for c in columns if c not in COLUMNS]
-        if "code" not in columns or unknown or len(set(columns)) != len(columns):
-            raise BadRequest(
-                f"line 1: header must name code and any of {', '.join(FIELDS)}, each once; got "
-                f"{','.join(header)}",
-                code="MALFORMED_CSV",
-                details={"line": 1, "unknown": unknown, "expected": list(COLUMNS)},
-            )
-        if ("customs_value_minor" in columns) != ("customs_currency" in columns):
-            raise BadRequest(
-                "line 1: customs_value_minor and customs_currency go together: name both columns or neither",
-                code="MALFORMED_CSV",
-                details={"line": 1},
-            )
+        columns = _columns(next(reader, None))
         width = len(columns)
         fast = _fast_row(columns)
         rows = parsed.rows
@@ -329,49 +354,84 @@ def parse_json(items: Any, into: ParsedSkus | None = None) -> ParsedSkus:
     return parsed
 
 
-def _reject_duplicates(parsed: ParsedSkus) -> list[SkuRow]:
-    """A code twice in one file is ambiguous: every occurrence fails, none applies."""
-    lines: dict[str, list[int]] = {}
-    for row in parsed.rows:
-        lines.setdefault(row.code, []).append(row.line)
-    keep = []
-    for row in parsed.rows:
-        seen = lines[row.code]
-        if len(seen) > 1:
-            others = ", ".join(str(n) for n in seen if n != row.line)
-            _fail(
-                parsed,
-                row.line,
-                row.code,
-                "DUPLICATE_ROW",
-                f"{row.code} also appears on line {others}",
-                "code",
-            )
-        else:
-            keep.append(row)
-    return keep
-
-
 _STAGE = """CREATE TEMP TABLE sku_stage (
     line int, code text, given int, name text, reorder_point int, hs_code text, country_of_origin text,
     customs_value_minor bigint, customs_currency text, weight_grams int
 ) ON COMMIT DROP"""
+
+# A copyable file's rows as they are: every field text (an empty one NULL), numbered from line 2.
+_CSV = """CREATE TEMP TABLE sku_csv (
+    line int GENERATED ALWAYS AS IDENTITY (START WITH 2 CACHE 10000),
+    code text, name text, reorder_point text, hs_code text, country_of_origin text,
+    customs_value_minor text, customs_currency text, weight_grams text
+) ON COMMIT DROP"""
+
+# What SQL accepts without Python's rules, each test at least as strict as `_row`'s (like `_fast_row`):
+# a code of printable ASCII without '/' and without outer spaces; a name without outer whitespace (its
+# ends printable ASCII); numbers as plain ASCII digits in range; the codes' exact formats. A column
+# not in the file is NULL here and is not given. Every other row is read back and checked by `_row`.
+_ENDS_PRINTABLE = "(ascii({c}) BETWEEN 33 AND 126 AND ascii(right({c}, 1)) BETWEEN 33 AND 126)"
+_CLEAN = (
+    "coalesce("
+    + " AND ".join(
+        [
+            "c.code IS NOT NULL AND length(c.code) <= 100 AND c.code ~ '^[!-.0-~]([ -.0-~]*[!-.0-~])?$'",
+            f"(c.name IS NULL OR (length(c.name) <= 300 AND {_ENDS_PRINTABLE.format(c='c.name')}))",
+            "(c.reorder_point IS NULL OR c.reorder_point ~ '^[0-9]{1,9}$')",
+            "(c.hs_code IS NULL OR c.hs_code ~ '^[0-9]{6,10}$')",
+            "(c.country_of_origin IS NULL OR c.country_of_origin ~ '^[A-Z]{2}$')",
+            "((c.customs_value_minor IS NULL AND c.customs_currency IS NULL) OR (c.customs_value_minor ~ "
+            "'^[0-9]{1,18}$' AND c.customs_value_minor !~ '^0+$' AND c.customs_currency ~ '^[A-Z]{3}$'))",
+            "(c.weight_grams IS NULL OR CASE WHEN c.weight_grams ~ '^[0-9]{1,8}$' "
+            f"THEN c.weight_grams::int BETWEEN 1 AND {MAX_WEIGHT} ELSE false END)",
+        ]
+    )
+    + ", false)"
+)  # never NULL: a row is clean or doubtful, not neither
+
+
+def _clean_rows(columns: tuple[str, ...]) -> str:
+    """INSERT INTO sku_stage the clean rows, typed, with the file's `given` mask (as `_fast_row`: a
+    given empty name is the empty name, a given empty reorder point 0, any other given empty cell
+    cleared)."""
+    given = 0
+    for name in FIELDS:
+        if name in columns:
+            given |= BIT[name]
+    name = "coalesce(c.name, '')" if "name" in columns else "NULL"
+    reorder = "coalesce(c.reorder_point::int, 0)" if "reorder_point" in columns else "NULL"
+    return f"""INSERT INTO sku_stage
+        SELECT c.line, c.code, {given}, {name}, {reorder}, c.hs_code, c.country_of_origin,
+               c.customs_value_minor::bigint, c.customs_currency, c.weight_grams::int
+          FROM sku_csv c WHERE {_CLEAN}"""
+
+
+def _doubtful(columns: tuple[str, ...]) -> str:
+    return f"SELECT c.line, {', '.join(f'c.{c}' for c in columns)} FROM sku_csv c WHERE NOT {_CLEAN}"
+
+
+_DUPLICATES = text(
+    """WITH d AS (
+          SELECT code, array_agg(line ORDER BY line) AS lines FROM sku_stage GROUP BY code HAVING count(*) > 1
+        ), gone AS (
+          DELETE FROM sku_stage s USING d WHERE s.code = d.code RETURNING s.line, s.code, d.lines
+        )
+        SELECT line, code, lines FROM gone"""
+)
 
 
 def _pick(column: str) -> str:
     return f"CASE WHEN st.given & {BIT[column]} <> 0 THEN st.{column} ELSE s.{column} END"
 
 
-_INSERT = text(
-    """INSERT INTO skus (id, org_id, code, name, reorder_point, hs_code, country_of_origin,
+_INSERT = """INSERT INTO skus (id, org_id, code, name, reorder_point, hs_code, country_of_origin,
                             customs_value_minor, customs_currency, weight_grams, created_at)
-          SELECT gen_random_uuid(), :org, st.code, coalesce(st.name, ''), coalesce(st.reorder_point, 0),
+          SELECT {new_id}, :org, st.code, coalesce(st.name, ''), coalesce(st.reorder_point, 0),
                  st.hs_code, st.country_of_origin, st.customs_value_minor, st.customs_currency,
                  st.weight_grams, now()
             FROM sku_stage st
            WHERE NOT EXISTS (SELECT 1 FROM skus s WHERE s.org_id = :org AND s.code = st.code)
           ON CONFLICT (org_id, code) DO NOTHING"""
-)
 
 _NEW = "(" + ", ".join(_pick(c) for c in FIELDS) + ")"
 _OLD = "(" + ", ".join(f"s.{c}" for c in FIELDS) + ")"
@@ -382,34 +442,89 @@ _UPDATE = text(
 )
 
 
+async def _stage_copied(
+    session: AsyncSession, raw: Any, work: ParsedSkus, file: CopyableCsv, seen: Seen | None
+) -> bool:
+    """COPY a copyable file into `sku_csv`, stage its clean rows with SQL and check the others with
+    `_row`. False (nothing staged, the savepoint rolled back) when COPY refuses the file."""
+    try:
+        async with session.begin_nested():
+            await session.execute(text(_CSV))
+            copied = await copy_file(raw, "sku_csv", file, seen)
+    except Exception as exc:
+        if refused(exc):
+            return False
+        raise
+    await session.execute(text(_STAGE))
+    await session.execute(text(_clean_rows(file.columns)))
+    checked = ParsedSkus()
+    for line, *values in (await session.execute(text(_doubtful(file.columns)))).all():
+        # An empty field is NULL in COPY and "" in Python's reader.
+        item = {c: "" if v is None else v for c, v in zip(file.columns, values, strict=True)}
+        _row(checked, line, item, True)
+    work.errors.extend(checked.errors)
+    work.failed_lines |= checked.failed_lines
+    await _copy_rows(raw, checked.rows)
+    work.received += copied
+    if seen is not None:
+        seen(work.received)
+    return True
+
+
+async def _copy_rows(raw: Any, rows: list[SkuRow]) -> None:
+    if rows:
+        await raw.copy_records_to_table(
+            "sku_stage",
+            records=[(r.line, r.code, r.given, *r.values) for r in rows],
+            columns=["line", "code", "given", *FIELDS],
+        )
+
+
 async def apply(
     session: AsyncSession,
     parsed: ParsedSkus,
     import_id: uuid.UUID | None = None,
     *,
     timeout_ms: int = BULK_STATEMENT_TIMEOUT_MS,
+    seen: Seen | None = None,
 ) -> dict[str, Any]:
     """Upsert the valid rows in the caller's transaction; returns the summary. Works on copies: the
-    caller may retry it after a serialization failure."""
-    errors = list(parsed.errors)
+    caller may retry it after a serialization failure. `seen`: told the rows read so far, while a
+    copyable file is COPYed."""
     work = ParsedSkus(
-        rows=list(parsed.rows), errors=errors, received=parsed.received, failed_lines=set(parsed.failed_lines)
+        rows=list(parsed.rows),
+        errors=list(parsed.errors),
+        received=parsed.received,
+        failed_lines=set(parsed.failed_lines),
+        csv=parsed.csv,
     )
-    rows = _reject_duplicates(work)
     org_id = require_org_id()
     created = updated = 0
-    if rows:
-        async with long_statements(session, timeout_ms):
-            raw = (await (await session.connection()).get_raw_connection()).driver_connection
+    async with long_statements(session, timeout_ms):
+        id_sql = await prepare(session)  # foreign-key checks planned on the tables as they are now
+        raw = (await (await session.connection()).get_raw_connection()).driver_connection
+        staged = False
+        if work.csv is not None:
+            staged = await _stage_copied(session, raw, work, work.csv, seen)
+            if not staged:  # COPY refused a record: Python reads the file and names the line (a 400)
+                file, work.csv = work.csv, None
+                parse_csv(file.body, work)
+        if not staged and work.rows:
             await session.execute(text(_STAGE))
-            await raw.copy_records_to_table(  # type: ignore[union-attr]
-                "sku_stage",
-                records=[(r.line, r.code, r.given, *r.values) for r in rows],
-                columns=["line", "code", "given", *FIELDS],
-            )
+            await _copy_rows(raw, work.rows)
+            work.rows = []
+            staged = True
+        if staged:
+            # A code twice in one file is ambiguous: every occurrence fails, none applies.
+            for line, code, lines in (await session.execute(_DUPLICATES)).all():
+                others = ", ".join(str(n) for n in lines if n != line)
+                _fail(work, line, code, "DUPLICATE_ROW", f"{code} also appears on line {others}", "code")
             await session.execute(text("ANALYZE sku_stage"))
-            created = int((await session.execute(_INSERT, {"org": org_id})).rowcount)  # type: ignore[attr-defined]
-            if created < len(rows):
+            staged_rows = (await session.execute(text("SELECT count(*) FROM sku_stage"))).scalar_one()
+            if staged_rows:
+                insert = text(_INSERT.format(new_id=id_sql))
+                created = int((await session.execute(insert, {"org": org_id})).rowcount)  # type: ignore[attr-defined]
+            if created < staged_rows:
                 # The SKUs just inserted join too, but equal their stage row, so they are not counted.
                 updated = int((await session.execute(_UPDATE, {"org": org_id})).rowcount)  # type: ignore[attr-defined]
     work.errors.sort(key=lambda e: e.line)

@@ -215,3 +215,76 @@ def test_the_csv_fast_path_agrees_with_the_full_check_row_by_row() -> None:
         again = sku_bulk.ParsedSkus()
         sku_bulk._row(again, 2, dict(zip(columns, record, strict=True)), True)
         assert (parsed.rows, parsed.errors) == (again.rows, again.errors), record
+
+
+TRICKY_SKU_ROWS = [
+    "S1,Shirt,5,610910,PT,1250,EUR,200",
+    "S2, padded name ,,,,,,",
+    "S3,n,007,,,,,",
+    "S4,n,1,12345,,,,",
+    "S5,n,1,,pt,,,",
+    "S6,n,1,,,5,,",
+    "S7,n,1,,,0,EUR,",
+    "S8,n,1,,,,,10000001",
+    "S9,n,2147483648,,,,,",
+    "bad/code,n,,,,,,",
+    ",n,,,,,,",
+    "Ünï,n,,,,,,",
+    "S10,n,,,,,,",
+    "S10,m,,,,,,",
+    " S11,n,,,,,,",
+    "S12,n,,,,0005,EUR,1",
+    "S13,,,,,,EUR,",
+    "S14,Žluť,2147483647,0123456789,DE,9223372036854775807,USD,10000000",
+    "EXIST,renamed,,,,,,",
+]
+
+
+async def test_a_plain_file_is_copied_and_checked_in_sql_with_the_python_rules_results(
+    client, make_org, admin_engine, monkeypatch
+) -> None:
+    from rappit.inventory import bulk, sku_bulk
+
+    copies: list[str] = []
+    real_copy = bulk.copy_file
+
+    async def counting(raw, table, file, seen):
+        copies.append(table)
+        return await real_copy(raw, table, file, seen)
+
+    monkeypatch.setattr(sku_bulk, "copy_file", counting)
+    plain = (HEADER + "\n".join(TRICKY_SKU_ROWS) + "\n").encode()
+    quoted = plain.replace(b"\nS1,", b'\n"S1",', 1)
+    assert bulk.copyable(plain) is not None and bulk.copyable(quoted) is None
+    results = []
+    for body in (plain, quoted):
+        org = await make_org()
+        made = await client.post(
+            "/api/v1/skus", json={"code": "EXIST", "name": "old", "reorder_point": 4}, headers=org.headers
+        )
+        assert made.status_code == 201, made.text
+        before = len(copies)
+        resp = await client.post("/api/v1/skus/bulk", content=body, headers={**org.headers, **CSV})
+        assert resp.status_code == 200, resp.text
+        summary = {k: v for k, v in resp.json().items() if k != "import_id"}
+        results.append((summary, await skus_of(admin_engine, org.id), len(copies) - before))
+    (copied, copied_skus, copy_calls), (python, python_skus, python_calls) = results
+    assert (copy_calls, python_calls) == (1, 0)
+    assert copied == python and copied_skus == python_skus
+    assert [(e["line"], e["code"]) for e in copied["errors"]] == [
+        (5, "INVALID_HS_CODE"),
+        (6, "INVALID_COUNTRY_OF_ORIGIN"),
+        (7, "CUSTOMS_VALUE_NEEDS_CURRENCY"),
+        (8, "INVALID_CUSTOMS_VALUE"),
+        (9, "INVALID_WEIGHT"),
+        (10, "INVALID_REORDER_POINT"),
+        (11, "INVALID_CODE"),
+        (12, "MISSING_FIELD"),
+        (14, "DUPLICATE_ROW"),
+        (15, "DUPLICATE_ROW"),
+        (18, "CUSTOMS_VALUE_NEEDS_CURRENCY"),
+    ]
+    assert copied_skus["S2"][:2] == ("padded name", 0) and copied_skus["S3"][1] == 7
+    assert copied_skus["S12"][4:] == (5, "EUR", 1) and copied_skus["S11"][0] == "n"
+    assert copied_skus["Ünï"][0] == "n" and copied_skus["EXIST"][:2] == ("renamed", 0)
+    assert (copied["created"], copied["updated"]) == (7, 1)
