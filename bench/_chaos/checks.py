@@ -274,6 +274,14 @@ async def _checks(
         "responses_by_status": dict(by_status),
         "responses_503_by_code": dict(Counter(r.code for r in driver.records if r.status == 503)),
         "dependency_503_outside_fault_windows": len(outside),
+        # When and where those came from: a request that started before a window and failed inside it
+        # counts as outside, as do the first requests after a restart that meet a dropped connection.
+        "dependency_503_outside_by_kind_and_10s": dict(
+            sorted(Counter(f"{r.kind}@{int(r.started // 10) * 10}s" for r in outside).items())
+        ),
+        "dependency_503_outside_near_a_window": sum(
+            1 for r in outside if _inside(r.started, [(a - 30, b + 30, k) for a, b, k in windows])
+        ),
         "requests": len(driver.records),
         "requests_by_kind": dict(Counter(r.kind for r in driver.records)),
         "callbacks_sent": driver.callbacks_sent,
