@@ -45,6 +45,9 @@ class Deps:
     """Claim loops per worker process (one applies a batch while another claims the next)."""
     inbox_poll_seconds: float = 0.5
     """How long an idle claim loop waits for a NOTIFY before it claims anyway (retries come due)."""
+    inbox_gather_seconds: float = 0.05
+    """After a wake-up, how long a claim loop lets events gather before it claims: a trickle then goes
+    in batches too, not one event per transaction (a bound on the latency it adds)."""
     inbox_fallback_concurrency: int = 8
     """Events of different orders applied at once on the one-event path (channel fetches can be slow)."""
     callback_backoff: tuple[float, ...] = (2.0, 10.0, 30.0, 60.0)

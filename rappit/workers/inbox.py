@@ -381,6 +381,7 @@ async def serve(d: Deps, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
     wake = asyncio.Event()
     claimer = Claimer(d.inbox_batch)
+    claiming = asyncio.Lock()  # the loops claim in turn: a wake-up is not claimed twice over
 
     async def listen() -> None:
         url = d.settings.system_database_url or d.settings.database_url or ""
@@ -405,10 +406,15 @@ async def serve(d: Deps, stop: asyncio.Event | None = None) -> None:
                         await conn.close(timeout=2)
 
     async def loop() -> None:
+        full = False
         while not stop.is_set():
-            wake.clear()  # before the claim: a NOTIFY during it makes the wait below return at once
             try:
-                claimed = await claimer.claim(d)
+                async with claiming:
+                    if not full:  # woken (or polled) after an idle spell: let a trickle gather
+                        await asyncio.sleep(d.inbox_gather_seconds)
+                    wake.clear()  # before the claim: a NOTIFY during it makes the wait below return
+                    claimed = await claimer.claim(d)
+                full = len(claimed) >= max(1, d.inbox_batch // 4)  # a backlog: claim again at once
                 if claimed:
                     tally = await process_claimed(d, claimed)
                     log.debug("inbox.batch", claimed=len(claimed), **tally)

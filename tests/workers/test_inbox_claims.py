@@ -18,7 +18,7 @@ from rappit.integrations.channels.registry import ChannelRegistry
 from rappit.integrations.channels.shopify import ShopifyAdapter
 from rappit.integrations.channels.woocommerce import WooCommerceAdapter
 from rappit.workers.context import Deps
-from rappit.workers.inbox import MAX_ATTEMPTS, Claimer, drain, process_claimed
+from rappit.workers.inbox import MAX_ATTEMPTS, Claimer, drain, process_claimed, serve
 from tests.conftest import admin_scalar
 from tests.inventory.helpers import assert_inventory_consistent, setup_stock
 from tests.orders.helpers import send_shopify, shopify_channel, shopify_order
@@ -220,3 +220,27 @@ async def test_claims_are_fair_across_orgs(client, make_org, settings, admin_eng
     mine1 = [i for i in ids1 if i in set(backlog)]
     assert mine1 and mine1 == backlog[: len(mine1)] and len(ids1) <= 50
     assert set((await statuses(admin_engine, backlog + [b_first, b_second])).values()) == {("processed", 1)}
+
+
+async def test_a_stored_event_wakes_an_idle_worker(client, make_org, settings, admin_engine) -> None:
+    """The insert trigger's NOTIFY wakes a claim loop at once: with its poll a minute away, the event
+    still becomes an order (no timing asserted beyond "well before the poll")."""
+    org = await make_org()
+    await setup_stock(client, org, {("A", "W1"): 10})
+    channel = await shopify_channel(client, org)
+    deps = Deps.build(settings, pool_size=4, max_overflow=4, inbox_poll_seconds=60.0)
+    await drain(deps)  # nothing pending: the loop below starts idle
+    stop = asyncio.Event()
+    loop = asyncio.create_task(serve(deps, stop))
+    try:
+        await asyncio.sleep(1.0)  # listening, and the first claims came back empty
+        event_id = (await send_shopify(client, channel, shopify_order(42_001, [("A", 1)]))).json()["event_id"]
+        for _ in range(300):  # 30 s at most, half the poll interval
+            if (await statuses(admin_engine, [event_id]))[event_id][0] == "processed":
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await loop
+        await deps.close()
+    assert (await statuses(admin_engine, [event_id]))[event_id] == ("processed", 1)
