@@ -178,7 +178,9 @@ async def _wrk_send(base: str, path: str, shop: str, first: int, n: int, stored:
         script = _wrk_script(directory, path, shop, first, n)
         started = time.perf_counter()
         out = open(os.path.join(directory, "wrk.out"), "w+")  # closed below
-        proc = subprocess.Popen(["wrk", "-t1", "-c32", "-d600s", "-s", script, base], stdout=out, stderr=out)
+        proc = subprocess.Popen(
+            ["wrk", "-t1", "-c32", "-d600s", "--timeout", "30s", "-s", script, base], stdout=out, stderr=out
+        )
         deadline = started + 600
         while await stored() < n:
             if proc.poll() is not None or time.perf_counter() > deadline:

@@ -193,9 +193,10 @@ async def _process_org(d: Deps, org_id: uuid.UUID, rows: list[Claimed]) -> list[
                 )
                 outcomes.append(done.outcome)
             left = result.left
-        except Exception as exc:  # the batch as a whole failed: each event goes the one-event path
+        except Exception as exc:  # the batch as a whole failed: each event goes the one-event path,
+            # one after another in arrival order (which events share an order is not known here)
             log.warning("webhook.batch_failed", events=len(live), error=f"{type(exc).__name__}: {exc}")
-            left = [(c.id, c.id) for c in live]
+            left = [(c.id, None) for c in live]
         finally:
             structlog.contextvars.unbind_contextvars("event_id", "channel_id")
     if left:
