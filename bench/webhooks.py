@@ -210,6 +210,7 @@ async def main(results_dir: Path) -> None:
         "concurrency": CONCURRENCY,
         "ingress_requests": INGRESS_REQUESTS,
         "e2e_orders": e2e.E2E_ORDERS,
+        "e2e_live_orders": e2e.E2E_LIVE_ORDERS,
         "e2e_workers": e2e.E2E_WORKERS,
         "fairness_backlog": e2e.FAIR_BACKLOG,
         "fairness_samples": e2e.FAIR_SAMPLES,
