@@ -73,8 +73,11 @@ async def test_concurrent_claimers_apply_every_event_exactly_once(
         updates = [shopify_order(20_000 + i, [("A", 3), ("B", 2)], minutes=5) for i in range(0, n, 10)]
         ids += await store_pending(admin_engine, org.id, channel["id"], creates, "orders/create")
         ids += await store_pending(admin_engine, org.id, channel["id"], updates, "orders/updated")
-    # Four workers with small batches, so their claims interleave all the time.
-    workers = [Deps.build(settings, pool_size=4, max_overflow=4, inbox_batch=16) for _ in range(4)]
+    # Four workers with small batches, so their claims interleave all the time. Their statements may
+    # queue on the two hot stock rows for long on a loaded machine: a failure (and its retry, a second
+    # attempt) would then blur what this test counts, claims.
+    patient = dataclasses.replace(settings, db_statement_timeout_ms=120_000)
+    workers = [Deps.build(patient, pool_size=4, max_overflow=4, inbox_batch=16) for _ in range(4)]
     try:
         tallies = await asyncio.gather(*(drain(d, max_seconds=120) for d in workers))
     finally:
