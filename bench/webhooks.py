@@ -3,7 +3,9 @@
 1. Ingress: signed Shopify webhooks over HTTP with keep-alive at a fixed concurrency against the
    running API (verify, store, answer, enqueue), next to a bare Litestar endpoint that only returns
    200, served the same way (one uvicorn process) in the same run.
-2. End to end: orders/s from webhook to committed order with reserved stock, with one worker process.
+2. End to end: orders/s from webhook to committed order with reserved stock, worker processes claiming
+   the inbox, live (wrk) and draining a backlog; 3. fairness: org B's webhook -> order latency while
+   org A holds a backlog (bench/_e2e.py).
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import _e2e as e2e
 import httpx
+from _e2e import e2e_headlines, end_to_end, fairness, print_e2e, wait_for_orders, worker_processes
 from _stack import api_server, bench_args, bench_stack, free_port, write_results
-from sqlalchemy import text
 
 from rappit.integrations.channels.signatures import sign
 from rappit.inventory import catalogue, stock
@@ -33,14 +36,14 @@ from rappit.tenancy.service import create_organization
 
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "32"))
 INGRESS_REQUESTS = int(os.environ.get("BENCH_INGRESS_REQUESTS", "3000"))
-E2E_ORDERS = int(os.environ.get("BENCH_E2E_ORDERS", "2000"))
 SECRET = "shpss_bench_secret_0123456789abcdef"
 
 
 def smoke_sizes() -> None:
     """--smoke: both sections, tiny (a run-through in seconds, not a measurement)."""
-    global CONCURRENCY, INGRESS_REQUESTS, E2E_ORDERS
-    CONCURRENCY, INGRESS_REQUESTS, E2E_ORDERS = 4, 20, 20
+    global CONCURRENCY, INGRESS_REQUESTS
+    CONCURRENCY, INGRESS_REQUESTS = 4, 20
+    e2e.smoke()
 
 
 BARE_APP = """
@@ -193,61 +196,32 @@ async def main(results_dir: Path) -> None:
                 results["rappit_ingress"]["requests_per_s"] / results["bare_litestar"]["requests_per_s"], 2
             )
 
-            # End to end with one worker: drain what ingress queued first, then time a fresh batch.
-            env = dict(os.environ)
-            env.update(
-                RAPPIT_ENV="development",
-                DATABASE_URL=settings.database_url or "",
-                SYSTEM_DATABASE_URL=settings.system_database_url or "",
-                REDIS_URL=settings.redis_url or "",
-                MIGRATION_DATABASE_URL=settings.migration_database_url or "",
-                LOG_LEVEL="WARNING",
-            )
-            worker = subprocess.Popen([sys.executable, "-m", "rappit.app.cli", "worker"], env=env)
-            try:
-
-                async def processed() -> int:
-                    async with engine.connect() as conn:
-                        await conn.execute(
-                            text("select set_config('app.org_id', :o, false)"), {"o": str(org.org.id)}
-                        )
-                        return (await conn.execute(text("select count(*) from orders"))).scalar_one()
-
-                accepted = results["rappit_ingress"]["statuses"].get(200, 0)
-                assert accepted == INGRESS_REQUESTS, results["rappit_ingress"]["statuses"]
-                while await processed() < INGRESS_REQUESTS:
-                    await asyncio.sleep(0.2)
-                print(f"2. end to end: {E2E_ORDERS} orders, one worker", flush=True)
-                bodies = [order(INGRESS_REQUESTS + i) for i in range(E2E_ORDERS)]
-                started = time.perf_counter()
-                send = asyncio.create_task(
-                    blast(f"{base}/webhooks/shopify/{channel_id}", bodies, shopify_headers)
+            # End to end and fairness (issue 11, goals 2 and 6): worker processes claim the inbox.
+            accepted = results["rappit_ingress"]["statuses"].get(200, 0)
+            assert accepted == INGRESS_REQUESTS, results["rappit_ingress"]["statuses"]
+            with worker_processes(settings, e2e.E2E_WORKERS) as workers:
+                await wait_for_orders(engine, org.org.id, INGRESS_REQUESTS)  # what ingress stored, drained
+                results["end_to_end"] = await end_to_end(
+                    base, channel_id, engine, org.org.id, settings, workers
                 )
-                while await processed() < INGRESS_REQUESTS + E2E_ORDERS:
-                    await asyncio.sleep(0.1)
-                elapsed = time.perf_counter() - started
-                await send
-                results["end_to_end"] = {
-                    "orders": E2E_ORDERS,
-                    "seconds": round(elapsed, 2),
-                    "orders_per_s": round(E2E_ORDERS / elapsed, 1),
-                    "workers": 1,
-                }
-            finally:
-                worker.terminate()
-                worker.wait(15)
+                results["fairness"] = await fairness(base, sessionmaker, engine, token, settings)
         await engine.dispose()
-    config = {"concurrency": CONCURRENCY, "ingress_requests": INGRESS_REQUESTS, "e2e_orders": E2E_ORDERS}
-    path = write_results("webhooks", {**results, "config": config}, results_dir)
+    config = {
+        "concurrency": CONCURRENCY,
+        "ingress_requests": INGRESS_REQUESTS,
+        "e2e_orders": e2e.E2E_ORDERS,
+        "e2e_live_orders": e2e.E2E_LIVE_ORDERS,
+        "e2e_workers": e2e.E2E_WORKERS,
+        "fairness_backlog": e2e.FAIR_BACKLOG,
+        "fairness_samples": e2e.FAIR_SAMPLES,
+    }
+    path = write_results("webhooks", {**results, "config": config}, results_dir, e2e_headlines(results))
     print(f"\n   {'endpoint':<18}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}  statuses")
     for name in ("bare_litestar", "rappit_ingress"):
         r = results[name]
         print(f"   {name:<18}{r['requests_per_s']:>9}{r['p50_ms']:>9}{r['p99_ms']:>9}  {r['statuses']}")
     print(f"   ingress / bare ratio: {results['ingress_ratio_vs_bare']}")
-    e = results["end_to_end"]
-    print(
-        f"   end to end: {e['orders']} orders in {e['seconds']} s = {e['orders_per_s']} orders/s (1 worker)"
-    )
+    print_e2e(results)
     print(f"\nwritten to {path}")
 
 

@@ -385,10 +385,12 @@ def serve(host: str | None, port: int | None, run_migrations: bool, workers: int
 
 @rappit.command()
 def worker() -> None:
-    """Run an arq worker (jobs, cron, dead letters); it rides out a Redis outage, retrying with backoff."""
+    """Run a worker: the webhook inbox's claim loops (PostgreSQL only) beside an arq worker (jobs, cron,
+    dead letters) that rides out a Redis outage, retrying with backoff."""
     from arq.worker import create_worker
 
     from rappit.platform.logging import configure_logging
+    from rappit.workers.inbox import run_inbox
     from rappit.workers.runner import run_worker_forever
     from rappit.workers.settings import WorkerSettings, redis_settings, worker_options
 
@@ -401,15 +403,21 @@ def worker() -> None:
     configure_logging(settings.log_level, json=settings.log_json)
 
     async def main() -> None:
-        await run_worker_forever(
-            lambda: create_worker(
-                WorkerSettings,  # type: ignore[arg-type]
-                redis_settings=redis_settings(settings),
-                ctx={"settings": settings},  # a fresh one per connection: on_startup fills it
-                handle_signals=False,  # run_worker_forever handles them, across reconnects
-                **worker_options(settings),
+        stop = asyncio.Event()
+        inbox = asyncio.create_task(run_inbox(settings, stop))
+        try:
+            await run_worker_forever(
+                lambda: create_worker(
+                    WorkerSettings,  # type: ignore[arg-type]
+                    redis_settings=redis_settings(settings),
+                    ctx={"settings": settings},  # a fresh one per connection: on_startup fills it
+                    handle_signals=False,  # run_worker_forever handles them, across reconnects
+                    **worker_options(settings),
+                )
             )
-        )
+        finally:
+            stop.set()
+            await asyncio.gather(inbox, return_exceptions=True)
 
     asyncio.run(main())
 

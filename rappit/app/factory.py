@@ -91,6 +91,7 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
                     count_dead=dead_letters.count_dead,
                     list_dead=dead_letters.list_dead,
                     retry=dead_letters.retry,
+                    enqueue_retried=dead_letters.enqueue_retried,
                 ),
             }
         )

@@ -1,33 +1,30 @@
-"""The durable inbox of verified channel deliveries: store, hand to arq, list, sweep, re-open.
+"""The durable inbox of verified channel deliveries: store, lock, mark, list, re-open.
 
-arq is only the trigger; the inbox row is the truth. Ingress stores a row before it answers;
-the worker's job (`JOB`, run by `rappit.workers`) applies it exactly once; the sweeper re-enqueues
-rows that Redis lost.
+The inbox row is the truth and the queue: ingress stores a row before it answers; the workers claim
+pending rows themselves and apply each exactly once (`rappit.workers.inbox`).
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import structlog
-from arq.connections import ArqRedis
 from sqlalchemy import Row, func, select, text
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from rappit.channels.models import WebhookEvent
 from rappit.integrations.channels.base import Delivery
 from rappit.platform.db import utcnow
 from rappit.platform.logging import current_request_id
 from rappit.tenancy.context import require_org_id
-from rappit.tenancy.scoping import unscoped
 
 log = structlog.get_logger("rappit.inbox")
 JOB = "process_webhook_event"
-"""The arq job that applies one inbox row: (org id, event id, request id), job id `webhook:{event id}`."""
+"""The name of the work that applies one inbox row (dead letters of webhook events carry it)."""
 DONE = ("processed", "ignored", "dead")
 
 
@@ -68,22 +65,6 @@ async def record(
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def enqueue(redis: ArqRedis, org_id: uuid.UUID, event_id: uuid.UUID, request_id: str | None) -> bool:
-    """Queue the event's job; False if a job with its id is already queued or running (arq dedup)."""
-    job = await redis.enqueue_job(JOB, str(org_id), str(event_id), request_id, _job_id=f"webhook:{event_id}")
-    return job is not None
-
-
-async def try_enqueue(
-    redis: ArqRedis, org_id: uuid.UUID, event_id: uuid.UUID, request_id: str | None
-) -> None:
-    """Best effort, after the row is committed: if Redis is down the sweeper enqueues the row later."""
-    try:
-        await enqueue(redis, org_id, event_id, request_id)
-    except Exception as exc:  # Redis down, or anything else: the inbox row is the source of truth
-        log.warning("webhook.enqueue_failed", event_id=str(event_id), error=type(exc).__name__)
-
-
 async def lock(session: AsyncSession, event_id: uuid.UUID) -> WebhookEvent | None:
     """The current org's event, row-locked until the transaction ends."""
     query = select(WebhookEvent).where(WebhookEvent.id == event_id).with_for_update()
@@ -113,7 +94,8 @@ async def reopen(session: AsyncSession, event_id: uuid.UUID) -> WebhookEvent:
     event = await lock(session, event_id)
     if event is None:
         raise LookupError(f"webhook event {event_id} is gone")
-    event.status, event.attempts, event.last_error = "pending", 0, None
+    event.status, event.attempts, event.last_error, event.next_attempt_at = "pending", 0, None, None
+    await session.execute(text("SELECT pg_notify('rappit_inbox', '')"))  # wakes the claimers at commit
     return event
 
 
@@ -128,24 +110,6 @@ async def list_events(
         .offset(offset)
     )
     return rows.scalars().all()
-
-
-async def stale(
-    system_sessionmaker: async_sessionmaker[AsyncSession], *, older_than: timedelta, limit: int = 1000
-) -> Sequence[Row[uuid.UUID, uuid.UUID, str | None]]:
-    """(org_id, id, request_id) of every org's events still pending or failed after `older_than`: one
-    read as the system role (the sweeper runs in the worker, which holds it)."""
-    cutoff: datetime = utcnow() - older_than
-    async with unscoped(
-        system_sessionmaker, reason="webhook sweeper: pending events of every org"
-    ) as session:
-        rows = await session.execute(
-            select(WebhookEvent.org_id, WebhookEvent.id, WebhookEvent.request_id)
-            .where(WebhookEvent.status.in_(("pending", "failed")), WebhookEvent.received_at < cutoff)
-            .order_by(WebhookEvent.received_at)
-            .limit(limit)
-        )
-        return rows.all()
 
 
 async def received_per_channel(session: AsyncSession, *, since: datetime) -> dict[uuid.UUID, tuple[int, int]]:

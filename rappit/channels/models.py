@@ -66,8 +66,9 @@ class WebhookEvent(IdMixin, TenantMixin, Base):
             "(status in ('processed','ignored')) = (processed_at is not null)", name="processed_at_iff_done"
         ),
         CheckConstraint("attempts >= 0", name="attempts_nonnegative"),
-        Index(
-            "ix_webhook_events_pending",
+        Index(  # the workers' claims: per org, oldest first (rappit.workers.inbox)
+            "ix_webhook_events_claim",
+            "org_id",
             "received_at",
             postgresql_where=text("status in ('pending','failed')"),
         ),
@@ -104,6 +105,9 @@ class WebhookEvent(IdMixin, TenantMixin, Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     order_id: Mapped[uuid.UUID | None] = mapped_column()
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """Not claimed before this: a claim's lease (a worker is on it) or a failed attempt's backoff.
+    NULL: claimable now."""
     external_id: Mapped[str | None] = mapped_column(String(100))
     """The channel's order id the payload carried, set when the event is applied: a deletion of an order
     not seen yet is remembered by it, so the order's late create is made cancelled."""

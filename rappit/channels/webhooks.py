@@ -1,9 +1,9 @@
-"""Webhook ingress: verify the signature on the raw body, store the delivery, answer, then enqueue.
+"""Webhook ingress: verify the signature on the raw body, store the delivery, answer.
 
 One route serves every channel type through its adapter. The 200 goes out only after the event row
-is committed (the request's transaction commits before the response is sent); the job is enqueued
-after that, as a background task. If Redis is down the webhook is still accepted: the sweeper
-enqueues inbox rows left pending when it is back.
+is committed (the request's transaction commits before the response is sent). Nothing is enqueued:
+the workers claim pending inbox rows themselves (rappit.workers.inbox), woken by the NOTIFY of the
+insert trigger on webhook_events, so neither Redis nor a background task is on this path.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from typing import Annotated, Any
 
 import structlog
 from litestar import Request, Response, post
-from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State
 from litestar.params import PathParameter
 from prometheus_client import Counter
@@ -25,7 +24,6 @@ from rappit.integrations.channels.base import ChannelAdapter, DeliveryRefused
 from rappit.platform.crypto import InvalidToken, SecretBox
 from rappit.platform.errors import BadRequest, NotFound, PayloadTooLarge, Unauthorized
 from rappit.platform.http import DbSession, Id
-from rappit.platform.logging import current_request_id
 from rappit.tenancy.context import Actor, set_org_context
 
 log = structlog.get_logger("rappit.webhooks")
@@ -98,11 +96,7 @@ async def receive_webhook(
         log.info("webhook.duplicate", delivery_id=delivery.delivery_id)
         return Response({"status": "duplicate"}, status_code=200)
     log.info("webhook.accepted", event_id=str(event_id), topic=delivery.topic)
-    return Response(
-        {"status": "accepted", "event_id": str(event_id)},
-        status_code=200,
-        background=BackgroundTask(inbox.try_enqueue, state.arq, row.org_id, event_id, current_request_id()),
-    )
+    return Response({"status": "accepted", "event_id": str(event_id)}, status_code=200)
 
 
 ROUTES = [receive_webhook]

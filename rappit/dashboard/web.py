@@ -49,6 +49,8 @@ class JobsPort:
     count_dead: Callable[[AsyncSession], Awaitable[int]]
     list_dead: Callable[..., Awaitable[Sequence[Any]]]
     retry: Callable[[AsyncSession, uuid.UUID, str], Awaitable[Any]]
+    enqueue_retried: Callable[[Any, Any, str | None], Awaitable[None]]
+    """After the retry's commit: put the work back in its queue (whatever its kind)."""
 
 
 def when(value: datetime | None) -> str:

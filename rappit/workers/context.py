@@ -38,7 +38,18 @@ class Deps:
     fulfillment_backoff: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0)
     """Seconds before the 2nd, 3rd... attempt of a fulfillment push the channel did not take."""
     sweep_grace_seconds: float = 20.0
-    """How long an inbox row may stay pending before the sweeper re-enqueues it."""
+    """How long a fulfillment push or carrier callback may stay pending before its sweeper re-enqueues it."""
+    inbox_batch: int = 200
+    """Webhook events one claim takes (shared fairly among the orgs that have some pending)."""
+    inbox_loops: int = 2
+    """Claim loops per worker process (one applies a batch while another claims the next)."""
+    inbox_poll_seconds: float = 0.5
+    """How long an idle claim loop waits for a NOTIFY before it claims anyway (retries come due)."""
+    inbox_gather_seconds: float = 0.05
+    """After a wake-up, how long a claim loop lets events gather before it claims: a trickle then goes
+    in batches too, not one event per transaction (a bound on the latency it adds)."""
+    inbox_fallback_concurrency: int = 8
+    """Events of different orders applied at once on the one-event path (channel fetches can be slow)."""
     callback_backoff: tuple[float, ...] = (2.0, 10.0, 30.0, 60.0)
     """Seconds before the 2nd, 3rd... attempt of a failed carrier callback."""
     label_void_backoff: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0)

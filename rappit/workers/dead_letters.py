@@ -41,7 +41,8 @@ async def _reopen_import(session: AsyncSession, ref_id: uuid.UUID) -> None:
 async def _enqueue_event(
     redis: ArqRedis, org_id: uuid.UUID, ref_id: uuid.UUID, request_id: str | None
 ) -> None:
-    await inbox.try_enqueue(redis, org_id, ref_id, request_id)
+    """Nothing to queue: webhook events are claimed from the inbox, and `inbox.reopen` notified the
+    claiming workers in the retry's own transaction (their poll catches a missed notice)."""
 
 
 async def _enqueue_push(

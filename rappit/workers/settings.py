@@ -12,7 +12,6 @@ from arq.connections import RedisSettings
 from arq.cron import CronJob
 from arq.worker import Function
 
-from rappit.channels import inbox as channel_inbox
 from rappit.inventory import imports as inventory_imports
 from rappit.inventory import jobs as inventory_jobs
 from rappit.orders import jobs as order_jobs
@@ -30,7 +29,6 @@ from rappit.workers.context import Ctx, Deps, deps
 from rappit.workers.fulfillment import MAX_ATTEMPTS as PUSH_ATTEMPTS
 from rappit.workers.fulfillment import push_fulfillment, sweep_pending_pushes
 from rappit.workers.imports import run_import, sweep_unfinished_imports
-from rappit.workers.inbox import process_webhook_event, sweep_pending_webhooks
 from rappit.workers.label_voids import sweep_cancelled_labels, void_cancelled_label
 
 log = structlog.get_logger("rappit.worker")
@@ -124,15 +122,12 @@ async def recover_pending_shipments(ctx: Ctx) -> dict[str, int]:
 
 def functions(timeout: int) -> Sequence[Function]:
     """The job table: every job a worker runs, by name. Enqueued jobs are named by the constant of the
-    module that enqueues them (channels.inbox.JOB), never by a repeated literal."""
+    module that enqueues them (fulfillment.JOB), never by a repeated literal. Webhook events are not
+    jobs: the worker's claim loops take them from the inbox (rappit.workers.inbox)."""
     return [
         func(ping),
         func(release_expired_reservations),
         func(purge_idempotency_keys),
-        # keep_result=0: the job id (the event id) is free again as soon as a run ends, so the
-        # sweeper can re-enqueue an event whose run failed; the inbox row, not arq, is the record.
-        func(process_webhook_event, name=channel_inbox.JOB, keep_result=0, max_tries=10, timeout=timeout),
-        func(sweep_pending_webhooks),
         # The push row counts its own attempts (MAX_ATTEMPTS); arq's cap only bounds runaway re-runs.
         func(
             push_fulfillment,
@@ -142,12 +137,12 @@ def functions(timeout: int) -> Sequence[Function]:
             timeout=timeout,
         ),
         func(sweep_pending_pushes),
-        # Like the inbox job: the import row, not arq, is the record (attempts, error, dead letter).
+        # The import row, not arq, is the record (attempts, error, dead letter).
         func(run_import, name=inventory_imports.JOB, keep_result=0, max_tries=10, timeout=timeout),
         func(sweep_unfinished_imports),
         func(reconcile_channels),
         func(recover_pending_shipments),
-        # As the webhook job: the inbox row counts the attempts, arq's max_tries is only a backstop.
+        # The callback row counts the attempts, arq's max_tries is only a backstop.
         func(
             process_carrier_callback, name=carrier_callbacks.JOB, keep_result=0, max_tries=10, timeout=timeout
         ),
@@ -162,7 +157,6 @@ def functions(timeout: int) -> Sequence[Function]:
 
 def cron_jobs(timeout: int) -> list[CronJob]:
     return [
-        cron(sweep_pending_webhooks, second={5, 35}, run_at_startup=True, timeout=timeout),
         cron(sweep_pending_pushes, second={15, 45}, timeout=timeout),
         cron(sweep_unfinished_imports, second={15, 45}, run_at_startup=True, timeout=timeout),
         cron(reconcile_channels, minute=set(range(2, 60, 5)), second={0}, timeout=timeout),

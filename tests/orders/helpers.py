@@ -1,8 +1,10 @@
-"""Sending signed webhooks and running a real arq worker in-process, for the order tests."""
+"""Sending signed webhooks and running a real worker in-process (its inbox claim loop, drained, and an
+arq worker in burst mode), for the order tests."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -11,6 +13,8 @@ from typing import Any
 from arq.worker import Worker
 
 from rappit.integrations.channels.signatures import sign
+from rappit.workers.context import Deps
+from rappit.workers.inbox import drain
 from rappit.workers.settings import WorkerSettings, redis_settings
 
 SECRET = "shpss_test_secret_0123456789abcdef"
@@ -90,15 +94,29 @@ async def send_shopify(
 
 
 async def run_worker(settings, *, max_seconds: float = 60, **knobs: Any) -> None:
-    """A real arq worker (burst mode: drains the queue, including deferred retries, then stops);
-    `knobs` are tuning values the worker reads from its ctx (backoffs, grace periods)."""
+    """A real worker until there is nothing left to do: the inbox drained by its claim loop (every
+    org's pending events, retries included), then a real arq worker in burst mode (its queue drained,
+    deferred retries included), then the inbox again; `knobs` are tuning values the worker reads from
+    its ctx (backoffs, grace periods)."""
+    knobs = {"webhook_backoff": (0.2, 0.2, 0.2), **knobs}
+    names = {f.name for f in dataclasses.fields(Deps)}
+    deps = Deps.build(settings, pool_size=4, max_overflow=4, **{k: v for k, v in knobs.items() if k in names})
+    try:
+        await drain(deps, max_seconds=max_seconds)
+        await _run_arq(settings, max_seconds=max_seconds, **knobs)
+        await drain(deps, max_seconds=max_seconds)
+    finally:
+        await deps.close()
+
+
+async def _run_arq(settings, *, max_seconds: float, **knobs: Any) -> None:
     worker = Worker(
         functions=WorkerSettings.functions,
         on_startup=WorkerSettings.on_startup,
         on_shutdown=WorkerSettings.on_shutdown,
         redis_settings=redis_settings(settings),
         burst=True,
-        ctx={"settings": settings, "webhook_backoff": (0.2, 0.2, 0.2), **knobs},
+        ctx={"settings": settings, **knobs},
         poll_delay=0.05,
         max_jobs=10,
     )

@@ -1,5 +1,5 @@
-"""Every failure of an inbox job is counted and ends in a dead letter: poison payloads, failures the
-database raises, runs that time out or die, and the sweeper never queues an event twice."""
+"""Every failure of an inbox event's run is counted and ends in a dead letter: poison payloads,
+failures the database raises, runs that time out or die."""
 
 from __future__ import annotations
 
@@ -12,17 +12,14 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from arq import Retry
-from arq.connections import ArqRedis
 
-from rappit.channels import inbox
 from rappit.integrations.channels.base import TopicKind
 from rappit.integrations.channels.canonical import CanonicalLine, CanonicalOrder
 from rappit.integrations.channels.registry import ChannelRegistry
 from rappit.integrations.channels.shopify import ShopifyAdapter
 from rappit.integrations.channels.woocommerce import WooCommerceAdapter
 from rappit.workers.context import Deps
-from rappit.workers.inbox import MAX_ATTEMPTS, UNFINISHED, process_webhook_event, sweep_pending_webhooks
+from rappit.workers.inbox import MAX_ATTEMPTS, UNFINISHED, process_webhook_event
 from tests.conftest import admin_scalar
 from tests.inventory.helpers import setup_stock
 from tests.orders.helpers import run_worker, send_shopify, shopify_channel, shopify_order
@@ -43,16 +40,14 @@ async def dead_letter_error(admin_engine, event_id: str) -> str | None:
     return await admin_scalar(admin_engine, "select error from dead_letters where ref_id = :e", e=event_id)
 
 
-async def run_to_the_end(deps: Deps, arq: ArqRedis, org_id: uuid.UUID, event_id: str) -> list[str]:
-    """Call the job the way arq would, once per try, until it stops asking for a retry."""
+async def run_to_the_end(deps: Deps, org_id: uuid.UUID, event_id: str) -> list[str]:
+    """Run the event the way a claim would, once per try, until it is no longer scheduled again."""
     outcomes = []
     for _ in range(MAX_ATTEMPTS + 1):
-        try:
-            run = process_webhook_event({"deps": deps, "redis": arq}, str(org_id), event_id)
-            outcomes.append(await asyncio.wait_for(run, 30))  # a guard: the job's own deadline is shorter
-            return outcomes
-        except Retry:
-            outcomes.append("retry")
+        run = process_webhook_event({"deps": deps}, str(org_id), event_id)
+        outcomes.append(await asyncio.wait_for(run, 30))  # a guard: the run's own deadline is shorter
+        if outcomes[-1] != "retry":
+            break
     return outcomes
 
 
@@ -110,11 +105,9 @@ async def test_a_failure_the_database_raises_is_counted_and_dead_letters(
     deps = dataclasses.replace(
         deps, channels=ChannelRegistry([_UncheckedAdapter(settings.shopify_admin_url), WooCommerceAdapter()])
     )
-    arq = ArqRedis.from_url(settings.redis_url)
     try:
-        outcomes = await run_to_the_end(deps, arq, org.id, event_id)
+        outcomes = await run_to_the_end(deps, org.id, event_id)
     finally:
-        await arq.aclose()
         await deps.close()
     assert outcomes == ["retry", "retry", "dead"]
     status, attempts, last_error = await event_row(admin_engine, event_id)
@@ -162,11 +155,9 @@ async def test_a_run_that_times_out_is_counted_and_the_third_dead_letters(
     with silent_server() as url:
         hanging = dataclasses.replace(settings, shopify_admin_url=url, job_timeout_seconds=1)
         deps = Deps.build(hanging, pool_size=2, max_overflow=0, webhook_backoff=(0.0,))
-        arq = ArqRedis.from_url(settings.redis_url)
         try:
-            outcomes = await run_to_the_end(deps, arq, org.id, event_id)
+            outcomes = await run_to_the_end(deps, org.id, event_id)
         finally:
-            await arq.aclose()
             await deps.close()
     assert outcomes == ["retry", "retry", "dead"]
     status, attempts, last_error = await event_row(admin_engine, event_id)
@@ -195,32 +186,6 @@ async def test_runs_that_never_finished_still_count_and_the_next_one_dead_letter
     status, attempts, last_error = await event_row(admin_engine, event_id)
     assert (status, attempts, last_error) == ("dead", 4, UNFINISHED)
     assert await admin_scalar(admin_engine, "select count(*) from orders where org_id = :o", o=org.id) == 0
-
-
-async def test_the_sweeper_never_queues_an_event_whose_job_is_queued(
-    client, make_org, settings, admin_engine, redis
-) -> None:
-    org = await make_org()
-    await setup_stock(client, org, {("A", "W1"): 10})
-    channel = await shopify_channel(client, org)
-    ids = [
-        (await send_shopify(client, channel, shopify_order(9400 + i, [("A", 1)]))).json()["event_id"]
-        for i in range(3)
-    ]
-    arq = ArqRedis.from_url(settings.redis_url)
-    deps = Deps.build(settings, pool_size=2, max_overflow=0, sweep_grace_seconds=0)
-    try:
-        queued_jobs = [await redis.exists(f"arq:job:webhook:{i}") for i in ids]
-        assert queued_jobs == [1, 1, 1]  # ingress queued each one after its commit
-        await sweep_pending_webhooks({"deps": deps, "redis": arq})
-        # arq refuses a job id that is queued: the sweep added none, and another try adds none.
-        assert [await inbox.enqueue(arq, org.id, uuid.UUID(i), None) for i in ids] == [False] * 3
-        await run_worker(settings)
-    finally:
-        await arq.aclose()
-        await deps.close()
-    statuses = [(await event_row(admin_engine, i))[:2] for i in ids]
-    assert statuses == [("processed", 1)] * 3  # each ran once: one attempt each
 
 
 async def test_every_log_line_of_a_job_names_the_order_and_the_delivery_that_caused_it(

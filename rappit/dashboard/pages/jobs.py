@@ -12,7 +12,6 @@ from litestar.background_tasks import BackgroundTask, BackgroundTasks
 from litestar.datastructures import State
 from litestar.response import Redirect, Template
 
-from rappit.channels import inbox
 from rappit.dashboard.web import PREFIX, JobsPort, QText, notice, principal, render
 from rappit.platform.errors import BadRequest
 from rappit.platform.http import DbSession
@@ -51,10 +50,7 @@ class JobPages(Controller):
         assert me is not None
         retried = [await jobs.retry(db_session, i, me.actor.describe()) for i in ids]
         # Enqueued after the response, so after the request's transaction committed the retries.
-        tasks = [
-            BackgroundTask(inbox.try_enqueue, state.arq, d.org_id, d.ref_id, current_request_id())
-            for d in retried
-        ]
+        tasks = [BackgroundTask(jobs.enqueue_retried, state.arq, d, current_request_id()) for d in retried]
         notice(
             request, f"Retried {len(retried)} dead letter{'' if len(retried) == 1 else 's'}: queued again."
         )
