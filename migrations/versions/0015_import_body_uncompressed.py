@@ -4,7 +4,7 @@ request cost seconds of CPU (and the 5 s statement budget once, under load), for
 back when the import is done (the file is dropped then).
 
 Revision ID: 0015
-Revises: 0012
+Revises: 0014
 Create Date: 2026-12-02 16:05:00
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0015"
-down_revision = "0012"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
