@@ -140,7 +140,7 @@ def big_order(n: int) -> bytes:
             "fulfillment_service": "manual",
             "tax_lines": [{"title": "VAT", "price": "2.00", "rate": 0.2}],
         }
-        for i in range(3)
+        for i in range(4)
     ]
     body = {
         "id": 10_000_000 + n,
@@ -166,6 +166,13 @@ def big_order(n: int) -> bytes:
         "shipping_address": address,
         "shipping_lines": [{"title": "Standard", "price": "0.00", "code": "STANDARD", "source": "shopify"}],
         "note": "Please leave the parcel with the neighbour at number 14 if nobody is at home.",
+        "note_attributes": [{"name": "gift_message", "value": "Happy birthday! " * 8}],
+        "client_details": {
+            "browser_ip": "203.0.113.7",
+            "user_agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)",
+            "accept_language": "en-GB,en;q=0.9",
+        },
+        "discount_codes": [{"code": "FLASH10", "amount": "3.00", "type": "percentage"}],
         "tags": "flash-sale, bench",
         "line_items": lines,
     }
@@ -212,10 +219,11 @@ def measure(label: str, url: str, script: Path, server_pid: int) -> dict[str, An
     run_wrk(url, script, WARMUP_SECONDS)
     load_before = os.getloadavg()[0]
     profiler = None
-    if PROFILE_DIR and shutil.which("py-spy"):  # a profiling run: its figures are slowed by the sampling
+    spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
+    if PROFILE_DIR and spy:  # a profiling run: its figures are slowed by the sampling
         out = Path(PROFILE_DIR) / f"{label.replace(' ', '_').replace(',', '')}.txt"
         profiler = subprocess.Popen(
-            ["py-spy", "record", "-p", str(server_pid), "-d", str(WRK_SECONDS), "-f", "raw", "-o", str(out)],
+            [spy, "record", "-p", str(server_pid), "-d", str(WRK_SECONDS), "-f", "raw", "-o", str(out)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -316,7 +324,7 @@ def start_bare(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
     return bare, f"http://127.0.0.1:{port}/hook"
 
 
-async def make_channel(base: str, token: str) -> str:
+async def make_channel(base: str, token: str, address: str = "bench.myshopify.com") -> str:
     async with httpx.AsyncClient(base_url=base) as c:
         made = (
             await c.post(
@@ -325,7 +333,7 @@ async def make_channel(base: str, token: str) -> str:
                 json={
                     "type": "shopify",
                     "name": "Bench",
-                    "address": "bench.myshopify.com",
+                    "address": address,
                     "webhook_secret": SECRET,
                 },
             )
@@ -416,14 +424,14 @@ async def main(results_dir: Path) -> None:
 
         redis_client.Redis.from_url(settings.redis_url or "").flushdb()
         with api_server(settings) as base:
-            channel_id = await make_channel(base, token)
+            channel_id = await make_channel(base, token, "bench-e2e.myshopify.com")
 
             def shopify_headers(body: bytes) -> dict[str, str]:
                 return {
                     "Content-Type": "application/json",
                     "X-Shopify-Hmac-Sha256": sign(SECRET, body),
                     "X-Shopify-Topic": "orders/create",
-                    "X-Shopify-Shop-Domain": "bench.myshopify.com",
+                    "X-Shopify-Shop-Domain": "bench-e2e.myshopify.com",
                     "X-Shopify-Event-Id": str(uuid.uuid4()),
                 }
 
