@@ -341,6 +341,37 @@ async def make_channel(base: str, token: str, address: str = "bench.myshopify.co
     return str(made["channel"]["id"])
 
 
+def save(results: dict[str, Any], results_dir: Path, body_bytes: int) -> Path:
+    """Write what is measured so far (after ingress, again after the end-to-end part)."""
+    config = {
+        "client": f"wrk -t1 -c{CONCURRENCY} -d{WRK_SECONDS}s --latency (unique X-Shopify-Event-Id)",
+        "body_bytes": body_bytes,
+        "warmup_seconds": WARMUP_SECONDS,
+        "e2e_orders": E2E_ORDERS,
+    }
+    headlines = [
+        headline(
+            "webhook ingress req/s vs bare Litestar (wrk)",
+            results["rappit_ingress"]["ratio_vs_bare_requests_per_s"],
+            0.6,
+            baseline="a bare Litestar endpoint reading the body, same run, one uvicorn process each",
+        ),
+        headline(
+            "webhook ingress req/s vs bare, no per-event enqueue",
+            results["rappit_ingress_no_enqueue"]["ratio_vs_bare_requests_per_s"],
+            0.6,
+            baseline="a bare Litestar endpoint reading the body, same run",
+        ),
+        headline(
+            "webhook ingress server CPU/request vs bare, no enqueue",
+            results["rappit_ingress_no_enqueue"]["ratio_vs_bare_cpu_per_request"],
+            0.6,
+            baseline="bare Litestar's CPU ms per request over Rappit's, same run",
+        ),
+    ]
+    return write_results("webhooks", {**results, "config": config}, results_dir, headlines=headlines)
+
+
 async def main(results_dir: Path) -> None:
     with bench_stack("webhooks") as stack:
         settings = stack.settings
@@ -416,6 +447,7 @@ async def main(results_dir: Path) -> None:
                 bare_r["server_cpu_ms_per_request"], r["server_cpu_ms_per_request"]
             )
         results["ingress_ratio_vs_bare"] = results["rappit_ingress"]["ratio_vs_bare_requests_per_s"]
+        save(results, results_dir, len(body))
 
         # End to end with one worker, on a fresh channel: ingress's rows and their queued jobs go first.
         async with admin.begin() as conn:
@@ -476,27 +508,7 @@ async def main(results_dir: Path) -> None:
                 worker.wait(15)
         await engine.dispose()
         await admin.dispose()
-    config = {
-        "client": f"wrk -t1 -c{CONCURRENCY} -d{WRK_SECONDS}s --latency (unique X-Shopify-Event-Id)",
-        "body_bytes": len(body),
-        "warmup_seconds": WARMUP_SECONDS,
-        "e2e_orders": E2E_ORDERS,
-    }
-    headlines = [
-        headline(
-            "webhook ingress req/s vs bare Litestar (wrk)",
-            results["rappit_ingress"]["ratio_vs_bare_requests_per_s"],
-            0.6,
-            baseline="a bare Litestar endpoint reading the body, same run, one uvicorn process each",
-        ),
-        headline(
-            "webhook ingress req/s vs bare, no per-event enqueue",
-            results["rappit_ingress_no_enqueue"]["ratio_vs_bare_requests_per_s"],
-            0.6,
-            baseline="a bare Litestar endpoint reading the body, same run",
-        ),
-    ]
-    path = write_results("webhooks", {**results, "config": config}, results_dir, headlines=headlines)
+    path = save(results, results_dir, len(body))
     for key in ("rappit_ingress", "rappit_ingress_no_enqueue"):
         r = results[key]
         print(
