@@ -212,6 +212,21 @@ def write_results(
 @contextmanager
 def api_server(settings: Settings, port: int | None = None) -> Iterator[str]:
     """The real API in its own process (uvicorn), as production runs it."""
+    with api_process(settings, port) as (base, _pid):
+        yield base
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a running process has used so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def api_process(
+    settings: Settings, port: int | None = None, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[str, int]]:
+    """`api_server`, also giving the process id (to read its CPU time) and taking extra environment."""
     env = dict(os.environ)
     env.update(
         RAPPIT_ENV="development",
@@ -223,6 +238,7 @@ def api_server(settings: Settings, port: int | None = None) -> Iterator[str]:
         RATE_LIMIT_WEBHOOKS_PER_MINUTE="1000000",
         RATE_LIMIT_CHANNEL_PER_MINUTE="1000000",
         MAX_BODY_BYTES=str(50 * 2**20),
+        **(extra_env or {}),
     )
     port = port or free_port()
     proc = subprocess.Popen(
@@ -256,7 +272,7 @@ def api_server(settings: Settings, port: int | None = None) -> Iterator[str]:
         proc.terminate()
         raise RuntimeError(f"the API did not come up on {base} within 120 s")
     try:
-        yield base
+        yield base, proc.pid
     finally:
         proc.terminate()
         proc.wait(10)

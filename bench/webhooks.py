@@ -1,8 +1,11 @@
-"""Webhook benchmarks (issue 4). Run: ./run bench webhooks   (writes bench/results/webhooks.json)
+"""Webhook benchmarks (issues 4, 11). Run: ./run bench webhooks   (writes bench/results/webhooks.json)
 
-1. Ingress: signed Shopify webhooks over HTTP with keep-alive at a fixed concurrency against the
-   running API (verify, store, answer, enqueue), next to a bare Litestar endpoint that only returns
-   200, served the same way (one uvicorn process) in the same run.
+1. Ingress, driven by wrk (C, one thread, 32 connections, 15 s after a 3 s warm-up): one signed
+   ~3 KiB Shopify orders/create body, a unique X-Shopify-Event-Id per request (a Lua counter), rate
+   limits raised. Against, in the same run and one uvicorn process each: a bare Litestar endpoint that
+   reads the body; and Rappit's /webhooks/shopify/{id} (verify, store and commit, answer). Reported: req/s and
+   their ratios, the server process's CPU ms per request (and that ratio), wrk's own CPU (a client
+   near a full core would be the bottleneck), the load average, and the inbox rows committed.
 2. End to end: orders/s from webhook to committed order with reserved stock, worker processes claiming
    the inbox, live (wrk) and draining a backlog; 3. fairness: org B's webhook -> order latency while
    org A holds a backlog (bench/_e2e.py).
@@ -13,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -25,8 +30,19 @@ from typing import Any
 
 import _e2e as e2e
 import httpx
-from _e2e import e2e_headlines, end_to_end, fairness, print_e2e, wait_for_orders, worker_processes
-from _stack import api_server, bench_args, bench_stack, free_port, write_results
+from _e2e import e2e_headlines, end_to_end, fairness, print_e2e, worker_processes
+from _stack import (
+    SATURATED,
+    api_process,
+    api_server,
+    bench_args,
+    bench_stack,
+    cpu_seconds,
+    free_port,
+    headline,
+    write_results,
+)
+from sqlalchemy import text
 
 from rappit.integrations.channels.signatures import sign
 from rappit.inventory import catalogue, stock
@@ -35,14 +51,18 @@ from rappit.tenancy.context import org_context
 from rappit.tenancy.service import create_organization
 
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "32"))
-INGRESS_REQUESTS = int(os.environ.get("BENCH_INGRESS_REQUESTS", "3000"))
+WRK_SECONDS = int(os.environ.get("BENCH_WRK_SECONDS", "15"))
+WARMUP_SECONDS = 3
 SECRET = "shpss_bench_secret_0123456789abcdef"
+WRK = shutil.which("wrk")
+PROFILE_DIR = os.environ.get("BENCH_PROFILE_DIR")
+"""Set, each server is sampled by py-spy during its measured run (raw folded stacks per label)."""
 
 
 def smoke_sizes() -> None:
     """--smoke: both sections, tiny (a run-through in seconds, not a measurement)."""
-    global CONCURRENCY, INGRESS_REQUESTS
-    CONCURRENCY, INGRESS_REQUESTS = 4, 20
+    global CONCURRENCY, WRK_SECONDS, WARMUP_SECONDS
+    CONCURRENCY, WRK_SECONDS, WARMUP_SECONDS = 4, 1, 1
     e2e.smoke()
 
 
@@ -55,6 +75,25 @@ async def hook(request: Request) -> dict:
     return {"status": "ok"}
 
 app = Litestar([hook])
+"""
+
+# One request per call; the body and every header but the event id are fixed (Shopify's HMAC covers
+# the body only), so each request is a new, correctly signed delivery.
+WRK_SCRIPT = """
+local counter = 0
+local f = assert(io.open("{body}", "rb"))
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-Shopify-Hmac-Sha256"] = "{hmac}"
+wrk.headers["X-Shopify-Topic"] = "orders/create"
+wrk.headers["X-Shopify-Shop-Domain"] = "bench.myshopify.com"
+request = function()
+  counter = counter + 1
+  wrk.headers["X-Shopify-Event-Id"] = "{prefix}-" .. counter
+  return wrk.format()
+end
 """
 
 
@@ -73,7 +112,175 @@ def order(n: int) -> bytes:
     ).encode()
 
 
+VARIANTS: list[tuple[str, str, dict[str, str]]] = [("rappit", "rappit_ingress", {})]
+"""Rappit's ingress as it runs (workers claim the inbox: nothing is enqueued per delivery)."""
+
+
+def big_order(n: int) -> bytes:
+    """A Shopify orders/create body of about 3 KiB (customer, addresses, three lines, shipping)."""
+    address = {
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+        "address1": "12 Analytical Engine Street",
+        "address2": "Flat 3",
+        "city": "London",
+        "zip": "NW1 6XE",
+        "province": "England",
+        "country": "United Kingdom",
+        "country_code": "GB",
+        "phone": "+44 20 7946 0958",
+    }
+    lines = [
+        {
+            "id": n * 10 + i,
+            "variant_id": 40_000_000 + i,
+            "product_id": 7_000_000 + i,
+            "sku": "BENCH",
+            "title": f"Bench item {i}",
+            "variant_title": "Large / Blue",
+            "vendor": "Bench Co",
+            "quantity": 1,
+            "price": "10.00",
+            "grams": 450,
+            "requires_shipping": True,
+            "taxable": True,
+            "fulfillment_service": "manual",
+            "tax_lines": [{"title": "VAT", "price": "2.00", "rate": 0.2}],
+        }
+        for i in range(4)
+    ]
+    body = {
+        "id": 10_000_000 + n,
+        "name": f"#{n}",
+        "order_number": 1000 + n,
+        "email": "ada@example.com",
+        "currency": "USD",
+        "created_at": "2026-11-01T12:00:00+00:00",
+        "updated_at": "2026-11-01T12:00:00+00:00",
+        "cancelled_at": None,
+        "financial_status": "paid",
+        "fulfillment_status": None,
+        "total_price": "36.00",
+        "subtotal_price": "30.00",
+        "total_tax": "6.00",
+        "customer": {
+            "id": 5_000_000,
+            "email": "ada@example.com",
+            "first_name": "Ada",
+            "last_name": "Lovelace",
+        },
+        "billing_address": address,
+        "shipping_address": address,
+        "shipping_lines": [{"title": "Standard", "price": "0.00", "code": "STANDARD", "source": "shopify"}],
+        "note": "Please leave the parcel with the neighbour at number 14 if nobody is at home.",
+        "note_attributes": [{"name": "gift_message", "value": "Happy birthday! " * 8}],
+        "client_details": {
+            "browser_ip": "203.0.113.7",
+            "user_agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)",
+            "accept_language": "en-GB,en;q=0.9",
+        },
+        "discount_codes": [{"code": "FLASH10", "amount": "3.00", "type": "percentage"}],
+        "tags": "flash-sale, bench",
+        "line_items": lines,
+    }
+    return json.dumps(body).encode()
+
+
+_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
+_TOTAL = re.compile(r"(\d+) requests in")
+_NON2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
+_ERRORS = re.compile(r"Socket errors:.*")
+_PCT = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def run_wrk(url: str, script: Path, seconds: int) -> tuple[dict[str, Any], float]:
+    """wrk's figures, and its own CPU seconds (user + system, from wait4)."""
+    assert WRK, "wrk is not installed (apt-get install wrk)"
+    cmd = [WRK, "-t1", f"-c{CONCURRENCY}", f"-d{seconds}s", "--latency", "-s", str(script), url]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk is the only child reaped meanwhile
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out, err = proc.stdout, proc.stderr
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if proc.returncode:
+        raise RuntimeError(f"wrk failed: {err or out}")
+    total = int(_TOTAL.search(out).group(1))  # type: ignore[union-attr]
+    non2xx = int(m.group(1)) if (m := _NON2XX.search(out)) else 0
+    percentiles = {f"p{p}_ms": round(_ms(v, u), 2) for p, v, u in _PCT.findall(out)}
+    errors = m.group(0) if (m := _ERRORS.search(out)) else None
+    return {
+        "requests": total,
+        "non_2xx": non2xx,
+        "socket_errors": errors,
+        "requests_per_s": float(_RPS.search(out).group(1)),  # type: ignore[union-attr]
+        **percentiles,
+    }, cpu
+
+
+def measure(label: str, url: str, script: Path, server_pid: int) -> dict[str, Any]:
+    """A warm-up, then the measured wrk run; the server's and wrk's CPU over the measured run."""
+    run_wrk(url, script, WARMUP_SECONDS)
+    load_before = os.getloadavg()[0]
+    profiler = None
+    spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
+    if PROFILE_DIR and spy:  # a profiling run: its figures are slowed by the sampling
+        out = Path(PROFILE_DIR) / f"{label.replace(' ', '_').replace(',', '')}.txt"
+        profiler = subprocess.Popen(
+            [spy, "record", "-p", str(server_pid), "-d", str(WRK_SECONDS), "-f", "raw", "-o", str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    server_cpu = cpu_seconds(server_pid)
+    started = time.perf_counter()
+    figures, wrk_cpu = run_wrk(url, script, WRK_SECONDS)
+    wall = time.perf_counter() - started
+    server_cpu = cpu_seconds(server_pid) - server_cpu
+    if profiler is not None:
+        profiler.wait(30)
+    ok = figures["requests"] - figures["non_2xx"]
+    figures.update(
+        server_cpu_share_of_one_core=round(server_cpu / wall, 2),
+        server_cpu_ms_per_request=round(server_cpu * 1000 / max(ok, 1), 3),
+        wrk_cpu_share_of_one_core=round(wrk_cpu / wall, 2),
+        wrk_saturated=wrk_cpu / wall >= SATURATED,
+        load_average_1m_before=round(load_before, 2),
+        load_average_1m_after=round(os.getloadavg()[0], 2),
+    )
+    print(
+        f"   {label:<22}{figures['requests_per_s']:>9} req/s  p50 {figures.get('p50_ms')} ms  "
+        f"p99 {figures.get('p99_ms')} ms  non-2xx {figures['non_2xx']}  server "
+        f"{figures['server_cpu_ms_per_request']} ms CPU/req "
+        f"({figures['server_cpu_share_of_one_core']} core)  "
+        f"wrk {figures['wrk_cpu_share_of_one_core']} core  load {figures['load_average_1m_after']}",
+        flush=True,
+    )
+    if figures["wrk_saturated"]:
+        print(f"WARNING {label}: wrk used a full core: the client may set the pace", file=sys.stderr)
+    return figures
+
+
+def write_script(folder: Path, name: str, body: bytes, prefix: str) -> Path:
+    body_path = folder / f"{name}.json"
+    body_path.write_bytes(body)
+    script = folder / f"{name}.lua"
+    script.write_text(
+        WRK_SCRIPT.replace("{body}", str(body_path))
+        .replace("{hmac}", sign(SECRET, body))
+        .replace("{prefix}", prefix)
+    )
+    return script
+
+
+def ratio(a: float, b: float) -> float:
+    return round(a / b, 3) if b else 0.0
+
+
 async def blast(url: str, bodies: list[bytes], headers_for: Any) -> dict[str, Any]:
+    """The end-to-end section's sender (httpx: it only has to outpace one worker)."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     queue: asyncio.Queue[bytes] = asyncio.Queue()
@@ -90,24 +297,94 @@ async def blast(url: str, bodies: list[bytes], headers_for: Any) -> dict[str, An
                 latencies.append((time.perf_counter() - started) * 1000)
                 statuses[resp.status_code] = statuses.get(resp.status_code, 0) + 1
 
-        started = time.perf_counter()
         await asyncio.gather(*[worker() for _ in range(CONCURRENCY)])
-        elapsed = time.perf_counter() - started
     latencies.sort()
-    return {
-        "requests": len(bodies),
-        "statuses": statuses,
-        "seconds": round(elapsed, 3),
-        "requests_per_s": round(len(bodies) / elapsed, 1),
-        "p50_ms": round(statistics.median(latencies), 2),
-        "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 2),
+    return {"requests": len(bodies), "statuses": statuses, "p50_ms": round(statistics.median(latencies), 2)}
+
+
+def start_bare(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    (folder / "_bare_app.py").write_text(BARE_APP)
+    port = free_port()
+    bare = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "_bare_app:app",
+            "--app-dir",
+            str(folder),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
+    )
+    for _ in range(100):
+        try:
+            httpx.post(f"http://127.0.0.1:{port}/hook", content=b"{}")
+            break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    return bare, f"http://127.0.0.1:{port}/hook"
+
+
+async def make_channel(base: str, token: str, address: str = "bench.myshopify.com") -> str:
+    async with httpx.AsyncClient(base_url=base) as c:
+        made = (
+            await c.post(
+                "/api/v1/channels",
+                headers={"Authorization": f"Bearer {token}"},
+                json={
+                    "type": "shopify",
+                    "name": "Bench",
+                    "address": address,
+                    "webhook_secret": SECRET,
+                },
+            )
+        ).json()
+    return str(made["channel"]["id"])
+
+
+def save(results: dict[str, Any], results_dir: Path, body_bytes: int) -> Path:
+    """Write what is measured so far (after ingress, again after the end-to-end part)."""
+    config = {
+        "client": f"wrk -t1 -c{CONCURRENCY} -d{WRK_SECONDS}s --latency (unique X-Shopify-Event-Id)",
+        "body_bytes": body_bytes,
+        "warmup_seconds": WARMUP_SECONDS,
+        "e2e_orders": e2e.E2E_ORDERS,
+        "e2e_live_orders": e2e.E2E_LIVE_ORDERS,
+        "e2e_workers": e2e.E2E_WORKERS,
+        "fairness_backlog": e2e.FAIR_BACKLOG,
+        "fairness_samples": e2e.FAIR_SAMPLES,
     }
+    headlines = [
+        headline(
+            "webhook ingress req/s vs bare Litestar (wrk)",
+            results["rappit_ingress"]["ratio_vs_bare_requests_per_s"],
+            0.6,
+            baseline="a bare Litestar endpoint reading the body, same run, one uvicorn process each",
+        )
+    ]
+    headlines.append(
+        headline(
+            "webhook ingress server CPU/request vs bare (wrk)",
+            results["rappit_ingress"]["ratio_vs_bare_cpu_per_request"],
+            0.6,
+            baseline="bare Litestar's CPU ms per request over Rappit's, same run",
+        )
+    )
+    headlines += e2e_headlines(results)
+    return write_results("webhooks", {**results, "config": config}, results_dir, headlines=headlines)
 
 
 async def main(results_dir: Path) -> None:
     with bench_stack("webhooks") as stack:
         settings = stack.settings
         engine = make_engine(settings, pool_size=4, max_overflow=0)
+        admin = make_engine(settings, url=stack.admin_url.replace("postgresql://", "postgresql+asyncpg://"))
         sessionmaker = make_sessionmaker(engine)
         async with provide_session(sessionmaker) as session:
             org = await create_organization(
@@ -126,101 +403,75 @@ async def main(results_dir: Path) -> None:
                 )
         token = org.token.plaintext
         results: dict[str, Any] = {}
-        with api_server(settings) as base:
-            async with httpx.AsyncClient(base_url=base) as c:
-                made = (
-                    await c.post(
-                        "/api/v1/channels",
-                        headers={"Authorization": f"Bearer {token}"},
-                        json={
-                            "type": "shopify",
-                            "name": "Bench",
-                            "address": "bench.myshopify.com",
-                            "webhook_secret": SECRET,
-                        },
-                    )
-                ).json()
-            channel_id = made["channel"]["id"]
 
-            def shopify_headers(body: bytes) -> dict[str, str]:
-                return {
-                    "Content-Type": "application/json",
-                    "X-Shopify-Hmac-Sha256": sign(SECRET, body),
-                    "X-Shopify-Topic": "orders/create",
-                    "X-Shopify-Shop-Domain": "bench.myshopify.com",
-                    "X-Shopify-Event-Id": str(uuid.uuid4()),
-                }
+        async def stored(channel_id: str) -> int:
+            async with admin.connect() as conn:
+                return int(
+                    (
+                        await conn.execute(
+                            text("select count(*) from webhook_events where channel_id = :c"),
+                            {"c": channel_id},
+                        )
+                    ).scalar_one()
+                )
 
-            # Baseline: a bare Litestar endpoint, same server, same client, same bodies.
-            bare_dir = tempfile.mkdtemp(prefix="rappit-bench-")
-            with open(os.path.join(bare_dir, "_bare_app.py"), "w") as f:
-                f.write(BARE_APP)
-            bare_port = free_port()
-            bare = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "_bare_app:app",
-                    "--app-dir",
-                    bare_dir,
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(bare_port),
-                    "--no-access-log",
-                    "--log-level",
-                    "warning",
-                ]
+        folder = Path(tempfile.mkdtemp(prefix="rappit-bench-"))
+        body = big_order(1)
+        try:
+            print(
+                f"1. ingress: wrk -t1 -c{CONCURRENCY} -d{WRK_SECONDS}s, a {len(body)}-byte signed body",
+                flush=True,
             )
+            bare, bare_url = start_bare(folder)
             try:
-                for _ in range(50):
-                    try:
-                        httpx.post(f"http://127.0.0.1:{bare_port}/hook", content=b"{}")
-                        break
-                    except httpx.HTTPError:
-                        time.sleep(0.1)
-                bodies = [order(i) for i in range(INGRESS_REQUESTS)]
-                print(f"1. ingress: {INGRESS_REQUESTS} requests at concurrency {CONCURRENCY}", flush=True)
-                results["bare_litestar"] = await blast(
-                    f"http://127.0.0.1:{bare_port}/hook", bodies, shopify_headers
-                )
-                results["rappit_ingress"] = await blast(
-                    f"{base}/webhooks/shopify/{channel_id}", bodies, shopify_headers
-                )
+                script = write_script(folder, "bare", body, "bare")
+                results["bare_litestar"] = measure("bare Litestar", bare_url, script, bare.pid)
             finally:
                 bare.terminate()
                 bare.wait(10)
-                shutil.rmtree(bare_dir, ignore_errors=True)
-            results["ingress_ratio_vs_bare"] = round(
-                results["rappit_ingress"]["requests_per_s"] / results["bare_litestar"]["requests_per_s"], 2
+            channel_id = ""
+            for label, key, extra in VARIANTS:
+                with api_process(settings, extra_env=extra) as (base, pid):
+                    if not channel_id:
+                        channel_id = await make_channel(base, token)
+                    before = await stored(channel_id)
+                    script = write_script(folder, key, body, key + uuid.uuid4().hex[:6])
+                    figures = measure(label, f"{base}/webhooks/shopify/{channel_id}", script, pid)
+                    # Every 200 answered is a committed row (wrk's cut-off requests may add a few more).
+                    figures["rows_committed"] = await stored(channel_id) - before
+                    answered = figures["requests"] - figures["non_2xx"]
+                    assert figures["rows_committed"] >= answered, (figures, answered)
+                    results[key] = figures
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        bare_r = results["bare_litestar"]
+        for _, key, _ in VARIANTS:
+            r = results[key]
+            r["ratio_vs_bare_requests_per_s"] = ratio(r["requests_per_s"], bare_r["requests_per_s"])
+            r["ratio_vs_bare_cpu_per_request"] = ratio(
+                bare_r["server_cpu_ms_per_request"], r["server_cpu_ms_per_request"]
             )
+        results["ingress_ratio_vs_bare"] = results["rappit_ingress"]["ratio_vs_bare_requests_per_s"]
+        save(results, results_dir, len(body))
 
-            # End to end and fairness (issue 11, goals 2 and 6): worker processes claim the inbox.
-            accepted = results["rappit_ingress"]["statuses"].get(200, 0)
-            assert accepted == INGRESS_REQUESTS, results["rappit_ingress"]["statuses"]
+        # End to end and fairness (goals 2 and 6), on a fresh channel: ingress's rows go first.
+        async with admin.begin() as conn:
+            await conn.execute(text("delete from webhook_events"))
+        with api_server(settings) as base:  # the same channel (bench.myshopify.com, as _e2e signs)
             with worker_processes(settings, e2e.E2E_WORKERS) as workers:
-                await wait_for_orders(engine, org.org.id, INGRESS_REQUESTS)  # what ingress stored, drained
                 results["end_to_end"] = await end_to_end(
                     base, channel_id, engine, org.org.id, settings, workers
                 )
                 results["fairness"] = await fairness(base, sessionmaker, engine, token, settings)
         await engine.dispose()
-    config = {
-        "concurrency": CONCURRENCY,
-        "ingress_requests": INGRESS_REQUESTS,
-        "e2e_orders": e2e.E2E_ORDERS,
-        "e2e_live_orders": e2e.E2E_LIVE_ORDERS,
-        "e2e_workers": e2e.E2E_WORKERS,
-        "fairness_backlog": e2e.FAIR_BACKLOG,
-        "fairness_samples": e2e.FAIR_SAMPLES,
-    }
-    path = write_results("webhooks", {**results, "config": config}, results_dir, e2e_headlines(results))
-    print(f"\n   {'endpoint':<18}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}  statuses")
-    for name in ("bare_litestar", "rappit_ingress"):
-        r = results[name]
-        print(f"   {name:<18}{r['requests_per_s']:>9}{r['p50_ms']:>9}{r['p99_ms']:>9}  {r['statuses']}")
-    print(f"   ingress / bare ratio: {results['ingress_ratio_vs_bare']}")
+        await admin.dispose()
+    path = save(results, results_dir, len(body))
+    for _, key, _ in VARIANTS:
+        r = results[key]
+        print(
+            f"   {key}: {r['ratio_vs_bare_requests_per_s']}x bare by req/s, "
+            f"{r['ratio_vs_bare_cpu_per_request']}x by server CPU per request"
+        )
     print_e2e(results)
     print(f"\nwritten to {path}")
 

@@ -5,7 +5,7 @@ backoff; the claim index is per org, so a claim round can visit every org with p
 statement-level trigger wakes the workers (LISTEN rappit_inbox) when events are stored.
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-02 15:30:00
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0014"
-down_revision = "0012"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 

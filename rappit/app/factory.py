@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from rappit import __version__, dashboard
 from rappit.channels import routes as channel_routes
 from rappit.channels import webhooks
+from rappit.channels.ingest import Ingress
 from rappit.integrations.carriers.breaker import BreakerBoard
 from rappit.integrations.channels.registry import ChannelRegistry
 from rappit.inventory import routes as inventory_routes
@@ -38,7 +39,7 @@ from rappit.platform.db import assert_rls_binds, make_engine, make_sessionmaker
 from rappit.platform.errors import EXCEPTION_HANDLERS, error_responses
 from rappit.platform.http import check_json_body
 from rappit.platform.logging import RequestIdMiddleware, configure_logging
-from rappit.platform.ratelimit import Policy, RateLimitMiddleware, channel_of_path, client_ip
+from rappit.platform.ratelimit import Policy, RateLimitMiddleware, WebhookLimits, channel_of_path, client_ip
 from rappit.platform.settings import Settings
 from rappit.shipping import ingress as carrier_callbacks
 from rappit.shipping import routes as shipping_routes
@@ -106,12 +107,15 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
             # theirs from the request pool, which it must never wait on.
             app.state.combiner_engine = make_engine(settings, pool_size=2, max_overflow=0)
             app.state.reservation_combiner = ReservationCombiner(make_sessionmaker(app.state.combiner_engine))
+            # Webhook ingress writes on its own few raw connections, in batches (rappit.channels.ingest).
+            app.state.ingress = await Ingress.start(settings, app.state.secret_box)
             # One httpx client (connection pools) and one breaker board per process, for every carrier call.
             app.state.carriers = Carriers(
                 http=httpx.AsyncClient(), breakers=BreakerBoard(settings.redis_url), box=app.state.secret_box
             )
 
         async def stop(app: Litestar) -> None:
+            await app.state.ingress.close()
             await app.state.engine.dispose()
             await app.state.combiner_engine.dispose()
             await app.state.carriers.http.aclose()
@@ -163,18 +167,6 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
             Policy(
                 "dashboard_login", "/dashboard/login", settings.rate_limit_auth_per_minute, minute, client_ip
             ),
-            # Per address, only refused deliveries count (bad or missing signature, unknown channel,
-            # malformed): a flash sale from a shop's few addresses is never throttled, while an
-            # unsigned flood is stopped here, before the channel look-up reaches the database.
-            Policy(
-                "webhooks",
-                "/webhooks/",
-                settings.rate_limit_webhooks_per_minute,
-                minute,
-                client_ip,
-                counts_only=frozenset({400, 401, 404, 413, 415}),
-            ),
-            Policy("channel", "/webhooks/", settings.rate_limit_channel_per_minute, minute, channel_of_path),
             # Carrier callbacks: the same per-address limit on refused ones (bad signature, stale,
             # unknown account), so a forged flood stops here before the account look-up.
             Policy(
@@ -198,6 +190,24 @@ class RappitPlugin(InitPluginProtocol, CLIPluginProtocol):
         ]
         # After authentication, per verified token (or session user), whatever address it comes from.
         api_policy = Policy("api", "/api/", settings.rate_limit_api_per_minute, minute, rate_limit_key)
+        # The webhook route decides its own two limits, a batch of deliveries per Redis call
+        # (rappit.channels.webhooks): per address only refused deliveries count (bad or missing
+        # signature, unknown channel, malformed), so a flash sale from a shop's few addresses is never
+        # throttled while an unsigned flood is stopped before the channel look-up; and per channel.
+        app_config.state["webhook_limits"] = WebhookLimits(
+            lambda: redis,
+            refused=Policy(
+                "webhooks",
+                "/webhooks/",
+                settings.rate_limit_webhooks_per_minute,
+                minute,
+                client_ip,
+                counts_only=frozenset({400, 401, 404, 413, 415}),
+            ),
+            channel=Policy(
+                "channel", "/webhooks/", settings.rate_limit_channel_per_minute, minute, channel_of_path
+            ),
+        )
         prometheus = PrometheusConfig(
             app_name="rappit", prefix="rappit", group_path=True, exclude=["^/metrics"]
         )

@@ -1,7 +1,8 @@
 """The durable inbox of verified channel deliveries: store, lock, mark, list, re-open.
 
-The inbox row is the truth and the queue: ingress stores a row before it answers; the workers claim
-pending rows themselves and apply each exactly once (`rappit.workers.inbox`).
+The inbox row is the truth and the queue: ingress stores a row before it answers
+(`rappit.channels.ingest`: batched, through the `rappit_webhook_ingest` definer function); the
+workers claim pending rows themselves and apply each exactly once (`rappit.workers.inbox`).
 """
 
 from __future__ import annotations
@@ -9,60 +10,18 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 import structlog
-from sqlalchemy import Row, func, select, text
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from rappit.channels.models import WebhookEvent
-from rappit.integrations.channels.base import Delivery
 from rappit.platform.db import utcnow
-from rappit.platform.logging import current_request_id
-from rappit.tenancy.context import require_org_id
 
 log = structlog.get_logger("rappit.inbox")
 JOB = "process_webhook_event"
 """The name of the work that applies one inbox row (dead letters of webhook events carry it)."""
 DONE = ("processed", "ignored", "dead")
-
-
-_TARGET = text(
-    "SELECT org_id, org_code, type, status, address, webhook_secret FROM rappit_webhook_channel(:c)"
-)
-
-
-async def webhook_target(engine: AsyncEngine, channel_id: uuid.UUID) -> Row[Any] | None:
-    """The channel a delivery is addressed to, before any org is known: a narrow SECURITY DEFINER
-    look-up (org, org code, type, status, address, encrypted secret), outside any transaction."""
-    async with engine.connect() as conn:
-        return (await conn.execute(_TARGET, {"c": channel_id})).first()
-
-
-async def record(
-    session: AsyncSession, channel_id: uuid.UUID, delivery: Delivery, payload: bytes
-) -> uuid.UUID | None:
-    """Insert the delivery for the current org; None for a duplicate (the same dedup key)."""
-    stmt = (
-        insert(WebhookEvent)
-        .values(
-            id=uuid.uuid4(),
-            org_id=require_org_id(),
-            channel_id=channel_id,
-            topic=delivery.topic[:100],
-            delivery_id=delivery.delivery_id[:200],
-            dedup_key=delivery.dedup_key[:300],
-            payload=payload,
-            triggered_at=delivery.triggered_at,
-            request_id=current_request_id(),
-            status="pending",
-            attempts=0,
-        )
-        .on_conflict_do_nothing()
-        .returning(WebhookEvent.id)
-    )
-    return (await session.execute(stmt)).scalar_one_or_none()
 
 
 async def lock(session: AsyncSession, event_id: uuid.UUID) -> WebhookEvent | None:

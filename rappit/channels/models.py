@@ -6,6 +6,7 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     DateTime,
     Index,
@@ -51,6 +52,9 @@ class Channel(IdMixin, TimestampMixin, TenantMixin, Base):
     """Where this channel's orders reserve stock (default: the org's first warehouse by code)."""
     reconciled_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     """Reconciliation watermark: orders updated up to here have been checked against the channel."""
+    ingress_version: Mapped[int] = mapped_column(BigInteger, default=1, server_default="1")
+    """Raised by a trigger (migration 0013) whenever the secret, status, address or type changes:
+    webhook ingress stores a delivery only if it was verified against the channel at this version."""
 
 
 class WebhookEvent(IdMixin, TenantMixin, Base):

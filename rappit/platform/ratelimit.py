@@ -20,6 +20,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from rappit.platform.batching import Batcher
 from rappit.platform.errors import envelope
 
 log = structlog.get_logger("rappit.ratelimit")
@@ -166,3 +167,87 @@ class RateLimitMiddleware(ASGIMiddleware):
                         await refund(self._redis(), key)
                     except RedisError as exc:
                         log.warning("ratelimit.redis_unavailable", policy=policy.name, error=str(exc))
+
+
+# Per delivery, in order: refused deliveries of its address so far (over the limit: -1, blocked, and
+# the channel is not counted), else the channel's count after this one (with the window's expiry set
+# by the first); the seconds left of whichever window refused it (0 if none did).
+_WEBHOOK_BATCH = """
+local window, refused_limit, channel_limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local out = {}
+for i = 1, #KEYS, 2 do
+  local refused = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if refused >= refused_limit then
+    out[#out + 1] = -1
+    out[#out + 1] = redis.call('TTL', KEYS[i])
+  else
+    local n = redis.call('INCR', KEYS[i + 1])
+    if n == 1 then redis.call('EXPIRE', KEYS[i + 1], window) end
+    out[#out + 1] = n
+    if n > channel_limit then out[#out + 1] = redis.call('TTL', KEYS[i + 1]) else out[#out + 1] = 0 end
+  end
+end
+return out
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Limited:
+    policy: Policy
+    retry_after: int
+
+
+class WebhookLimits:
+    """The webhook route's two limits, decided for a whole batch of deliveries in one Redis call.
+
+    - `refused` (per client address): only refused deliveries count (`counts_only`), so a flash sale
+      from a shop's few addresses is never throttled while an unsigned flood is stopped before the
+      channel look-up. A delivery is let through while its address has fewer refusals than the limit
+      in the window; each refusal is counted after it (`count_refusal`). Concurrent refusals of one
+      address in flight when it reaches the limit all finish: the overshoot is bounded by the
+      concurrency, not by time.
+    - `channel` (per channel id from the path): every delivery counts, as the middleware counted it.
+
+    Same keys and windows as `RateLimitMiddleware` (`window_key`); fails open when Redis is down.
+    """
+
+    def __init__(self, redis: Callable[[], Redis], refused: Policy, channel: Policy) -> None:
+        self._redis = redis
+        self.refused, self.channel = refused, channel
+        if refused.window_seconds != channel.window_seconds:
+            raise ValueError("both webhook limits share one window")
+        self._batcher: Batcher[tuple[str, str], Limited | None] = Batcher(self._decide, concurrency=1)
+
+    async def check(self, ip: str, channel: str) -> Limited | None:
+        try:
+            return await self._batcher.submit((ip, channel))
+        except RedisError as exc:  # fail open: losing Redis must not take ingestion down
+            log.warning("ratelimit.redis_unavailable", policy=self.channel.name, error=str(exc))
+            return None
+
+    async def _decide(self, items: list[tuple[str, str]]) -> list[Limited | None]:
+        window = self.channel.window_seconds
+        keys: list[str] = []
+        for ip, channel in items:
+            keys.append(window_key(self.refused.name, ip, window))
+            keys.append(window_key(self.channel.name, channel, window))
+        out = await self._redis().eval(  # type: ignore[misc]
+            _WEBHOOK_BATCH, len(keys), *keys, str(window), str(self.refused.limit), str(self.channel.limit)
+        )
+        answers: list[Limited | None] = []
+        for i in range(len(items)):
+            count, ttl = int(out[2 * i]), int(out[2 * i + 1])
+            if count < 0:
+                answers.append(Limited(self.refused, max(ttl, 1)))
+            elif count > self.channel.limit:
+                answers.append(Limited(self.channel, max(ttl, 1)))
+            else:
+                answers.append(None)
+        return answers
+
+    async def count_refusal(self, ip: str) -> None:
+        key = window_key(self.refused.name, ip, self.refused.window_seconds)
+        try:
+            await take(self._redis(), key, self.refused.window_seconds)
+        except RedisError as exc:
+            log.warning("ratelimit.redis_unavailable", policy=self.refused.name, error=str(exc))

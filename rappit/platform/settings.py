@@ -90,6 +90,9 @@ class Settings:
     """Largest webhook body accepted (413 beyond)."""
     rate_limit_channel_per_minute: int = 18_000
     """Per channel on /webhooks/{type}/{channel_id}: 300 a second for a minute, a flash sale's burst."""
+    ingress_connections: int = 2
+    """PostgreSQL connections each API process's webhook inbox writer uses (INGRESS_CONNECTIONS): one
+    batch of deliveries in flight per connection, one more for channel look-ups."""
     job_timeout_seconds: int = 30
     retention_days: int = 30
     """Processed webhook events and order events older than this are deleted (hourly, in batches)."""
@@ -246,6 +249,7 @@ class Settings:
             import_job_threshold_bytes=integer("IMPORT_JOB_THRESHOLD_BYTES", 2 * 1024 * 1024, minimum=0),
             rate_limit_channel_per_minute=integer("RATE_LIMIT_CHANNEL_PER_MINUTE", 18_000),
             shopify_admin_url=get("SHOPIFY_ADMIN_URL") or "https://{shop}",
+            ingress_connections=integer("INGRESS_CONNECTIONS", 2),
             job_timeout_seconds=integer("JOB_TIMEOUT_SECONDS", 30),
             retention_days=integer("RETENTION_DAYS", 30, minimum=1),
             db_pool_size=integer("DB_POOL_SIZE", 10),

@@ -1,0 +1,211 @@
+"""The webhook ingress fast path: cached channels, group-committed inbox rows, batched rate limits.
+
+Per process, shared by every request:
+
+- `ChannelCache`: what verifying a delivery needs (org, type, status, address, decrypted secret and
+  the channel's `ingress_version`), read once through the SECURITY DEFINER look-up. It is never the
+  authority: a delivery is stored only if its channel is still active at the version it was verified
+  against (checked by `rappit_webhook_ingest` in the statement that stores it), so a rotated secret or
+  a disabled channel takes effect for every process the moment its transaction commits. A 'stale'
+  answer drops the entry; the request reloads the channel and is checked again. Entries also expire
+  after `ttl` seconds (memory, not correctness).
+- `InboxWriter`: gathers concurrent deliveries (of any channel and org) and stores them with ONE
+  statement over raw asyncpg in autocommit: the statement is its own transaction, so when it returns
+  every row in it is committed, and if it fails none is. Each request is answered only after that.
+Nothing is handed to the workers: they claim pending rows themselves (`rappit.workers.inbox`; the
+insert trigger's NOTIFY wakes them), so no Redis round trip is on this path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+import structlog
+from sqlalchemy.engine import make_url
+
+from rappit.integrations.channels.base import Delivery
+from rappit.platform.batching import Batcher
+from rappit.platform.crypto import InvalidToken, SecretBox
+from rappit.platform.errors import DependencyUnavailable
+from rappit.platform.settings import Settings
+
+log = structlog.get_logger("rappit.webhooks")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A channel as ingress sees it. `secret` is None when it cannot be decrypted (a key dropped)."""
+
+    channel_id: uuid.UUID
+    org_id: uuid.UUID
+    type: str
+    status: str
+    address: str
+    secret: str | None
+    version: int
+    loaded_at: float
+
+
+def asyncpg_dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def open_pool(settings: Settings, *, size: int) -> asyncpg.Pool:
+    """Raw asyncpg connections as the app role (RLS binds them; nothing here sets an org)."""
+    if not settings.database_url:
+        raise RuntimeError("no DATABASE_URL configured")
+    statement_ms = settings.db_statement_timeout_ms
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        asyncpg_dsn(settings.database_url),
+        min_size=size,
+        max_size=size,
+        timeout=settings.db_connect_timeout_seconds,
+        command_timeout=statement_ms / 1000 + 1,
+        server_settings={"application_name": "rappit-ingress", "statement_timeout": str(statement_ms)},
+    )
+    return pool
+
+
+_TARGET = (
+    "SELECT org_id, type, status, address, webhook_secret, ingress_version FROM rappit_webhook_channel($1)"
+)
+
+
+class ChannelCache:
+    def __init__(self, pool: asyncpg.Pool, box: SecretBox, *, ttl: float = 60.0, max_entries: int = 10_000):
+        self.pool, self.box, self.ttl, self.max_entries = pool, box, ttl, max_entries
+        self._entries: dict[uuid.UUID, Target] = {}
+        self._loading: dict[uuid.UUID, asyncio.Future[Target | None]] = {}
+        self.loads = 0
+
+    async def get(self, channel_id: uuid.UUID) -> Target | None:
+        """The channel, or None if there is no such channel (unknown ids are not cached)."""
+        entry = self._entries.get(channel_id)
+        if entry is not None and time.monotonic() - entry.loaded_at < self.ttl:
+            return entry
+        loading = self._loading.get(channel_id)
+        if loading is not None:  # one look-up per channel however many requests miss at once
+            return await asyncio.shield(loading)
+        future: asyncio.Future[Target | None] = asyncio.get_running_loop().create_future()
+        self._loading[channel_id] = future
+        try:
+            target = await self._load(channel_id)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody else need
+            raise
+        finally:
+            del self._loading[channel_id]
+        future.set_result(target)
+        return target
+
+    async def _load(self, channel_id: uuid.UUID) -> Target | None:
+        self.loads += 1
+        row = await self.pool.fetchrow(_TARGET, channel_id)
+        if row is None:
+            self._entries.pop(channel_id, None)
+            return None
+        try:
+            secret: str | None = self.box.decrypt(row["webhook_secret"])
+        except InvalidToken:  # a key was dropped from ENCRYPTION_KEY too early
+            log.error("webhook.secret_undecryptable", channel_id=str(channel_id))
+            secret = None
+        target = Target(
+            channel_id=channel_id,
+            org_id=row["org_id"],
+            type=row["type"],
+            status=row["status"],
+            address=row["address"],
+            secret=secret,
+            version=row["ingress_version"],
+            loaded_at=time.monotonic(),
+        )
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[channel_id] = target
+        return target
+
+    def forget(self, channel_id: uuid.UUID) -> None:
+        self._entries.pop(channel_id, None)
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    target: Target
+    event_id: uuid.UUID
+    delivery: Delivery
+    payload: bytes
+    request_id: str | None
+
+
+class InboxWriter:
+    """Stores deliveries in batches: `store` answers 'accepted', 'duplicate' or 'stale' once committed."""
+
+    SQL = (
+        "SELECT n, outcome FROM rappit_webhook_ingest("
+        "$1::uuid[], $2::bigint[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::bytea[], "
+        "$8::timestamptz[], $9::text[])"
+    )
+    """One statement, its own transaction (autocommit): all rows committed when it returns, none if it
+    fails. A test may wrap it to make a batch fail after its insert ran."""
+
+    def __init__(self, pool: asyncpg.Pool, *, concurrency: int = 2, linger: float = 0.0) -> None:
+        self.pool = pool
+        self.batcher: Batcher[Item, str] = Batcher(self._write, concurrency=concurrency, linger=linger)
+
+    async def store(self, item: Item) -> str:
+        """The outcome: accepted, duplicate or stale.
+
+        If the batch's statement fails, nothing of it was stored, and every caller in it gets 503
+        DEPENDENCY_UNAVAILABLE: the sender retries, and the dedup key makes a retry safe."""
+        try:
+            return await self.batcher.submit(item)
+        except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            log.warning("webhook.store_failed", error_type=type(exc).__name__, error=str(exc))
+            raise DependencyUnavailable("postgres") from exc
+
+    async def _write(self, items: list[Item]) -> Sequence[str]:
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
+        channel, version, ids, topic, delivery_id, dedup, payload, triggered, request = columns
+        for item in items:
+            d = item.delivery
+            channel.append(item.target.channel_id)
+            version.append(item.target.version)
+            ids.append(item.event_id)
+            topic.append(d.topic)
+            delivery_id.append(d.delivery_id)
+            dedup.append(d.dedup_key)
+            payload.append(item.payload)
+            triggered.append(d.triggered_at)
+            request.append(item.request_id)
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(self.SQL, *columns)
+        return [outcome for _, outcome in rows]
+
+    async def close(self) -> None:
+        await self.batcher.close()
+
+
+@dataclass
+class Ingress:
+    """Everything the webhook route shares in one process (created at start-up, closed at shutdown)."""
+
+    pool: asyncpg.Pool
+    channels: ChannelCache
+    writer: InboxWriter
+
+    @classmethod
+    async def start(cls, settings: Settings, box: SecretBox) -> Ingress:
+        pool = await open_pool(settings, size=settings.ingress_connections + 1)
+        writer = InboxWriter(pool, concurrency=settings.ingress_connections)
+        return cls(pool=pool, channels=ChannelCache(pool, box), writer=writer)
+
+    async def close(self) -> None:
+        await self.writer.close()
+        await self.pool.close()

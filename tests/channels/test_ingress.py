@@ -1,0 +1,211 @@
+"""Webhook ingress's fast path (rappit.channels.ingest): the per-process channel cache never outlives a
+secret rotation or a disable, the batched inbox write keeps dedup, tenancy and durability per request.
+
+Each test runs its own app instances (each one is what one API process holds: its own cache, its own
+batcher), so one process can rotate or disable while another serves deliveries."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from rappit.app.factory import create_app
+from rappit.channels.ingest import InboxWriter
+from tests.conftest import admin_scalar, client_for, start_app, stop_app
+from tests.orders.helpers import send_shopify, shopify_channel, shopify_order
+
+
+@asynccontextmanager
+async def process(settings, *, linger: float = 0.0) -> AsyncIterator[tuple[Any, Any]]:
+    """One more API process: (app, client). `linger` holds each batch open that long, so concurrent
+    requests are sure to share one."""
+    app = create_app(settings)
+    await start_app(app)
+    app.state.ingress.writer.batcher.linger = linger
+    try:
+        async with client_for(app) as c:
+            yield app, c
+    finally:
+        await stop_app(app)
+
+
+async def stored(admin_engine, channel: dict) -> int:
+    return await admin_scalar(
+        admin_engine, "select count(*) from webhook_events where channel_id = :c", c=channel["id"]
+    )
+
+
+async def test_a_rotated_secret_is_refused_by_every_process_at_once(
+    client, make_org, settings, admin_engine
+) -> None:
+    """Process B has the channel cached with the old secret; A rotates it. The very next delivery
+    signed with the old secret is refused by B (the storing statement finds the channel's version
+    moved, B reloads it and checks again), and one signed with the new secret is accepted."""
+    org = await make_org()
+    channel = await shopify_channel(client, org)
+    async with process(settings) as (b_app, b):
+        first = await send_shopify(b, channel, shopify_order(1, [("A", 1)]))
+        assert first.status_code == 200 and first.json()["status"] == "accepted"
+        loads = b_app.state.ingress.channels.loads
+        rotated = await client.post(f"/api/v1/channels/{channel['id']}/rotate-secret", headers=org.headers)
+        assert rotated.status_code == 200, rotated.text
+        new_secret = rotated.json()["webhook_secret"]
+        old = await send_shopify(b, channel, shopify_order(2, [("A", 1)]))
+        assert old.status_code == 401 and old.json()["error"]["code"] == "INVALID_SIGNATURE"
+        assert b_app.state.ingress.channels.loads == loads + 1  # B reloaded the channel
+        new = await send_shopify(b, channel, shopify_order(3, [("A", 1)]), secret=new_secret)
+        assert new.status_code == 200 and new.json()["status"] == "accepted"
+        assert await stored(admin_engine, channel) == 2
+
+        # Disabled by A: B's cached entry says active, but nothing more is stored.
+        await client.post(f"/api/v1/channels/{channel['id']}/disable", headers=org.headers)
+        gone = await send_shopify(b, channel, shopify_order(4, [("A", 1)]), secret=new_secret)
+        assert gone.status_code == 404
+    assert await stored(admin_engine, channel) == 2
+
+
+async def test_concurrent_deliveries_of_one_event_are_stored_once(
+    client, make_org, settings, admin_engine
+) -> None:
+    org = await make_org()
+    channel = await shopify_channel(client, org)
+    payload = shopify_order(77, [("A", 1)])
+    async with process(settings, linger=0.05) as (app, c):
+        answers = await asyncio.gather(
+            *[send_shopify(c, channel, payload, event_id="same-event") for _ in range(40)]
+        )
+        batcher = app.state.ingress.writer.batcher
+        assert batcher.largest > 1  # duplicates met inside one statement, not only across batches
+    assert all(a.status_code == 200 for a in answers)
+    assert sorted(a.json()["status"] for a in answers) == ["accepted"] + ["duplicate"] * 39
+    assert await stored(admin_engine, channel) == 1
+
+
+async def test_one_batch_of_several_orgs_stores_each_row_under_its_channels_org(
+    client, make_org, settings, admin_engine
+) -> None:
+    orgs = [await make_org() for _ in range(3)]
+    channels = [await shopify_channel(client, org) for org in orgs]
+    async with process(settings, linger=0.05) as (app, c):
+        before = app.state.ingress.writer.batcher.batches
+        answers = await asyncio.gather(
+            *[
+                send_shopify(c, channels[i % 3], shopify_order(i, [("A", 1)]))
+                for i in range(30)  # org A, B, C, A, B, C...
+            ]
+        )
+        assert app.state.ingress.writer.batcher.batches - before == 1  # all in one statement
+    assert all(a.status_code == 200 and a.json()["status"] == "accepted" for a in answers)
+    for org, channel in zip(orgs, channels, strict=True):
+        owners = await admin_scalar(
+            admin_engine,
+            "select array_agg(distinct org_id) from webhook_events where channel_id = :c",
+            c=channel["id"],
+        )
+        assert owners == [org.id] and await stored(admin_engine, channel) == 10
+
+
+async def test_the_app_role_reaches_another_org_only_through_the_channel(
+    client, engine, make_org, admin_engine
+) -> None:
+    """As the app role with org A's context: a direct insert of org B's row is refused by RLS; the
+    definer function stores a delivery for B's channel under B, whatever org the caller claims."""
+    a, b = await make_org(), await make_org()
+    b_channel = await shopify_channel(client, b)
+    version = await admin_scalar(
+        admin_engine, "select ingress_version from channels where id = :c", c=b_channel["id"]
+    )
+    with pytest.raises(DBAPIError, match="row-level security"):
+        async with engine.begin() as conn:
+            await conn.execute(text("select set_config('app.org_id', :o, true)"), {"o": str(a.id)})
+            await conn.execute(
+                text(
+                    "insert into webhook_events (id, org_id, channel_id, topic, delivery_id, dedup_key,"
+                    " payload, status, attempts) values (gen_random_uuid(), :b, :c, 't', 'd', 'k', '\\x00',"
+                    " 'pending', 0)"
+                ),
+                {"b": b.id, "c": b_channel["id"]},
+            )
+    async with engine.begin() as conn:
+        await conn.execute(text("select set_config('app.org_id', :o, true)"), {"o": str(a.id)})
+        outcome = (
+            await conn.execute(
+                text(
+                    "select outcome from rappit_webhook_ingest(array[cast(:c as uuid)],"
+                    " array[cast(:v as bigint)], array[gen_random_uuid()], array['orders/create'],"
+                    " array['d1'], array['event:d1'],"
+                    " array['\\x7b7d'::bytea], array[null::timestamptz], array[null::text])"
+                ),
+                {"c": b_channel["id"], "v": version},
+            )
+        ).scalar_one()
+    assert outcome == "accepted"
+    owner = await admin_scalar(
+        admin_engine, "select org_id from webhook_events where channel_id = :c", c=b_channel["id"]
+    )
+    assert owner == b.id
+
+
+async def test_a_failed_batch_answers_503_to_every_request_and_stores_none(
+    client, make_org, settings, admin_engine, monkeypatch
+) -> None:
+    """The statement fails after its insert ran (a division by zero on the third row it returns): the
+    whole statement is rolled back, and each of the batch's requests hears 503, none 200."""
+    org = await make_org()
+    channel = await shopify_channel(client, org)
+    failing = (
+        f"SELECT n, outcome FROM ({InboxWriter.SQL}) s WHERE 1 / (CASE WHEN n = 3 THEN 0 ELSE 1 END) = 1"
+    )
+    async with process(settings, linger=0.05) as (app, c):
+        monkeypatch.setattr(app.state.ingress.writer, "SQL", failing)
+        before = app.state.ingress.writer.batcher.batches
+        answers = await asyncio.gather(
+            *[send_shopify(c, channel, shopify_order(900 + i, [("A", 1)])) for i in range(10)]
+        )
+        assert app.state.ingress.writer.batcher.batches - before == 1
+    assert [a.status_code for a in answers] == [503] * 10
+    assert await stored(admin_engine, channel) == 0
+
+
+async def test_the_200_is_sent_only_after_the_row_is_committed(
+    client, make_org, settings, admin_engine
+) -> None:
+    """While another transaction blocks inserts into the inbox, the delivery gets no answer; the
+    moment it is answered 200, its row is visible to any other connection."""
+    org = await make_org()
+    channel = await shopify_channel(client, org)
+    async with process(settings) as (_, c):
+        async with admin_engine.connect() as blocker:
+            trans = await blocker.begin()
+            await blocker.execute(text("lock table webhook_events in share row exclusive mode"))
+            sending = asyncio.create_task(send_shopify(c, channel, shopify_order(5, [("A", 1)])))
+            await asyncio.sleep(0.5)
+            assert not sending.done()
+            await trans.commit()
+        answer = await sending
+        assert answer.status_code == 200 and answer.json()["status"] == "accepted"
+        event_id = answer.json()["event_id"]
+        assert (
+            await admin_scalar(admin_engine, "select count(*) from webhook_events where id = :e", e=event_id)
+            == 1
+        )
+        # And for many at once: each 200 names a row that is already there when the answer arrives.
+
+        async def send_then_look(i: int) -> int:
+            answer = await send_shopify(c, channel, shopify_order(600 + i, [("A", 1)]))
+            assert answer.status_code == 200
+            return int(
+                await admin_scalar(
+                    admin_engine,
+                    "select count(*) from webhook_events where id = :e",
+                    e=answer.json()["event_id"],
+                )
+            )
+
+        assert await asyncio.gather(*[send_then_look(i) for i in range(30)]) == [1] * 30
