@@ -53,7 +53,8 @@ async def reopen(session: AsyncSession, event_id: uuid.UUID) -> WebhookEvent:
     event = await lock(session, event_id)
     if event is None:
         raise LookupError(f"webhook event {event_id} is gone")
-    event.status, event.attempts, event.last_error, event.next_attempt_at = "pending", 0, None, None
+    event.status, event.attempts, event.failures = "pending", 0, 0
+    event.last_error, event.next_attempt_at = None, None
     await session.execute(text("SELECT pg_notify('rappit_inbox', '')"))  # wakes the claimers at commit
     return event
 

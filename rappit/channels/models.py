@@ -70,6 +70,7 @@ class WebhookEvent(IdMixin, TenantMixin, Base):
             "(status in ('processed','ignored')) = (processed_at is not null)", name="processed_at_iff_done"
         ),
         CheckConstraint("attempts >= 0", name="attempts_nonnegative"),
+        CheckConstraint("failures >= 0 and failures <= attempts", name="failures_within_attempts"),
         Index(  # the workers' claims: per org, oldest first (rappit.workers.inbox)
             "ix_webhook_events_claim",
             "org_id",
@@ -106,6 +107,9 @@ class WebhookEvent(IdMixin, TenantMixin, Base):
     request_id: Mapped[str | None] = mapped_column(String(128))
     status: Mapped[str] = mapped_column(String(20), default="pending", server_default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Runs started (counted when claimed, before any work)."""
+    failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Runs that recorded a failure; attempts - failures - 1 runs died without an outcome."""
     last_error: Mapped[str | None] = mapped_column(Text)
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     order_id: Mapped[uuid.UUID | None] = mapped_column()

@@ -56,6 +56,12 @@ from rappit.workers.context import Ctx, Deps, deps
 
 log = structlog.get_logger("rappit.workers.inbox")
 MAX_ATTEMPTS = 3
+"""Recorded failures (an error, a timeout inside the run) before an event is dead-lettered."""
+MAX_UNFINISHED = 10
+"""Runs that started and never recorded an outcome (their worker was killed, or the lease ran out)
+before an event is dead-lettered untried: a worker killed during a batch costs every event in it a
+run, so this is counted apart from real failures (the chaos soak dead-lettered healthy events
+after three kills), yet an event that kills every worker that takes it still ends."""
 EXPECTED = (PayloadError, ChannelActionNeeded)
 """Failures that need no stack trace in the log: the payload or the channel is at fault."""
 UNFINISHED = "an earlier attempt did not finish (it timed out or its worker died)"
@@ -71,6 +77,7 @@ class Claimed:
     id: uuid.UUID
     org_id: uuid.UUID
     attempts: int
+    failures: int
     last_error: str | None
     request_id: str | None
 
@@ -102,7 +109,7 @@ _CLAIM = text(
        UPDATE webhook_events w
           SET attempts = w.attempts + 1, next_attempt_at = now() + make_interval(secs => :lease)
          FROM picked WHERE w.id = picked.id
-       RETURNING w.id, w.org_id, w.attempts, w.last_error, w.request_id, w.received_at"""
+       RETURNING w.id, w.org_id, w.attempts, w.failures, w.last_error, w.request_id, w.received_at"""
 )
 
 
@@ -133,7 +140,12 @@ class Claimer:
                 await conn.execute(_CLAIM, {"orgs": orgs, "per_org": per_org, "lease": float(_lease(d))})
             ).all()
         rows = sorted(rows, key=lambda r: r.received_at)
-        return [Claimed(r.id, r.org_id, r.attempts, r.last_error, r.request_id) for r in rows]
+        return [Claimed(r.id, r.org_id, r.attempts, r.failures, r.last_error, r.request_id) for r in rows]
+
+
+def unfinished(attempts: int, failures: int) -> int:
+    """Earlier runs of an event (the current claim's is counted in `attempts`) that recorded nothing."""
+    return attempts - 1 - failures
 
 
 def _lease(d: Deps) -> int:
@@ -166,8 +178,8 @@ async def _process_org(d: Deps, org_id: uuid.UUID, rows: list[Claimed]) -> list[
     with org_context(org_id, ACTOR):
         live: list[Claimed] = []
         for c in rows:
-            if c.attempts > MAX_ATTEMPTS:  # the runs allowed all started, and none recorded an outcome
-                outcomes.append(await _failed(d, c.id, c.last_error or UNFINISHED))
+            if unfinished(c.attempts, c.failures) >= MAX_UNFINISHED:
+                outcomes.append(await _failed(d, c.id, c.last_error or UNFINISHED, unfinished_runs=True))
             else:
                 live.append(c)
         if not live:
@@ -271,15 +283,15 @@ async def process_webhook_event(ctx: Ctx, org_id: str, event_id: str) -> str:
                               SET attempts = attempts + 1,
                                   next_attempt_at = now() + make_interval(secs => :lease)
                             WHERE id = :id AND status IN ('pending','failed')
-                        RETURNING attempts, last_error"""
+                        RETURNING attempts, failures, last_error"""
                     ),
                     {"id": eid, "lease": float(_lease(d))},
                 )
             ).first()
         if counted is None:
             return "done"  # gone, or already applied by an earlier run
-        if counted.attempts > MAX_ATTEMPTS:
-            return await _failed(d, eid, counted.last_error or UNFINISHED)
+        if unfinished(counted.attempts, counted.failures) >= MAX_UNFINISHED:
+            return await _failed(d, eid, counted.last_error or UNFINISHED, unfinished_runs=True)
     return await _run_one(d, oid, eid)
 
 
@@ -298,20 +310,23 @@ async def _apply(d: Deps, event_id: uuid.UUID) -> str:
     return outcome
 
 
-async def _failed(d: Deps, event_id: uuid.UUID, error: str) -> str:
+async def _failed(d: Deps, event_id: uuid.UUID, error: str, *, unfinished_runs: bool = False) -> str:
     """Record the failure in a fresh transaction; retry after a backoff, or dead-letter after the last
-    try. Returns "retry", "dead" or "done" (another run finished it meanwhile)."""
+    try (`unfinished_runs`: the event used up its budget of runs that died, dead-letter it untried).
+    Returns "retry", "dead" or "done" (another run finished it meanwhile)."""
     async with provide_session(d.sessionmaker) as session:
         event = await inbox.lock(session, event_id)
         if event is None or event.status in inbox.DONE:
             return "done"
         event.last_error = error[:4000]
-        if event.attempts >= MAX_ATTEMPTS:
+        if not unfinished_runs:  # a run that got to record its failure
+            event.failures += 1
+        if unfinished_runs or event.failures >= MAX_ATTEMPTS:
             await _dead(session, event, error)
             event.next_attempt_at = None
             return "dead"
         event.status = "failed"
-        retry_in = d.webhook_backoff[min(event.attempts - 1, len(d.webhook_backoff) - 1)]
+        retry_in = d.webhook_backoff[min(event.failures - 1, len(d.webhook_backoff) - 1)]
         event.next_attempt_at = utcnow() + timedelta(seconds=retry_in)
     return "retry"
 

@@ -19,7 +19,7 @@ from rappit.integrations.channels.registry import ChannelRegistry
 from rappit.integrations.channels.shopify import ShopifyAdapter
 from rappit.integrations.channels.woocommerce import WooCommerceAdapter
 from rappit.workers.context import Deps
-from rappit.workers.inbox import MAX_ATTEMPTS, UNFINISHED, process_webhook_event
+from rappit.workers.inbox import MAX_ATTEMPTS, MAX_UNFINISHED, UNFINISHED, process_webhook_event
 from tests.conftest import admin_scalar
 from tests.inventory.helpers import setup_stock
 from tests.orders.helpers import run_worker, send_shopify, shopify_channel, shopify_order
@@ -164,28 +164,56 @@ async def test_a_run_that_times_out_is_counted_and_the_third_dead_letters(
     assert (status, attempts) == ("dead", 3) and last_error.startswith("TimeoutError")
 
 
-async def test_runs_that_never_finished_still_count_and_the_next_one_dead_letters(
-    client, make_org, settings, admin_engine
-) -> None:
-    """Three runs started and counted their attempt, then died (arq's own timeout cancels the task;
-    SIGKILL ends the process) without recording anything: the fourth run dead-letters, untried."""
+async def _with_runs(client, make_org, admin_engine, order_id: int, attempts: int, failures: int):
+    """An org, stock, and one stored event whose earlier runs are set: `attempts` started, `failures`
+    of them recorded a failure (the rest died without an outcome)."""
     org = await make_org()
     await setup_stock(client, org, {("A", "W1"): 10})
     channel = await shopify_channel(client, org)
-    event_id = (await send_shopify(client, channel, shopify_order(9300, [("A", 1)]))).json()["event_id"]
+    event_id = (await send_shopify(client, channel, shopify_order(order_id, [("A", 1)]))).json()["event_id"]
     async with admin_engine.begin() as conn:
         from sqlalchemy import text
 
-        await conn.execute(text("update webhook_events set attempts = 3 where id = :e"), {"e": event_id})
+        await conn.execute(
+            text("update webhook_events set attempts = :a, failures = :f where id = :e"),
+            {"a": attempts, "f": failures, "e": event_id},
+        )
+    return org, event_id
+
+
+async def _run(settings, org, event_id) -> str:
     deps = Deps.build(settings, pool_size=2, max_overflow=0)
     try:
-        outcome = await process_webhook_event({"deps": deps}, str(org.id), event_id)
+        return await process_webhook_event({"deps": deps}, str(org.id), event_id)
     finally:
         await deps.close()
-    assert outcome == "dead"
+
+
+async def test_runs_that_never_finished_still_count_and_past_their_budget_dead_letter_untried(
+    client, make_org, settings, admin_engine
+) -> None:
+    """MAX_UNFINISHED runs started and counted their attempt, then died (SIGKILL, or a lease that ran
+    out) without recording anything: the next run dead-letters, untried. An event that kills every
+    worker that takes it still ends."""
+    org, event_id = await _with_runs(client, make_org, admin_engine, 9300, MAX_UNFINISHED, 0)
+    assert await _run(settings, org, event_id) == "dead"
     status, attempts, last_error = await event_row(admin_engine, event_id)
-    assert (status, attempts, last_error) == ("dead", 4, UNFINISHED)
+    assert (status, attempts, last_error) == ("dead", MAX_UNFINISHED + 1, UNFINISHED)
     assert await admin_scalar(admin_engine, "select count(*) from orders where org_id = :o", o=org.id) == 0
+
+
+async def test_runs_killed_mid_batch_do_not_spend_the_failure_budget(
+    client, make_org, settings, admin_engine
+) -> None:
+    """Found by the 30-minute chaos soak: workers killed every few seconds left healthy events with
+    three unfinished runs, and the old rule (attempts > 3) dead-lettered them. Unfinished runs have
+    their own budget: an event with MAX_ATTEMPTS unfinished runs and one recorded failure is still
+    applied."""
+    org, event_id = await _with_runs(client, make_org, admin_engine, 9301, MAX_ATTEMPTS + 1, 1)
+    assert await _run(settings, org, event_id) == "created"
+    status, attempts, _ = await event_row(admin_engine, event_id)
+    assert (status, attempts) == ("processed", MAX_ATTEMPTS + 2)
+    assert await admin_scalar(admin_engine, "select count(*) from orders where org_id = :o", o=org.id) == 1
 
 
 async def test_every_log_line_of_a_job_names_the_order_and_the_delivery_that_caused_it(
