@@ -26,6 +26,7 @@ from rappit.app.factory import create_app
 from rappit.integrations.sandboxes.dhl import FakeDhlExpress
 from rappit.integrations.sandboxes.fedex import FakeFedEx
 from rappit.platform.settings import REPO_ROOT, Settings
+from rappit.workers.inbox import run_inbox
 from rappit.workers.settings import WorkerSettings, redis_settings
 
 SCREENSHOTS = REPO_ROOT / ".artifacts" / "screenshots"
@@ -65,7 +66,8 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """The app under uvicorn plus an arq worker, in a thread of their own (their own event loop)."""
+    """The app under uvicorn plus a worker (arq and the inbox's claim loops), in a thread of their own
+    (their own event loop)."""
 
     def __init__(self, settings: Settings) -> None:
         self.port = free_port()
@@ -89,9 +91,15 @@ class LiveServer:
             handle_signals=False,
         )
         working = asyncio.create_task(worker.async_run())
+        stop = asyncio.Event()  # and the webhook inbox's claim loops, as `rappit worker` runs them
+        inbox = asyncio.create_task(
+            run_inbox(self.settings, stop, pool_size=2, max_overflow=2, webhook_backoff=(0.2, 0.2, 0.2))
+        )
         try:
             await self._server.serve()
         finally:
+            stop.set()
+            await asyncio.gather(inbox, return_exceptions=True)
             working.cancel()
             await worker.close()
 
