@@ -57,13 +57,14 @@ def asyncpg_dsn(url: str) -> str:
 
 
 async def open_pool(settings: Settings, *, size: int) -> asyncpg.Pool:
-    """Raw asyncpg connections as the app role (RLS binds them; nothing here sets an org)."""
+    """Raw asyncpg connections as the app role (RLS binds them; nothing here sets an org), opened on
+    first use: the API starts, and answers 503 where it needs the database, while PostgreSQL is down."""
     if not settings.database_url:
         raise RuntimeError("no DATABASE_URL configured")
     statement_ms = settings.db_statement_timeout_ms
     pool: asyncpg.Pool = await asyncpg.create_pool(
         asyncpg_dsn(settings.database_url),
-        min_size=size,
+        min_size=0,
         max_size=size,
         timeout=settings.db_connect_timeout_seconds,
         command_timeout=statement_ms / 1000 + 1,
