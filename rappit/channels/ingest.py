@@ -36,6 +36,15 @@ from rappit.platform.errors import DependencyUnavailable
 from rappit.platform.settings import Settings
 
 log = structlog.get_logger("rappit.webhooks")
+DB_ERRORS = (
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+)
+"""What a raw asyncpg call raises when PostgreSQL is down, restarting or stalled (InternalClientError:
+a connection whose protocol state a dropped server left broken, seen in the chaos soak's restart)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +117,11 @@ class ChannelCache:
 
     async def _load(self, channel_id: uuid.UUID) -> Target | None:
         self.loads += 1
-        row = await self.pool.fetchrow(_TARGET, channel_id)
+        try:
+            row = await self.pool.fetchrow(_TARGET, channel_id)
+        except DB_ERRORS as exc:
+            log.warning("webhook.channel_lookup_failed", error_type=type(exc).__name__, error=str(exc))
+            raise DependencyUnavailable("postgres") from exc
         if row is None:
             self._entries.pop(channel_id, None)
             return None
@@ -167,7 +180,7 @@ class InboxWriter:
         DEPENDENCY_UNAVAILABLE: the sender retries, and the dedup key makes a retry safe."""
         try:
             return await self.batcher.submit(item)
-        except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        except DB_ERRORS as exc:
             log.warning("webhook.store_failed", error_type=type(exc).__name__, error=str(exc))
             raise DependencyUnavailable("postgres") from exc
 
@@ -185,8 +198,15 @@ class InboxWriter:
             payload.append(item.payload)
             triggered.append(d.triggered_at)
             request.append(item.request_id)
-        async with self.pool.acquire() as conn:
+        conn = await self.pool.acquire()
+        try:
             rows = await conn.fetch(self.SQL, *columns)
+        finally:
+            try:
+                await self.pool.release(conn)
+            except DB_ERRORS as exc:  # the statement's outcome stands (committed, or raised above);
+                # asyncpg has terminated the connection whose reset failed, and frees its slot
+                log.warning("webhook.connection_release_failed", error_type=type(exc).__name__)
         return [outcome for _, outcome in rows]
 
     async def close(self) -> None:

@@ -7,6 +7,7 @@ batcher), so one process can rotate or disable while another serves deliveries."
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -209,3 +210,41 @@ async def test_the_200_is_sent_only_after_the_row_is_committed(
             )
 
         assert await asyncio.gather(*[send_then_look(i) for i in range(30)]) == [1] * 30
+
+
+async def test_a_connection_lost_after_the_commit_still_answers_200_and_a_lookup_failure_is_503(
+    client, make_org, settings, admin_engine, monkeypatch
+) -> None:
+    """Found by the chaos soak (a PostgreSQL restart): returning the connection to the pool raised
+    asyncpg's InternalClientError after the batch had committed, and the request got a 500. The
+    statement's outcome stands (200, the row is there); a channel look-up that meets a database
+    going down is a 503, never a 500."""
+    import asyncpg.pool
+
+    org = await make_org()
+    channel = await shopify_channel(client, org)
+    pool_class = asyncpg.pool.Pool  # slotted: patched on the class (only raw asyncpg pools use it)
+    real_release = pool_class.release
+
+    async def broken_release(self, conn, *args, **kwargs):
+        await real_release(self, conn, *args, **kwargs)
+        raise asyncpg.InternalClientError("cannot switch to state 15; another operation is in progress")
+
+    async def down(self, *args, **kwargs):
+        raise asyncpg.CannotConnectNowError("the database system is shutting down")
+
+    async with process(settings) as (app, c):
+        warm = await send_shopify(c, channel, shopify_order(76, [("A", 1)]))  # the channel is cached
+        assert warm.status_code == 200, warm.text
+        monkeypatch.setattr(pool_class, "release", broken_release)
+        answer = await send_shopify(c, channel, shopify_order(77, [("A", 1)]))
+        monkeypatch.setattr(pool_class, "release", real_release)
+        assert answer.status_code == 200 and answer.json()["status"] == "accepted", answer.text
+        assert await stored(admin_engine, channel) == 2
+
+        app.state.ingress.channels.forget(uuid.UUID(channel["id"]))
+        monkeypatch.setattr(pool_class, "fetchrow", down)
+        refused = await send_shopify(c, channel, shopify_order(78, [("A", 1)]))
+        monkeypatch.undo()
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["code"] == "DEPENDENCY_UNAVAILABLE"
