@@ -1,10 +1,10 @@
-"""Webhook ingress: verify the signature on the raw body, store the delivery, answer, then hand off.
+"""Webhook ingress: verify the signature on the raw body, store the delivery, answer.
 
 One route serves every channel type through its adapter. The 200 goes out only after the event row
 is committed: `InboxWriter` stores concurrent deliveries with one statement in its own transaction
-and answers each request only when that statement has returned (see `rappit.channels.ingest`). The
-hand-off to the workers runs after the answers (a background task); if it fails the webhook is still
-accepted: the sweeper finds inbox rows left pending.
+and answers each request only when that statement has returned (see `rappit.channels.ingest`).
+Nothing is handed off: the workers claim pending inbox rows themselves (`rappit.workers.inbox`),
+woken by the insert trigger's NOTIFY.
 
 This route is the hot path of a flash sale, so it does only what it must per delivery: no ORM, no
 per-request session or transaction, the channel from a per-process cache (checked again by the
