@@ -405,19 +405,29 @@ def refused(exc: BaseException) -> bool:
     return (getattr(exc, "sqlstate", None) or sqlstate_of(exc) or "")[:2] in _COPY_REFUSED
 
 
+async def copy_or_refused(
+    session: AsyncSession, raw: Any, create: str, table: str, file: CopyableCsv, seen: Seen | None
+) -> int | None:
+    """Create `table` (`create`) and COPY a copyable file into it, in a savepoint: the rows copied, or
+    None (the savepoint rolled back, nothing created) when COPY refuses the file."""
+    try:
+        async with session.begin_nested():
+            await session.execute(text(create))
+            return await copy_file(raw, table, file, seen)
+    except Exception as exc:
+        if refused(exc):
+            return None
+        raise
+
+
 async def _stage_copied(
     session: AsyncSession, raw: Any, parsed: Parsed, file: CopyableCsv, org_id: uuid.UUID, seen: Seen | None
 ) -> bool:
     """COPY a copyable file into `import_csv`, stage its clean rows with SQL, check the others with
     `_validate`. False (nothing staged, the savepoint rolled back) when COPY refuses the file."""
-    try:
-        async with session.begin_nested():
-            await session.execute(text(_CSV))
-            copied = await copy_file(raw, "import_csv", file, seen)
-    except Exception as exc:
-        if refused(exc):
-            return False
-        raise
+    copied = await copy_or_refused(session, raw, _CSV, "import_csv", file, seen)
+    if copied is None:
+        return False
     await session.execute(text("ANALYZE import_csv"))  # a plan for 1M rows, not for the 1 it would guess
     await session.execute(text(_STAGE.format(source=_CLEAN_ROWS)), {"org": org_id, "mode": file.default_mode})
     doubtful = (await session.execute(_DOUBTFUL)).all()

@@ -66,7 +66,7 @@ _RESERVE_ONE = text(
         {_RESERVE_TAIL}"""
 )
 
-_LOCK_LEVELS = text(
+LOCK_LEVELS = text(
     """SELECT l.id, l.sku_id, l.warehouse_id, l.on_hand, l.reserved
          FROM inventory_levels l
          JOIN unnest(CAST(:skus AS uuid[]), CAST(:whs AS uuid[])) AS r(sku_id, warehouse_id)
@@ -75,6 +75,8 @@ _LOCK_LEVELS = text(
         ORDER BY l.id
         FOR NO KEY UPDATE OF l"""
 )
+"""The levels of (sku, warehouse) pairs, row-locked in id order (the one lock order every multi-level
+write takes); the batch order path uses it too."""
 
 _RESERVE_LOCKED = text(
     f"""WITH req AS (
@@ -140,7 +142,7 @@ async def reserve(
     async def lock_and_apply() -> list[Reserved]:
         locked = (
             await session.execute(
-                _LOCK_LEVELS, {"org": org_id, "skus": [k[0] for k in keys], "whs": [k[1] for k in keys]}
+                LOCK_LEVELS, {"org": org_id, "skus": [k[0] for k in keys], "whs": [k[1] for k in keys]}
             )
         ).all()
         by_key = {(r.sku_id, r.warehouse_id): r for r in locked}

@@ -26,12 +26,11 @@ from rappit.inventory.bulk import (
     CopyableCsv,
     RowError,
     Seen,
-    copy_file,
+    copy_or_refused,
     copyable,
     decode_csv,
     malformed,
     prepare,
-    refused,
 )
 from rappit.platform.db import long_statements
 from rappit.platform.errors import BadRequest
@@ -447,14 +446,9 @@ async def _stage_copied(
 ) -> bool:
     """COPY a copyable file into `sku_csv`, stage its clean rows with SQL and check the others with
     `_row`. False (nothing staged, the savepoint rolled back) when COPY refuses the file."""
-    try:
-        async with session.begin_nested():
-            await session.execute(text(_CSV))
-            copied = await copy_file(raw, "sku_csv", file, seen)
-    except Exception as exc:
-        if refused(exc):
-            return False
-        raise
+    copied = await copy_or_refused(session, raw, _CSV, "sku_csv", file, seen)
+    if copied is None:
+        return False
     await session.execute(text(_STAGE))
     await session.execute(text(_clean_rows(file.columns)))
     checked = ParsedSkus()

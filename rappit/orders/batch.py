@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from rappit.integrations.channels.canonical import CanonicalOrder
 from rappit.integrations.channels.registry import ORDER_SOURCES
 from rappit.inventory.catalogue import sku_ids
+from rappit.inventory.reservations import LOCK_LEVELS
 from rappit.inventory.stock import LEDGER_COLUMNS, MAX_QUANTITY
 from rappit.orders.service import RESERVATION_REF, ChannelRef, _desired, format_number
 from rappit.tenancy.context import current_actor, require_org_id
@@ -76,15 +77,6 @@ _COUNTER = text(
     """INSERT INTO order_counters (id, org_id, source, last_value) VALUES (gen_random_uuid(), :org, :s, 1)
        ON CONFLICT (org_id, source) DO UPDATE SET last_value = order_counters.last_value
        RETURNING last_value, (xmax = 0) AS inserted"""
-)
-_LOCK_LEVELS = text(
-    """SELECT l.id, l.sku_id, l.warehouse_id, l.on_hand, l.reserved
-         FROM inventory_levels l
-         JOIN unnest(CAST(:skus AS uuid[]), CAST(:whs AS uuid[])) AS r(sku_id, warehouse_id)
-           ON l.sku_id = r.sku_id AND l.warehouse_id = r.warehouse_id
-        WHERE l.org_id = :org
-        ORDER BY l.id
-        FOR NO KEY UPDATE OF l"""
 )
 _INSERT_ORDERS = text(
     """INSERT INTO orders (id, org_id, number, source, channel_id, external_id, external_name, status,
@@ -188,7 +180,7 @@ async def create_fresh(session: AsyncSession, items: list[FreshOrder]) -> Fresh:
         (r.sku_id, r.warehouse_id): r
         for r in (
             await session.execute(
-                _LOCK_LEVELS, {"org": org_id, "skus": [p[0] for p in pairs], "whs": [p[1] for p in pairs]}
+                LOCK_LEVELS, {"org": org_id, "skus": [p[0] for p in pairs], "whs": [p[1] for p in pairs]}
             )
         ).all()
     }

@@ -243,7 +243,7 @@ TRICKY_SKU_ROWS = [
 async def test_a_plain_file_is_copied_and_checked_in_sql_with_the_python_rules_results(
     client, make_org, admin_engine, monkeypatch
 ) -> None:
-    from rappit.inventory import bulk, sku_bulk
+    from rappit.inventory import bulk
 
     copies: list[str] = []
     real_copy = bulk.copy_file
@@ -252,7 +252,7 @@ async def test_a_plain_file_is_copied_and_checked_in_sql_with_the_python_rules_r
         copies.append(table)
         return await real_copy(raw, table, file, seen)
 
-    monkeypatch.setattr(sku_bulk, "copy_file", counting)
+    monkeypatch.setattr(bulk, "copy_file", counting)
     plain = (HEADER + "\n".join(TRICKY_SKU_ROWS) + "\n").encode()
     quoted = plain.replace(b"\nS1,", b'\n"S1",', 1)
     assert bulk.copyable(plain) is not None and bulk.copyable(quoted) is None

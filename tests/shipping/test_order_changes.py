@@ -58,6 +58,15 @@ async def _label(client, org, fake: FakeFedEx, order_id: str) -> dict[str, Any]:
     return resp.json()
 
 
+async def _labelled_order(client, make_org, settings, fake: FakeFedEx, *, on_hand: int):
+    """An org with `on_hand` MUGs in WH1, a Shopify order for 3 of them, and a label bought for it."""
+    org = await make_org()
+    await setup_stock(client, org, {("MUG", "WH1"): on_hand})
+    channel = await shopify_channel(client, org, warehouse="WH1")
+    order = await _order_from_shop(client, org, settings, channel, [("MUG", 3)], minutes=0)
+    return org, channel, await _label(client, org, fake, order["order"]["id"])
+
+
 async def _verified_clean(client, org, admin_engine) -> None:
     report = await verify_api(client, org)
     assert report["findings"] == [], report["findings"]
@@ -67,11 +76,7 @@ async def _verified_clean(client, org, admin_engine) -> None:
 async def test_an_order_raised_after_its_label_ships_the_labels_units_and_keeps_the_rest_reserved(
     client, make_org, settings, admin_engine, fake_fedex: FakeFedEx
 ) -> None:
-    org = await make_org()
-    await setup_stock(client, org, {("MUG", "WH1"): 10})
-    channel = await shopify_channel(client, org, warehouse="WH1")
-    order = await _order_from_shop(client, org, settings, channel, [("MUG", 3)], minutes=0)
-    label = await _label(client, org, fake_fedex, order["order"]["id"])
+    org, channel, label = await _labelled_order(client, make_org, settings, fake_fedex, on_hand=10)
     assert label["lines"] == [{"sku": "MUG", "quantity": 3}]
     raised = await _order_from_shop(client, org, settings, channel, [("MUG", 5)], minutes=1)
     assert _active(raised) == 5  # 3, then 2 more: two reservations
@@ -97,11 +102,7 @@ async def test_an_order_raised_after_its_label_ships_the_labels_units_and_keeps_
 async def test_an_order_lowered_after_its_label_ships_the_labels_units_from_free_stock(
     client, make_org, settings, admin_engine, fake_fedex: FakeFedEx
 ) -> None:
-    org = await make_org()
-    await setup_stock(client, org, {("MUG", "WH1"): 10})
-    channel = await shopify_channel(client, org, warehouse="WH1")
-    order = await _order_from_shop(client, org, settings, channel, [("MUG", 3)], minutes=0)
-    label = await _label(client, org, fake_fedex, order["order"]["id"])
+    org, channel, label = await _labelled_order(client, make_org, settings, fake_fedex, on_hand=10)
     assert _active(await _order_from_shop(client, org, settings, channel, [("MUG", 1)], minutes=1)) == 1
 
     shipped = await client.post(f"/api/v1/shipments/{label['id']}/ship", headers=org.headers)
@@ -114,11 +115,7 @@ async def test_an_order_lowered_after_its_label_ships_the_labels_units_from_free
 async def test_a_parcel_carrying_more_than_free_stock_is_refused_and_changes_nothing(
     client, make_org, settings, admin_engine, fake_fedex: FakeFedEx
 ) -> None:
-    org = await make_org()
-    await setup_stock(client, org, {("MUG", "WH1"): 3})
-    channel = await shopify_channel(client, org, warehouse="WH1")
-    order = await _order_from_shop(client, org, settings, channel, [("MUG", 3)], minutes=0)
-    label = await _label(client, org, fake_fedex, order["order"]["id"])
+    org, channel, label = await _labelled_order(client, make_org, settings, fake_fedex, on_hand=3)
     assert _active(await _order_from_shop(client, org, settings, channel, [("MUG", 1)], minutes=1)) == 1
     held = await client.post(
         "/api/v1/reservations",
