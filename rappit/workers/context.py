@@ -3,7 +3,8 @@ typed object under "deps", made once in `on_startup`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -19,6 +20,8 @@ from rappit.shipping.accounts import Carriers
 
 Ctx = dict[Any, Any]
 """arq's job context, as arq types it."""
+INBOX_SESSIONS = 8
+"""Default of `Deps.inbox_sessions`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +51,12 @@ class Deps:
     inbox_gather_seconds: float = 0.05
     """After a wake-up, how long a claim loop lets events gather before it claims: a trickle then goes
     in batches too, not one event per transaction (a bound on the latency it adds)."""
-    inbox_fallback_concurrency: int = 8
-    """Events of different orders applied at once on the one-event path (channel fetches can be slow)."""
+    inbox_sessions: int = INBOX_SESSIONS
+    """Inbox transactions one process runs at once, batch and one-event together, across all its claim
+    loops and orgs (the one-event path overlaps slow channel fetches). At most the pool's size plus
+    overflow (`build` narrows it), so a backlog over many orgs queues on this gate instead of timing
+    out on the pool."""
+    inbox_gate: asyncio.Semaphore = field(init=False)
     callback_backoff: tuple[float, ...] = (2.0, 10.0, 30.0, 60.0)
     """Seconds before the 2nd, 3rd... attempt of a failed carrier callback."""
     label_void_backoff: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0)
@@ -66,10 +73,17 @@ class Deps:
     """A `pending` shipment this old has had its label call end (longer than any carrier read timeout):
     the recovery job asks the carrier what became of it."""
 
+    def __post_init__(self) -> None:
+        if self.inbox_sessions < 1:
+            raise ValueError("inbox_sessions must be at least 1")
+        object.__setattr__(self, "inbox_gate", asyncio.Semaphore(self.inbox_sessions))
+
     @classmethod
     def build(cls, settings: Settings, *, pool_size: int = 10, max_overflow: int = 12, **tuning: Any) -> Deps:
         if not settings.system_database_url:
             raise RuntimeError("the worker needs SYSTEM_DATABASE_URL (the BYPASSRLS role) for cross-org jobs")
+        # A gate wider than the pool would not keep the inbox off the pool's timeout.
+        tuning["inbox_sessions"] = min(tuning.get("inbox_sessions", INBOX_SESSIONS), pool_size + max_overflow)
         engine = make_engine(settings, pool_size=pool_size, max_overflow=max_overflow)
         # Cross-org reads (sweeper, expiry, reconciliation, purge) are a few cron queries: a small pool.
         system = make_engine(settings, url=settings.system_database_url, pool_size=2, max_overflow=2)

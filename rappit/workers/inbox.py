@@ -161,7 +161,12 @@ def _budget(d: Deps) -> float:
 
 async def process_claimed(d: Deps, claimed: Sequence[Claimed]) -> dict[str, int]:
     """Apply claimed events: each org's share in its own transactions, orgs concurrently. Returns
-    how many events ended how (created/updated/ignored/retry/dead...)."""
+    how many events ended how (created/updated/ignored/retry/dead...).
+
+    Every unit of work that holds a connection (an org's batch transaction, a chain of one-event
+    runs, a dead-lettering) first takes a slot of `d.inbox_gate`, one per process and below its pool,
+    and uses one connection at a time inside it: however many orgs and loops, the pool is never
+    asked for more than it has."""
     by_org: dict[uuid.UUID, list[Claimed]] = defaultdict(list)
     for c in claimed:
         by_org[c.org_id].append(c)
@@ -179,14 +184,15 @@ async def _process_org(d: Deps, org_id: uuid.UUID, rows: list[Claimed]) -> list[
         live: list[Claimed] = []
         for c in rows:
             if unfinished(c.attempts, c.failures) >= MAX_UNFINISHED:
-                outcomes.append(await _failed(d, c.id, c.last_error or UNFINISHED, unfinished_runs=True))
+                async with d.inbox_gate:
+                    outcomes.append(await _failed(d, c.id, c.last_error or UNFINISHED, unfinished_runs=True))
             else:
                 live.append(c)
         if not live:
             return outcomes
         left: list[tuple[uuid.UUID, Any]]
         try:
-            async with asyncio.timeout(_budget(d)):
+            async with d.inbox_gate, asyncio.timeout(_budget(d)):
                 async with provide_session(d.sessionmaker) as session:
                     events = await _lock_open(session, [c.id for c in live])
                     result = await apply_batch(session, d.channels, events)
@@ -232,15 +238,15 @@ async def _lock_open(session: AsyncSession, ids: list[uuid.UUID]) -> list[EventR
 
 async def _one_by_one(d: Deps, org_id: uuid.UUID, left: list[tuple[uuid.UUID, Any]]) -> list[str]:
     """The one-event path for what the batch left: in received order within a (channel, external
-    id), different orders concurrently (bounded), each event in its own transaction."""
+    id), different orders concurrently (bounded by the process's gate), each event in its own
+    transaction."""
     chains: dict[Any, list[uuid.UUID]] = defaultdict(list)
     for event_id, key in left:
         chains[key].append(event_id)
-    gate = asyncio.Semaphore(d.inbox_fallback_concurrency)
     outcomes: list[str] = []
 
     async def chain(ids: list[uuid.UUID]) -> None:
-        async with gate:
+        async with d.inbox_gate:  # taken before each event's deadline starts: waiting is not failing
             for event_id in ids:
                 outcomes.append(await _run_one(d, org_id, event_id))
 
@@ -274,6 +280,11 @@ async def process_webhook_event(ctx: Ctx, org_id: str, event_id: str) -> str:
     record the outcome. Returns the outcome, "retry" (failed, scheduled again) or "dead". For
     operators and tests; the claim loops do the same for batches."""
     d, eid, oid = deps(ctx), uuid.UUID(event_id), uuid.UUID(org_id)
+    async with d.inbox_gate:
+        return await _count_and_run(d, oid, eid)
+
+
+async def _count_and_run(d: Deps, oid: uuid.UUID, eid: uuid.UUID) -> str:
     with org_context(oid, ACTOR):
         async with provide_session(d.sessionmaker) as session:
             counted = (

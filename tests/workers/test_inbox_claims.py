@@ -17,6 +17,7 @@ from rappit.integrations.channels.canonical import CanonicalLine, CanonicalOrder
 from rappit.integrations.channels.registry import ChannelRegistry
 from rappit.integrations.channels.shopify import ShopifyAdapter
 from rappit.integrations.channels.woocommerce import WooCommerceAdapter
+from rappit.workers import inbox as inbox_module
 from rappit.workers.context import Deps
 from rappit.workers.inbox import MAX_ATTEMPTS, Claimer, drain, process_claimed, serve
 from tests.conftest import admin_scalar
@@ -247,3 +248,49 @@ async def test_a_stored_event_wakes_an_idle_worker(client, make_org, settings, a
         await loop
         await deps.close()
     assert (await statuses(admin_engine, [event_id]))[event_id] == ("processed", 1)
+
+
+async def test_one_event_runs_across_many_orgs_wait_on_the_gate_not_the_pool(
+    client, make_org, settings, admin_engine, monkeypatch
+) -> None:
+    """Updates (the one-event path) of six orgs in one claim, each run holding its connection a
+    while (a slow channel, say): the process's gate keeps them below its pool, so none times out
+    waiting for a connection. A gate per org and claim (the 30-minute chaos soak's failure) let
+    6 x 8 runs at a pool of 3 and recorded pool timeouts as failures."""
+    orgs = [await make_org() for _ in range(6)]
+    per_org, updates = 10, []
+    for org in orgs:
+        await setup_stock(client, org, {("A", "W1"): 100})
+        channel = await shopify_channel(client, org)
+        creates = [shopify_order(43_000 + i, [("A", 1)]) for i in range(per_org)]
+        raised = [shopify_order(43_000 + i, [("A", 2)], minutes=5) for i in range(per_org)]
+        await store_pending(admin_engine, org.id, channel["id"], creates, "orders/create")
+        updates.append((org, channel, raised))
+    fast = Deps.build(settings, pool_size=4, max_overflow=4)
+    try:
+        await drain(fast)
+    finally:
+        await fast.close()
+    ids: list[str] = []
+    for org, channel, raised in updates:
+        ids += await store_pending(admin_engine, org.id, channel["id"], raised, "orders/updated")
+
+    slow_apply = inbox_module.apply_event
+
+    async def slow(*args: Any, **kwargs: Any) -> Any:
+        result = await slow_apply(*args, **kwargs)
+        await asyncio.sleep(0.1)  # the transaction, and its connection, stay open
+        return result
+
+    monkeypatch.setattr(inbox_module, "apply_event", slow)
+    tight = dataclasses.replace(settings, db_pool_timeout_seconds=1)
+    deps = Deps.build(tight, pool_size=2, max_overflow=1, inbox_sessions=2, inbox_batch=len(ids))
+    try:
+        tally = await drain(deps, max_seconds=60, horizon=0)
+    finally:
+        await deps.close()
+    assert tally == {"updated": len(ids)}, tally
+    assert set((await statuses(admin_engine, ids)).values()) == {("processed", 1)}
+    for org in orgs:
+        levels = await assert_inventory_consistent(admin_engine, org.id)
+        assert list(levels.values()) == [(100, 2 * per_org)]
