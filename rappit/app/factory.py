@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from typing import cast
 
 import click
 import httpx
@@ -13,6 +14,7 @@ from litestar.config.app import AppConfig
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.enums import ScopeType
 from litestar.handlers import HTTPRouteHandler
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
@@ -20,6 +22,7 @@ from litestar.plugins import CLIPluginProtocol, InitPluginProtocol
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.routes import HTTPRoute
 from litestar.stores.redis import RedisStore
+from litestar.types import HTTPScope, LifeSpanReceive, LifeSpanScope, LifeSpanSend, Receive, Scope, Send
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -269,11 +272,30 @@ def document_error_responses(app: Litestar) -> None:
             }
 
 
+class RappitApp(Litestar):
+    """Litestar, with webhook deliveries taken before its middleware stack (issue 11): a flash sale's
+    hot path pays for what it needs, not for sessions, auth, CORS and generic metrics it never uses
+    (`rappit.channels.webhooks.fast_path`; every other request goes through Litestar unchanged)."""
+
+    async def __call__(
+        self, scope: Scope | LifeSpanScope, receive: Receive | LifeSpanReceive, send: Send | LifeSpanSend
+    ) -> None:
+        if scope["type"] == ScopeType.HTTP:
+            http = cast("HTTPScope", scope)
+            if (
+                http["method"] == "POST"
+                and http["path"].startswith("/webhooks/")
+                and await webhooks.fast_path(self, http, cast("Receive", receive), cast("Send", send))
+            ):
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the API. Reads settings from the environment unless given (fails fast in production)."""
     settings = settings or Settings.from_env(system_db="forbidden")  # the API never holds the system role
     install_scoping()
     configure_logging(settings.log_level, json=settings.log_json)
-    app = Litestar(plugins=[RappitPlugin(settings)])
+    app = RappitApp(plugins=[RappitPlugin(settings)])
     document_error_responses(app)
     return app

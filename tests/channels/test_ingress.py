@@ -7,17 +7,22 @@ batcher), so one process can rotate or disable while another serves deliveries."
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from litestar import Litestar
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from rappit.app.factory import create_app
 from rappit.channels.ingest import InboxWriter
+from rappit.platform.logging import configure_logging
 from tests.conftest import admin_scalar, client_for, start_app, stop_app
 from tests.orders.helpers import send_shopify, shopify_channel, shopify_order
 
@@ -248,3 +253,99 @@ async def test_a_connection_lost_after_the_commit_still_answers_200_and_a_lookup
         monkeypatch.undo()
         assert refused.status_code == 503, refused.text
         assert refused.json()["error"]["code"] == "DEPENDENCY_UNAVAILABLE"
+
+
+async def test_a_delivery_is_served_before_litestars_stack_with_its_request_id_log_line_and_metric(
+    client, make_org, monkeypatch
+) -> None:
+    """`POST /webhooks/{type}/{uuid}` never enters Litestar (its middleware stack is the cost the fast
+    path cuts), yet echoes the caller's request id, logs the access line with the org and the status,
+    and counts its latency; any other shape of path is Litestar's to route (here a 404 envelope)."""
+    reached: list[str] = []
+    litestar_call = Litestar.__call__
+
+    async def spy(self: Any, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            reached.append(scope["path"])
+        await litestar_call(self, scope, receive, send)
+
+    monkeypatch.setattr(Litestar, "__call__", spy)
+    org = await make_org()
+    channel = await shopify_channel(client, org)
+    reached.clear()
+    served = webhook_seconds(200)
+    stream = io.StringIO()
+    configure_logging("INFO", json=True, stream=stream)
+    try:
+        resp = await send_shopify(
+            client, channel, shopify_order(9_001, [("A", 1)]), headers={"X-Request-ID": "flash-sale-7"}
+        )
+        not_a_uuid = await client.post("/webhooks/shopify/not-a-uuid", content=b"{}")
+    finally:
+        configure_logging("INFO", json=True)
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"status": "accepted", "event_id": resp.json()["event_id"]}
+    assert resp.headers["x-request-id"] == "flash-sale-7"
+    assert resp.headers["content-type"] == "application/json"
+    assert not_a_uuid.status_code == 404 and not_a_uuid.json()["error"]["code"] == "NOT_FOUND"
+    assert reached == ["/webhooks/shopify/not-a-uuid"]  # the delivery itself never reached Litestar
+    assert webhook_seconds(200) == served + 1
+    lines = [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
+    access = [line for line in lines if line["event"] == "http.request" and line["status"] == 200]
+    assert len(access) == 1 and access[0]["request_id"] == "flash-sale-7"
+    assert access[0]["org_id"] == str(org.id) and access[0]["path"] == f"/webhooks/shopify/{channel['id']}"
+
+
+async def test_fast_path_errors_use_the_one_envelope_and_oversized_bodies_are_not_read_whole(
+    client, make_org, admin_engine, settings
+) -> None:
+    """Errors on the fast path render through the app's exception handlers (the envelope, its request
+    id, Retry-After on a 503); a body past MAX_WEBHOOK_BYTES is refused as soon as it passes the limit
+    and counts against the sender's address like any refused delivery."""
+    org = await make_org()
+    channel = await shopify_channel(client, org)
+    bad = await send_shopify(client, channel, shopify_order(9_002, [("A", 1)]), secret="not the secret")
+    assert bad.status_code == 401
+    error = bad.json()["error"]
+    assert error["code"] == "INVALID_SIGNATURE" and error["request_id"] == bad.headers["x-request-id"]
+
+    chunks_read = 0
+    limit = settings.max_webhook_bytes
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal chunks_read
+        for _ in range(4):  # four chunks of the whole limit: the second one passes it
+            chunks_read += 1
+            yield b"x" * limit
+
+    big = await client.post(f"/webhooks/shopify/{channel['id']}", content=body())
+    assert big.status_code == 413 and big.json()["error"]["details"] == {"limit": limit}
+    assert chunks_read <= 3  # httpx may have sent one more chunk than the app read
+    assert await stored(admin_engine, channel) == 0
+
+
+async def test_a_client_gone_before_its_body_is_answered_nothing_and_stores_nothing(
+    app, make_org, client, admin_engine
+) -> None:
+    org = await make_org()
+    channel = await shopify_channel(client, org)
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": f"/webhooks/shopify/{channel['id']}", "raw_path": b"", "query_string": b"",
+        "root_path": "", "headers": [], "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 80),
+    }  # fmt: skip
+    await app(scope, receive, send)
+    assert sent == [] and await stored(admin_engine, channel) == 0
+
+
+def webhook_seconds(status: int) -> float:
+    value = REGISTRY.get_sample_value("rappit_webhook_request_seconds_count", {"status": str(status)})
+    return value or 0.0
