@@ -6,10 +6,15 @@ fallback, and picks up retries whose backoff ran out).
 A claim is one statement as the worker's system role: it visits every org with claimable events
 (round-robin, a share of the batch each, so one org's backlog of thousands cannot starve another
 org's fresh event), locks its picks with `FOR UPDATE SKIP LOCKED` (concurrent claimers never take
-the same rows), counts their attempt and leases them (`next_attempt_at` = now + the job timeout), and
-commits. So, as before, an attempt is counted before any work: a run that dies or hangs still counts,
-its lease runs out and the next claim takes the event again; once MAX_ATTEMPTS runs started and none
-recorded an outcome, the next claim dead-letters it.
+the same rows), leases them (`next_attempt_at` = now + the job timeout), and commits. A run is
+counted when it starts, in its own committed statement before any work (the org's batch, then each
+one-event run): a run that dies or hangs still counts, its lease runs out and the next claim takes
+the event again, and once MAX_UNFINISHED runs died without recording an outcome the next run
+dead-letters it untried. Events claimed but not started when their worker dies are not charged: the
+30-minute chaos soak (a worker killed every few seconds) dead-lettered healthy events at the tail of
+long per-order chains that were claimed ten times and never reached. The batch gives back the count
+of the events it leaves to the one-event path, in its own transaction, since they are counted again
+there.
 
 The work, per org and as that org: one transaction locks the claimed rows that are still open and
 applies what the set-based path can (`orders.jobs.apply_batch`: fresh creates with known SKUs and
@@ -76,10 +81,6 @@ ACTOR = Actor(kind="system", id="webhook-processor")
 class Claimed:
     id: uuid.UUID
     org_id: uuid.UUID
-    attempts: int
-    failures: int
-    last_error: str | None
-    request_id: str | None
 
 
 _ORGS = text(
@@ -107,10 +108,22 @@ _CLAIM = text(
             FOR UPDATE SKIP LOCKED) e
        )
        UPDATE webhook_events w
-          SET attempts = w.attempts + 1, next_attempt_at = now() + make_interval(secs => :lease)
+          SET next_attempt_at = now() + make_interval(secs => :lease)
          FROM picked WHERE w.id = picked.id
-       RETURNING w.id, w.org_id, w.attempts, w.failures, w.last_error, w.request_id, w.received_at"""
+       RETURNING w.id, w.org_id, w.received_at"""
 )
+_START = text(
+    """UPDATE webhook_events
+          SET attempts = attempts + 1, next_attempt_at = now() + make_interval(secs => :lease)
+        WHERE id = ANY(CAST(:ids AS uuid[])) AND status IN ('pending','failed')
+    RETURNING id, attempts, failures, last_error"""
+)
+"""A run starts: its attempt counted (and committed) before any work, its lease renewed (waiting for
+a slot may have used some of the claim's)."""
+_GIVE_BACK = text(
+    "UPDATE webhook_events SET attempts = attempts - 1 WHERE id = ANY(CAST(:ids AS uuid[])) AND attempts > 0"
+)
+"""The batch's count of the events it left: their one-event run counts itself."""
 
 
 class Claimer:
@@ -122,7 +135,7 @@ class Claimer:
 
     async def claim(self, d: Deps) -> list[Claimed]:
         """Claim up to `batch` events, a fair share from each org with claimable events (oldest first
-        within an org), and commit their counted attempts and leases. Cross-org by nature, so on the
+        within an org), and commit their leases. Cross-org by nature, so on the
         system role; nothing here reads or writes a payload or an order."""
         async with d.system_engine.begin() as conn:
             orgs = [r[0] for r in (await conn.execute(_ORGS)).all()]
@@ -140,7 +153,7 @@ class Claimer:
                 await conn.execute(_CLAIM, {"orgs": orgs, "per_org": per_org, "lease": float(_lease(d))})
             ).all()
         rows = sorted(rows, key=lambda r: r.received_at)
-        return [Claimed(r.id, r.org_id, r.attempts, r.failures, r.last_error, r.request_id) for r in rows]
+        return [Claimed(r.id, r.org_id) for r in rows]
 
 
 def unfinished(attempts: int, failures: int) -> int:
@@ -180,46 +193,66 @@ async def process_claimed(d: Deps, claimed: Sequence[Claimed]) -> dict[str, int]
 
 async def _process_org(d: Deps, org_id: uuid.UUID, rows: list[Claimed]) -> list[str]:
     outcomes: list[str] = []
+    left: list[tuple[uuid.UUID, Any]] = []
     with org_context(org_id, ACTOR):
-        live: list[Claimed] = []
-        for c in rows:
-            if unfinished(c.attempts, c.failures) >= MAX_UNFINISHED:
-                async with d.inbox_gate:
-                    outcomes.append(await _failed(d, c.id, c.last_error or UNFINISHED, unfinished_runs=True))
-            else:
-                live.append(c)
-        if not live:
-            return outcomes
-        left: list[tuple[uuid.UUID, Any]]
-        try:
-            async with d.inbox_gate, asyncio.timeout(_budget(d)):
-                async with provide_session(d.sessionmaker) as session:
-                    events = await _lock_open(session, [c.id for c in live])
-                    result = await apply_batch(session, d.channels, events)
-            for done in result.done:
-                structlog.contextvars.bind_contextvars(
-                    event_id=str(done.event_id), org_id=str(org_id), channel_id=str(done.channel_id)
-                )
-                log.info(
-                    "webhook.processed",
-                    outcome=done.outcome,
-                    topic=done.topic,
-                    external_id=done.external_id,
-                    order_id=str(done.order_id) if done.order_id else None,
-                    order_number=done.order_number,
-                    request_id=done.request_id,
-                )
-                outcomes.append(done.outcome)
-            left = result.left
-        except Exception as exc:  # the batch as a whole failed: each event goes the one-event path,
-            # one after another in arrival order (which events share an order is not known here)
-            log.warning("webhook.batch_failed", events=len(live), error=f"{type(exc).__name__}: {exc}")
-            left = [(c.id, None) for c in live]
-        finally:
-            structlog.contextvars.unbind_contextvars("event_id", "channel_id")
+        async with d.inbox_gate:
+            live: list[uuid.UUID] = []
+            for event_id, attempts, failures, last_error in await _start(d, [c.id for c in rows]):
+                if unfinished(attempts, failures) >= MAX_UNFINISHED:
+                    outcomes.append(
+                        await _failed(d, event_id, last_error or UNFINISHED, unfinished_runs=True)
+                    )
+                else:
+                    live.append(event_id)
+            if live:
+                left = await _batch(d, org_id, live, outcomes)
     if left:
         outcomes.extend(await _one_by_one(d, org_id, left))
     return outcomes
+
+
+async def _start(d: Deps, ids: list[uuid.UUID]) -> list[Any]:
+    """Count a run of each still-open event, committed: (id, attempts, failures, last_error) rows."""
+    async with provide_session(d.sessionmaker) as session:
+        return list((await session.execute(_START, {"ids": ids, "lease": float(_lease(d))})).all())
+
+
+async def _batch(
+    d: Deps, org_id: uuid.UUID, live: list[uuid.UUID], outcomes: list[str]
+) -> list[tuple[uuid.UUID, Any]]:
+    """The set-based path over the org's started events; returns what it left for the one-event path
+    (their counts given back), or all of them if the batch failed."""
+    try:
+        async with asyncio.timeout(_budget(d)):
+            async with provide_session(d.sessionmaker) as session:
+                events = await _lock_open(session, live)
+                result = await apply_batch(session, d.channels, events)
+                if result.left:
+                    await session.execute(_GIVE_BACK, {"ids": [event_id for event_id, _ in result.left]})
+        for done in result.done:
+            structlog.contextvars.bind_contextvars(
+                event_id=str(done.event_id), org_id=str(org_id), channel_id=str(done.channel_id)
+            )
+            log.info(
+                "webhook.processed",
+                outcome=done.outcome,
+                topic=done.topic,
+                external_id=done.external_id,
+                order_id=str(done.order_id) if done.order_id else None,
+                order_number=done.order_number,
+                request_id=done.request_id,
+            )
+            outcomes.append(done.outcome)
+        return result.left
+    except Exception as exc:  # the batch as a whole failed: each event goes the one-event path,
+        # one after another in arrival order (which events share an order is not known here)
+        log.warning("webhook.batch_failed", events=len(live), error=f"{type(exc).__name__}: {exc}")
+        with contextlib.suppress(Exception):  # if this fails too, the batch's run stays counted
+            async with provide_session(d.sessionmaker) as session:
+                await session.execute(_GIVE_BACK, {"ids": live})
+        return [(event_id, None) for event_id in live]
+    finally:
+        structlog.contextvars.unbind_contextvars("event_id", "channel_id")
 
 
 async def _lock_open(session: AsyncSession, ids: list[uuid.UUID]) -> list[EventRow]:
@@ -248,14 +281,14 @@ async def _one_by_one(d: Deps, org_id: uuid.UUID, left: list[tuple[uuid.UUID, An
     async def chain(ids: list[uuid.UUID]) -> None:
         async with d.inbox_gate:  # taken before each event's deadline starts: waiting is not failing
             for event_id in ids:
-                outcomes.append(await _run_one(d, org_id, event_id))
+                outcomes.append(await _count_and_run(d, org_id, event_id))
 
     await asyncio.gather(*(chain(ids) for ids in chains.values()))
     return outcomes
 
 
 async def _run_one(d: Deps, org_id: uuid.UUID, event_id: uuid.UUID) -> str:
-    """Apply one claimed (attempt already counted) event; a failure is recorded, never raised."""
+    """Apply one event whose run is counted; a failure is recorded, never raised."""
     structlog.contextvars.bind_contextvars(event_id=str(event_id), org_id=str(org_id))
     try:
         with org_context(org_id, ACTOR):
@@ -286,23 +319,12 @@ async def process_webhook_event(ctx: Ctx, org_id: str, event_id: str) -> str:
 
 async def _count_and_run(d: Deps, oid: uuid.UUID, eid: uuid.UUID) -> str:
     with org_context(oid, ACTOR):
-        async with provide_session(d.sessionmaker) as session:
-            counted = (
-                await session.execute(
-                    text(
-                        """UPDATE webhook_events
-                              SET attempts = attempts + 1,
-                                  next_attempt_at = now() + make_interval(secs => :lease)
-                            WHERE id = :id AND status IN ('pending','failed')
-                        RETURNING attempts, failures, last_error"""
-                    ),
-                    {"id": eid, "lease": float(_lease(d))},
-                )
-            ).first()
-        if counted is None:
+        started = await _start(d, [eid])
+        if not started:
             return "done"  # gone, or already applied by an earlier run
-        if unfinished(counted.attempts, counted.failures) >= MAX_UNFINISHED:
-            return await _failed(d, eid, counted.last_error or UNFINISHED, unfinished_runs=True)
+        _, attempts, failures, last_error = started[0]
+        if unfinished(attempts, failures) >= MAX_UNFINISHED:
+            return await _failed(d, eid, last_error or UNFINISHED, unfinished_runs=True)
     return await _run_one(d, oid, eid)
 
 

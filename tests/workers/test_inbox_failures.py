@@ -18,8 +18,17 @@ from rappit.integrations.channels.canonical import CanonicalLine, CanonicalOrder
 from rappit.integrations.channels.registry import ChannelRegistry
 from rappit.integrations.channels.shopify import ShopifyAdapter
 from rappit.integrations.channels.woocommerce import WooCommerceAdapter
+from rappit.workers import inbox as inbox_module
 from rappit.workers.context import Deps
-from rappit.workers.inbox import MAX_ATTEMPTS, MAX_UNFINISHED, UNFINISHED, process_webhook_event
+from rappit.workers.inbox import (
+    MAX_ATTEMPTS,
+    MAX_UNFINISHED,
+    UNFINISHED,
+    Claimer,
+    drain,
+    process_claimed,
+    process_webhook_event,
+)
 from tests.conftest import admin_scalar
 from tests.inventory.helpers import setup_stock
 from tests.orders.helpers import run_worker, send_shopify, shopify_channel, shopify_order
@@ -238,3 +247,64 @@ async def test_every_log_line_of_a_job_names_the_order_and_the_delivery_that_cau
     assert line["order_id"] == order["id"] and line["order_number"] == order["number"]
     assert line["external_id"] == "9501" and line["channel_id"] == channel["id"]
     assert line["request_id"] == request_id and line["outcome"] == "created"
+
+
+async def test_events_claimed_but_never_started_are_not_charged_for_their_workers_death(
+    client, make_org, settings, admin_engine
+) -> None:
+    """Found by the 30-minute chaos soak: with a worker killed every few seconds, the tails of long
+    per-order chains were claimed again and again and died waiting for their turn; counted at the
+    claim, they used up MAX_UNFINISHED and were dead-lettered untried. A run counts when it starts:
+    claims that die before starting an event (here: claimed, never processed, lease run out) cost it
+    nothing, and the event is applied with one attempt."""
+    org = await make_org()
+    await setup_stock(client, org, {("A", "W1"): 10})
+    channel = await shopify_channel(client, org)
+    event_id = (await send_shopify(client, channel, shopify_order(9_400, [("A", 1)]))).json()["event_id"]
+    deps = Deps.build(settings, pool_size=2, max_overflow=2)
+    try:
+        for _ in range(MAX_UNFINISHED + 2):
+            claimed = await Claimer(deps.inbox_batch).claim(deps)
+            assert [str(c.id) for c in claimed] == [event_id]
+            await expire_leases(admin_engine, event_id)  # its worker died before reaching it
+        tally = await drain(deps, horizon=0)
+    finally:
+        await deps.close()
+    assert tally == {"created": 1}
+    status, attempts, _ = await event_row(admin_engine, event_id)
+    assert (status, attempts) == ("processed", 1)
+
+
+async def test_a_batch_that_dies_mid_run_is_charged_to_its_events(
+    client, make_org, settings, admin_engine, monkeypatch
+) -> None:
+    """A run that started is counted before its work: a worker that dies inside the batch (here the
+    batch is cancelled, as by a SIGKILL's lost task) leaves one unfinished run on each of its events,
+    so an event that kills every worker still ends after MAX_UNFINISHED."""
+    org = await make_org()
+    await setup_stock(client, org, {("A", "W1"): 10})
+    channel = await shopify_channel(client, org)
+    event_id = (await send_shopify(client, channel, shopify_order(9_401, [("A", 1)]))).json()["event_id"]
+
+    async def dies(*_args: Any, **_kwargs: Any) -> Any:
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(inbox_module, "apply_batch", dies)
+    deps = Deps.build(settings, pool_size=2, max_overflow=2)
+    try:
+        claimed = await Claimer(deps.inbox_batch).claim(deps)
+        with pytest.raises(asyncio.CancelledError):
+            await process_claimed(deps, claimed)
+    finally:
+        await deps.close()
+    status, attempts, _ = await event_row(admin_engine, event_id)
+    assert (status, attempts) == ("pending", 1)
+
+
+async def expire_leases(admin_engine, event_id: str) -> None:
+    from sqlalchemy import text
+
+    async with admin_engine.begin() as conn:
+        await conn.execute(
+            text("update webhook_events set next_attempt_at = now() where id = :e"), {"e": event_id}
+        )
