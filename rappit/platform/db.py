@@ -13,7 +13,9 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import ClassVar, TypeVar
 
-from sqlalchemy import DateTime, MetaData, func
+import asyncpg  # type: ignore[import-untyped]
+from sqlalchemy import DateTime, MetaData, event, func
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -84,7 +86,22 @@ def make_engine(settings: Settings, *, url: str | None = None, **kwargs: object)
         },
     }
     options.update(kwargs)
-    return create_async_engine(target, **options)
+    engine = create_async_engine(target, **options)
+    event.listen(engine.sync_engine, "handle_error", _broken_protocol_is_a_disconnect)
+    return engine
+
+
+def _broken_protocol_is_a_disconnect(context: ExceptionContext) -> None:
+    """asyncpg's InternalClientError ("cannot switch to state 12; another operation is in progress")
+    means the connection's protocol was left mid-operation (a task cancelled while PostgreSQL was
+    restarting, in the chaos soak): it cannot be used again, yet SQLAlchemy's asyncpg dialect counts
+    only a closed connection as a disconnect, so the pool handed it to the next transactions, which
+    failed at once. Marked a disconnect, it is discarded (and the pool's other connections checked)."""
+    error = context.original_exception
+    if isinstance(error, asyncpg.InternalClientError) or isinstance(
+        error.__cause__, asyncpg.InternalClientError
+    ):
+        context.is_disconnect = True
 
 
 @asynccontextmanager

@@ -10,10 +10,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
+import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from rappit.app.factory import create_app
+from rappit.platform.db import make_engine
 from rappit.platform.settings import Settings
 from tests.conftest import client_for, start_app, stop_app
 from tests.inventory.helpers import setup_stock
@@ -103,3 +107,32 @@ async def test_a_database_that_accepts_but_never_answers_is_a_503_within_the_con
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_connection_whose_protocol_broke_is_discarded_not_handed_on(settings, monkeypatch) -> None:
+    """Seen in the chaos soak after a PostgreSQL restart: asyncpg's InternalClientError ("cannot
+    switch to state 12; another operation is in progress") on a pooled connection, and the next
+    transactions on that same connection failed at once. The engine treats it as a disconnect: the
+    pool discards the connection and the next checkout gets a fresh one."""
+    engine = make_engine(settings, pool_size=1, max_overflow=0)
+    try:
+        async with engine.connect() as conn:
+            before = (await conn.execute(text("select pg_backend_pid()"))).scalar_one()
+        broken = asyncpg.InternalClientError(
+            "cannot switch to state 12; another operation (2) is in progress"
+        )
+
+        async def prepare(*_args: Any, **_kwargs: Any) -> Any:
+            raise broken
+
+        with monkeypatch.context() as patch:
+            patch.setattr(asyncpg.connection.Connection, "prepare", prepare)
+            async with engine.connect() as conn:
+                with pytest.raises(DBAPIError) as raised:
+                    await conn.execute(text("select 'a statement not prepared before'"))
+        assert raised.value.connection_invalidated
+        async with engine.connect() as conn:
+            after = (await conn.execute(text("select pg_backend_pid()"))).scalar_one()
+        assert after != before
+    finally:
+        await engine.dispose()
