@@ -272,7 +272,7 @@ async def _error(app: Litestar, scope: Scope, receive: Receive, send: Send, exc:
         h for cls in type(exc).__mro__ if (h := app.exception_handlers.get(cls))
     )  # Exception's at last
     response = handler(request, exc)
-    await response.to_asgi_response(app=app, request=request)(scope, receive, send)
+    await response.to_asgi_response(app=None, request=request)(scope, receive, send)
     return int(response.status_code or 500)
 
 
