@@ -349,30 +349,3 @@ async def test_a_client_gone_before_its_body_is_answered_nothing_and_stores_noth
 def webhook_seconds(status: int) -> float:
     value = REGISTRY.get_sample_value("rappit_webhook_request_seconds_count", {"status": str(status)})
     return value or 0.0
-
-
-async def test_a_stored_delivery_body_is_compressed_with_lz4(client, make_org, admin_engine) -> None:
-    """A real-sized order body (past PostgreSQL's TOAST threshold) is stored compressed with lz4, not
-    pglz (migration 0018: pglz cost the ingress statement ~17 us of server CPU per 3 KiB body), and
-    reads back byte for byte. On a server built without lz4 the migration keeps pglz: skip there."""
-    has_lz4 = await admin_scalar(
-        admin_engine,
-        "select 'lz4' = any(enumvals) from pg_settings where name = 'default_toast_compression'",
-    )
-    if not has_lz4:
-        pytest.skip("this PostgreSQL was built without lz4")
-    org = await make_org()
-    channel = await shopify_channel(client, org)
-    order = shopify_order(7001, [(f"SKU-{i}", 1) for i in range(40)])  # ~4 KiB of JSON
-    sent = await send_shopify(client, channel, order)
-    assert sent.status_code == 200 and sent.json()["status"] == "accepted"
-    compression = await admin_scalar(
-        admin_engine,
-        "select pg_column_compression(payload) from webhook_events where channel_id = :c",
-        c=channel["id"],
-    )
-    assert compression == "lz4"
-    body = await admin_scalar(
-        admin_engine, "select payload from webhook_events where channel_id = :c", c=channel["id"]
-    )
-    assert json.loads(bytes(body)) == order
