@@ -316,7 +316,7 @@ _COUNTS = text("SELECT count(*) FILTER (WHERE level_id IS NULL), count(level_id)
 
 # New levels are inserted with their final quantity (and a ledger row from zero) instead of being
 # created empty and then updated: half the writes, and no re-check of foreign keys on the update.
-_INSERT_NEW = f"""WITH ins AS (
+INSERT_NEW_LEVELS = f"""WITH ins AS (
           INSERT INTO inventory_levels (id, org_id, sku_id, warehouse_id, on_hand, reserved, updated_at)
           SELECT {{new_id}}, :org, s.sku_id, s.wh_id, s.qty, 0, now()
             FROM import_stage s
@@ -576,7 +576,7 @@ async def _apply_stage(
         "request_id": current_request_id(),
     }
     if expected_new:
-        inserted, zero = (await session.execute(text(_INSERT_NEW.format(new_id=id_sql)), params)).one()
+        inserted, zero = (await session.execute(text(INSERT_NEW_LEVELS.format(new_id=id_sql)), params)).one()
         unchanged += zero
         if inserted < expected_new:
             await session.execute(_RACED)

@@ -353,7 +353,7 @@ def parse_json(items: Any, into: ParsedSkus | None = None) -> ParsedSkus:
     return parsed
 
 
-_STAGE = """CREATE TEMP TABLE sku_stage (
+STAGE = """CREATE TEMP TABLE sku_stage (
     line int, code text, given int, name text, reorder_point int, hs_code text, country_of_origin text,
     customs_value_minor bigint, customs_currency text, weight_grams int
 ) ON COMMIT DROP"""
@@ -423,7 +423,7 @@ def _pick(column: str) -> str:
     return f"CASE WHEN st.given & {BIT[column]} <> 0 THEN st.{column} ELSE s.{column} END"
 
 
-_INSERT = """INSERT INTO skus (id, org_id, code, name, reorder_point, hs_code, country_of_origin,
+INSERT_NEW_SKUS = """INSERT INTO skus (id, org_id, code, name, reorder_point, hs_code, country_of_origin,
                             customs_value_minor, customs_currency, weight_grams, created_at)
           SELECT {new_id}, :org, st.code, coalesce(st.name, ''), coalesce(st.reorder_point, 0),
                  st.hs_code, st.country_of_origin, st.customs_value_minor, st.customs_currency,
@@ -449,7 +449,7 @@ async def _stage_copied(
     copied = await copy_or_refused(session, raw, _CSV, "sku_csv", file, seen)
     if copied is None:
         return False
-    await session.execute(text(_STAGE))
+    await session.execute(text(STAGE))
     await session.execute(text(_clean_rows(file.columns)))
     checked = ParsedSkus()
     for line, *values in (await session.execute(text(_doubtful(file.columns)))).all():
@@ -504,7 +504,7 @@ async def apply(
                 file, work.csv = work.csv, None
                 parse_csv(file.body, work)
         if not staged and work.rows:
-            await session.execute(text(_STAGE))
+            await session.execute(text(STAGE))
             await _copy_rows(raw, work.rows)
             work.rows = []
             staged = True
@@ -516,7 +516,7 @@ async def apply(
             await session.execute(text("ANALYZE sku_stage"))
             staged_rows = (await session.execute(text("SELECT count(*) FROM sku_stage"))).scalar_one()
             if staged_rows:
-                insert = text(_INSERT.format(new_id=id_sql))
+                insert = text(INSERT_NEW_SKUS.format(new_id=id_sql))
                 created = int((await session.execute(insert, {"org": org_id})).rowcount)  # type: ignore[attr-defined]
             if created < staged_rows:
                 # The SKUs just inserted join too, but equal their stage row, so they are not counted.
