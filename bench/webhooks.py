@@ -57,6 +57,9 @@ WRK_SECONDS = int(os.environ.get("BENCH_WRK_SECONDS", "15"))
 WARMUP_SECONDS = 3
 SECRET = "shpss_bench_secret_0123456789abcdef"
 WRK = shutil.which("wrk")
+INGRESS_ONLY = os.environ.get("BENCH_INGRESS_ONLY") == "1"
+"""Set (BENCH_INGRESS_ONLY=1), only the ingress rounds run: a quick A/B of an ingress change. The JSON
+it writes has no end-to-end or fairness figures: point --results away from bench/results."""
 PROFILE_DIR = os.environ.get("BENCH_PROFILE_DIR")
 """Set, each server is sampled by py-spy during its measured run (raw folded stacks per label)."""
 
@@ -387,6 +390,15 @@ def save(results: dict[str, Any], results_dir: Path, body_bytes: int) -> Path:
     return write_results("webhooks", {**results, "config": config}, results_dir, headlines=headlines)
 
 
+def print_ingress(results: dict[str, Any]) -> None:
+    r = results["rappit_ingress"]
+    print(
+        f"   rappit_ingress (median of {len(results['ingress_rounds'])} rounds): "
+        f"{r['ratio_vs_bare_requests_per_s']}x bare by req/s, "
+        f"{r['ratio_vs_bare_cpu_per_request']}x by server CPU per request"
+    )
+
+
 async def main(results_dir: Path) -> None:
     with bench_stack("webhooks") as stack:
         settings = stack.settings
@@ -486,6 +498,11 @@ async def main(results_dir: Path) -> None:
             for b_r, r_r in rounds
         ]
         save(results, results_dir, len(body))
+        if INGRESS_ONLY:
+            await engine.dispose()
+            await admin.dispose()
+            print_ingress(results)
+            return
 
         # End to end and fairness (goals 2 and 6), on a fresh channel: ingress's rows go first.
         async with admin.begin() as conn:
@@ -499,12 +516,7 @@ async def main(results_dir: Path) -> None:
         await engine.dispose()
         await admin.dispose()
     path = save(results, results_dir, len(body))
-    r = results["rappit_ingress"]
-    print(
-        f"   rappit_ingress (median of {len(results['ingress_rounds'])} rounds): "
-        f"{r['ratio_vs_bare_requests_per_s']}x bare by req/s, "
-        f"{r['ratio_vs_bare_cpu_per_request']}x by server CPU per request"
-    )
+    print_ingress(results)
     print_e2e(results)
     print(f"\nwritten to {path}")
 
