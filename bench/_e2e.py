@@ -263,7 +263,8 @@ async def end_to_end(
 
 
 async def store_backlog(engine: AsyncEngine, org_id: uuid.UUID, channel_id: str, bodies: list[str]) -> None:
-    """Pending inbox rows as ingress stores them, in one statement (its commit NOTIFYs the workers)."""
+    """Pending inbox rows as ingress stores them, in one statement, and the NOTIFY that wakes the
+    workers (ingress sends it after its commit; here one transaction does both, once)."""
     async with engine.begin() as conn:  # the app role, as the org: RLS applies
         await conn.execute(text("select set_config('app.org_id', :o, true)"), {"o": str(org_id)})
         await conn.execute(
@@ -278,6 +279,7 @@ async def store_backlog(engine: AsyncEngine, org_id: uuid.UUID, channel_id: str,
             ),
             {"org": org_id, "ch": channel_id, "bodies": bodies},
         )
+        await conn.execute(text("select pg_notify('rappit_inbox', '')"))
 
 
 async def _check_reserved(engine: AsyncEngine, org_id: uuid.UUID, n: int) -> None:

@@ -12,8 +12,19 @@ Per process, shared by every request:
 - `InboxWriter`: gathers concurrent deliveries (of any channel and org) and stores them with ONE
   statement over raw asyncpg in autocommit: the statement is its own transaction, so when it returns
   every row in it is committed, and if it fails none is. Each request is answered only after that.
-Nothing is handed to the workers: they claim pending rows themselves (`rappit.workers.inbox`; the
-insert trigger's NOTIFY wakes them), so no Redis round trip is on this path.
+  Batches are small (`INGRESS_BATCH_ROWS`, 8) and several run at once (`INGRESS_CONNECTIONS`, 4): the
+  requests a batch answers come back together, so their next deliveries arrive together, and one
+  unbounded batch took them all again: the process then idled for the whole statement (0.8 of a
+  core under wrk). Small batches overlap the statement of one with the work on the next.
+- `InboxWaker`: after a batch stored new rows, one `pg_notify` in its own transaction wakes the
+  workers' claim loops; coalesced, so a burst costs a NOTIFY or two, not one per batch.
+Nothing is handed to the workers: they claim pending rows themselves (`rappit.workers.inbox`, woken by
+the waker's NOTIFY, polling meanwhile), so no Redis round trip is on this path.
+
+Why the NOTIFY is not in the insert's transaction (it was a statement trigger on `webhook_events`
+until migration 0018): a transaction that NOTIFYs takes a database-wide lock before its commit and
+holds it until its commit record is flushed (PostgreSQL's `PreCommit_Notify`, "serialize writers"),
+so every insert batch committed alone, one WAL flush each, and no two batches shared a flush.
 """
 
 from __future__ import annotations
@@ -59,6 +70,9 @@ class Target:
     secret: str | None
     version: int
     loaded_at: float
+    org_text: str
+    channel_text: str
+    """The ids as text, once per load (every delivery's log context carries them)."""
 
 
 def asyncpg_dsn(url: str) -> str:
@@ -139,6 +153,8 @@ class ChannelCache:
             secret=secret,
             version=row["ingress_version"],
             loaded_at=time.monotonic(),
+            org_text=str(row["org_id"]),
+            channel_text=str(channel_id),
         )
         if len(self._entries) >= self.max_entries:
             self._entries.clear()
@@ -152,7 +168,8 @@ class ChannelCache:
 @dataclass(frozen=True, slots=True)
 class Item:
     target: Target
-    event_id: uuid.UUID
+    event_id: str
+    """A UUID's text (asyncpg encodes it as a uuid)."""
     delivery: Delivery
     payload: bytes
     request_id: str | None
@@ -169,9 +186,20 @@ class InboxWriter:
     """One statement, its own transaction (autocommit): all rows committed when it returns, none if it
     fails. A test may wrap it to make a batch fail after its insert ran."""
 
-    def __init__(self, pool: asyncpg.Pool, *, concurrency: int = 2, linger: float = 0.0) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        concurrency: int = 4,
+        max_batch: int = 8,
+        linger: float = 0.0,
+        waker: InboxWaker | None = None,
+    ) -> None:
         self.pool = pool
-        self.batcher: Batcher[Item, str] = Batcher(self._write, concurrency=concurrency, linger=linger)
+        self.waker = waker
+        self.batcher: Batcher[Item, str] = Batcher(
+            self._write, concurrency=concurrency, linger=linger, max_batch=max_batch
+        )
 
     async def store(self, item: Item) -> str:
         """The outcome: accepted, duplicate or stale.
@@ -207,10 +235,54 @@ class InboxWriter:
             except DB_ERRORS as exc:  # the statement's outcome stands (committed, or raised above);
                 # asyncpg has terminated the connection whose reset failed, and frees its slot
                 log.warning("webhook.connection_release_failed", error_type=type(exc).__name__)
-        return [outcome for _, outcome in rows]
+        outcomes = [outcome for _, outcome in rows]
+        if self.waker is not None and "accepted" in outcomes:
+            self.waker.wake()
+        return outcomes
 
     async def close(self) -> None:
         await self.batcher.close()
+
+
+class InboxWaker:
+    """Wakes the claim loops (LISTEN `rappit_inbox`) after rows were committed: `pg_notify` in a
+    transaction of its own, which writes nothing else, so the database-wide NOTIFY lock is only ever
+    held by these, never by an insert. At most one NOTIFY is in flight; wakes asked for meanwhile
+    cause exactly one more after it. Its commit is asynchronous (`synchronous_commit` off for that
+    transaction only): the listeners are signalled at commit, and a NOTIFY lost in a crash costs at
+    most one poll interval. A failure is logged and dropped for the same reason: the loops poll."""
+
+    SQL = "SELECT set_config('synchronous_commit', 'off', true), pg_notify('rappit_inbox', '')"
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self._task: asyncio.Task[None] | None = None
+        self._again = False
+        self.sent = 0
+        """NOTIFYs sent so far (for tests: coalescing)."""
+
+    def wake(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._again = True
+            return
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            self._again = False
+            try:
+                await self.pool.execute(self.SQL)
+            except DB_ERRORS as exc:
+                log.warning("webhook.wake_failed", error_type=type(exc).__name__, error=str(exc))
+                return
+            self.sent += 1
+            if not self._again:
+                return
+
+    async def close(self) -> None:
+        """Waits for a NOTIFY in flight (shutdown: the last stored rows' wake is not cut off)."""
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
 
 
 @dataclass
@@ -220,13 +292,19 @@ class Ingress:
     pool: asyncpg.Pool
     channels: ChannelCache
     writer: InboxWriter
+    waker: InboxWaker
 
     @classmethod
     async def start(cls, settings: Settings, box: SecretBox) -> Ingress:
-        pool = await open_pool(settings, size=settings.ingress_connections + 1)
-        writer = InboxWriter(pool, concurrency=settings.ingress_connections)
-        return cls(pool=pool, channels=ChannelCache(pool, box), writer=writer)
+        # A connection per concurrent batch, one for channel look-ups, one for the waker's NOTIFY.
+        pool = await open_pool(settings, size=settings.ingress_connections + 2)
+        waker = InboxWaker(pool)
+        writer = InboxWriter(
+            pool, concurrency=settings.ingress_connections, max_batch=settings.ingress_batch_rows, waker=waker
+        )
+        return cls(pool=pool, channels=ChannelCache(pool, box), writer=writer, waker=waker)
 
     async def close(self) -> None:
         await self.writer.close()
+        await self.waker.close()
         await self.pool.close()

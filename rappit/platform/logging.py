@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from typing import IO, Any
@@ -89,7 +89,7 @@ def accept_request_id(incoming: str | None) -> str:
     """Keep a caller's sane X-Request-ID (so traces join up), else make a new one."""
     if incoming and _VALID_REQUEST_ID.match(incoming):
         return incoming
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 class RequestIdMiddleware(ASGIMiddleware):

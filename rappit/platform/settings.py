@@ -90,13 +90,17 @@ class Settings:
     """Largest webhook body accepted (413 beyond)."""
     rate_limit_channel_per_minute: int = 18_000
     """Per channel on /webhooks/{type}/{channel_id}: 300 a second for a minute, a flash sale's burst."""
-    ingress_connections: int = 2
+    ingress_connections: int = 4
     """PostgreSQL connections each API process's webhook inbox writer uses (INGRESS_CONNECTIONS): one
-    batch of deliveries in flight per connection, one more for channel look-ups."""
+    batch of deliveries in flight per connection (two more: channel look-ups, the workers' wake-up)."""
+    ingress_batch_rows: int = 8
+    """Most deliveries one inbox statement stores (INGRESS_BATCH_ROWS). Small batches over several
+    connections keep the API process busy while PostgreSQL stores: one batch of everything in flight
+    left the process idle for the whole statement (see `rappit.channels.ingest`)."""
     job_timeout_seconds: int = 30
+    """arq job timeout; a killed worker's job is picked up again after this + 10 s."""
     retention_days: int = 30
     """Processed webhook events and order events older than this are deleted (hourly, in batches)."""
-    """arq job timeout; a killed worker's job is picked up again after this + 10 s."""
     shopify_admin_url: str = "https://{shop}"
     """Base URL of a shop's Admin API ({shop} = the shop domain); the sandbox points it at loopback."""
     db_pool_size: int = 10
@@ -249,7 +253,8 @@ class Settings:
             import_job_threshold_bytes=integer("IMPORT_JOB_THRESHOLD_BYTES", 2 * 1024 * 1024, minimum=0),
             rate_limit_channel_per_minute=integer("RATE_LIMIT_CHANNEL_PER_MINUTE", 18_000),
             shopify_admin_url=get("SHOPIFY_ADMIN_URL") or "https://{shop}",
-            ingress_connections=integer("INGRESS_CONNECTIONS", 2),
+            ingress_connections=integer("INGRESS_CONNECTIONS", 4),
+            ingress_batch_rows=integer("INGRESS_BATCH_ROWS", 8),
             job_timeout_seconds=integer("JOB_TIMEOUT_SECONDS", 30),
             retention_days=integer("RETENTION_DAYS", 30, minimum=1),
             db_pool_size=integer("DB_POOL_SIZE", 10),

@@ -1,7 +1,7 @@
 """The webhook inbox's consumer: workers claim pending events themselves, fairly across orgs, and
-apply them in batches (issue 11). No job per event: ingress only stores the row; a statement-level
-trigger on `webhook_events` NOTIFYs `rappit_inbox`, which wakes the claim loops (a short poll is the
-fallback, and picks up retries whose backoff ran out).
+apply them in batches (issue 11). No job per event: ingress only stores the row, then NOTIFYs
+`rappit_inbox` in a transaction of its own (`rappit.channels.ingest.InboxWaker`), which wakes the
+claim loops (a short poll is the fallback, and picks up retries whose backoff ran out).
 
 A claim is one statement as the worker's system role: it visits every org with claimable events
 (round-robin, a share of the batch each, so one org's backlog of thousands cannot starve another
@@ -73,7 +73,7 @@ UNFINISHED = "an earlier attempt did not finish (it timed out or its worker died
 JOB = inbox.JOB
 """The name dead letters of webhook events carry (the work that failed)."""
 CHANNEL = "rappit_inbox"
-"""The NOTIFY channel the insert trigger on webhook_events signals (migration 0014)."""
+"""The NOTIFY channel ingress signals after storing events (and an operator's retry, at its commit)."""
 ACTOR = Actor(kind="system", id="webhook-processor")
 
 

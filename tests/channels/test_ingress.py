@@ -7,6 +7,7 @@ batcher), so one process can rotate or disable while another serves deliveries."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import uuid
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 from litestar import Litestar
 from prometheus_client import REGISTRY
@@ -21,17 +23,19 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from rappit.app.factory import create_app
-from rappit.channels.ingest import InboxWriter
+from rappit.channels.ingest import InboxWaker, InboxWriter, asyncpg_dsn, open_pool
+from rappit.channels.webhooks import _new_event_id
 from rappit.platform.logging import configure_logging
 from tests.conftest import admin_scalar, client_for, start_app, stop_app
 from tests.orders.helpers import send_shopify, shopify_channel, shopify_order
 
 
 @asynccontextmanager
-async def process(settings, *, linger: float = 0.0) -> AsyncIterator[tuple[Any, Any]]:
+async def process(settings, *, linger: float = 0.0, batch_rows: int = 500) -> AsyncIterator[tuple[Any, Any]]:
     """One more API process: (app, client). `linger` holds each batch open that long, so concurrent
-    requests are sure to share one."""
-    app = create_app(settings)
+    requests are sure to share one (up to `batch_rows`, INGRESS_BATCH_ROWS: large by default here,
+    so a test's whole burst fits one statement)."""
+    app = create_app(dataclasses.replace(settings, ingress_batch_rows=batch_rows))
     await start_app(app)
     app.state.ingress.writer.batcher.linger = linger
     try:
@@ -349,3 +353,114 @@ async def test_a_client_gone_before_its_body_is_answered_nothing_and_stores_noth
 def webhook_seconds(status: int) -> float:
     value = REGISTRY.get_sample_value("rappit_webhook_request_seconds_count", {"status": str(status)})
     return value or 0.0
+
+
+@asynccontextmanager
+async def listening(settings) -> AsyncIterator[list[str]]:
+    """The NOTIFYs on `rappit_inbox` while inside, as the workers' claim loops LISTEN for them."""
+    conn = await asyncpg.connect(asyncpg_dsn(settings.database_url))
+    heard: list[str] = []
+    await conn.add_listener("rappit_inbox", lambda *args: heard.append(args[3]))
+    try:
+        yield heard
+    finally:
+        await conn.close()
+
+
+async def until(condition: Any, seconds: float = 5.0) -> bool:
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return True
+        await asyncio.sleep(0.05)
+    return condition()
+
+
+async def test_storing_deliveries_notifies_the_workers_only_after_the_commit(
+    client, make_org, settings, admin_engine
+) -> None:
+    """The insert's own transaction NOTIFYs nobody (a NOTIFY there would hold PostgreSQL's
+    database-wide NOTIFY lock until the commit is flushed, and every ingress batch would commit alone,
+    migration 0018); the waker's NOTIFY, in a transaction of its own after the commit, wakes them."""
+    org = await make_org()
+    channel = await shopify_channel(client, org)
+    async with process(settings) as (app, c), listening(settings) as heard:
+        writer = app.state.ingress.writer
+        waker, writer.waker = writer.waker, None
+        quiet = await send_shopify(c, channel, shopify_order(8_001, [("A", 1)]))
+        assert quiet.status_code == 200 and quiet.json()["status"] == "accepted"
+        await asyncio.sleep(0.5)
+        assert heard == []  # stored, committed, and the insert woke nobody
+        writer.waker = waker
+        woken = await send_shopify(c, channel, shopify_order(8_002, [("A", 1)]), event_id="ev-8002")
+        assert woken.status_code == 200 and woken.json()["status"] == "accepted"
+        assert await until(lambda: len(heard) >= 1)
+        duplicate = await send_shopify(c, channel, shopify_order(8_002, [("A", 1)]), event_id="ev-8002")
+        assert duplicate.json()["status"] == "duplicate"
+        await asyncio.sleep(0.3)
+        assert len(heard) == 1  # a batch that stored nothing new wakes nobody
+    assert await stored(admin_engine, channel) == 2
+
+
+class HeldPool:
+    """A pool whose statements wait until released: a NOTIFY held in flight."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool, self.entered, self.release = pool, asyncio.Event(), asyncio.Event()
+
+    async def execute(self, sql: str) -> Any:
+        self.entered.set()
+        await self.release.wait()
+        return await self.pool.execute(sql)
+
+
+async def test_wakes_asked_for_while_one_is_in_flight_cost_one_more_notify(settings) -> None:
+    """Wakes asked for before a NOTIFY is sent are covered by it (the rows they announce were
+    committed before it); those asked for while it is in flight cause exactly one more."""
+    pool = await open_pool(settings, size=2)
+    try:
+        async with listening(settings) as heard:
+            waker = InboxWaker(pool)
+            for _ in range(50):  # a burst of stored batches before the NOTIFY's statement starts
+                waker.wake()
+            await waker.close()
+            assert waker.sent == 1 and await until(lambda: len(heard) == 1)
+
+            held = HeldPool(pool)
+            waker = InboxWaker(held)  # type: ignore[arg-type]
+            waker.wake()
+            await held.entered.wait()  # its NOTIFY is in flight
+            for _ in range(49):
+                waker.wake()
+            held.release.set()
+            await waker.close()
+            assert waker.sent == 2 and await until(lambda: len(heard) == 3)
+            waker.wake()  # idle again: a wake sends at once
+            await waker.close()
+            assert waker.sent == 3 and await until(lambda: len(heard) == 4)
+    finally:
+        await pool.close()
+
+
+async def test_a_burst_is_stored_in_batches_of_at_most_ingress_batch_rows(
+    client, make_org, settings, admin_engine
+) -> None:
+    """Twenty deliveries gathered together: each statement takes at most INGRESS_BATCH_ROWS of them,
+    and every one is stored and answered."""
+    org = await make_org()
+    channel = await shopify_channel(client, org)
+    async with process(settings, linger=0.05, batch_rows=3) as (app, c):
+        batcher = app.state.ingress.writer.batcher
+        answers = await asyncio.gather(
+            *[send_shopify(c, channel, shopify_order(8_100 + i, [("A", 1)])) for i in range(20)]
+        )
+        assert batcher.largest == 3 and batcher.batches >= 7
+    assert all(a.status_code == 200 and a.json()["status"] == "accepted" for a in answers)
+    assert await stored(admin_engine, channel) == 20
+
+
+def test_event_ids_are_random_version_4_uuids() -> None:
+    ids = {_new_event_id() for _ in range(2_000)}
+    assert len(ids) == 2_000
+    for text_id in ids:
+        parsed = uuid.UUID(text_id)
+        assert str(parsed) == text_id and parsed.version == 4 and parsed.variant == uuid.RFC_4122

@@ -227,7 +227,7 @@ async def test_claims_are_fair_across_orgs(client, make_org, settings, admin_eng
 
 
 async def test_a_stored_event_wakes_an_idle_worker(client, make_org, settings, admin_engine) -> None:
-    """The insert trigger's NOTIFY wakes a claim loop at once: with its poll a minute away, the event
+    """Ingress's NOTIFY after the commit wakes a claim loop at once: with its poll a minute away, the event
     still becomes an order (no timing asserted beyond "well before the poll")."""
     org = await make_org()
     await setup_stock(client, org, {("A", "W1"): 10})

@@ -12,7 +12,7 @@ import hmac
 
 
 def sign(secret: str, body: bytes) -> str:
-    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+    return base64.b64encode(hmac.digest(secret.encode(), body, hashlib.sha256)).decode()
 
 
 def verify(secret: str, body: bytes, signature: str | None) -> bool:
