@@ -222,6 +222,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_seconds_named(name: str) -> float:
+    """User + system CPU seconds used so far by every running process called `name` (its comm), e.g.
+    PostgreSQL's backends and background processes."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # gone meanwhile
+            continue
+        head, _, rest = text.rpartition(")")
+        if head.split("(", 1)[-1] == name:
+            fields = rest.split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
 def api_process(
     settings: Settings, port: int | None = None, extra_env: dict[str, str] | None = None
