@@ -45,12 +45,20 @@ from rappit.platform.errors import (
     Unauthorized,
 )
 from rappit.platform.http import Id
-from rappit.platform.logging import REQUEST_ID_HEADER, accept_request_id, bind_request_id, current_request_id
+from rappit.platform.logging import (
+    REQUEST_ID_HEADER,
+    HotLogger,
+    accept_request_id,
+    bind_request_id,
+    current_request_id,
+)
 from rappit.platform.ratelimit import WebhookLimits
 from rappit.tenancy.context import clear_org_context
 
 log = structlog.get_logger("rappit.webhooks")
-access = structlog.get_logger("rappit.access")
+access = HotLogger("rappit.access")
+hot = HotLogger("rappit.webhooks")
+"""The lines written for every delivery; `log` for the rarer ones (refusals, warnings)."""
 ACCEPTED = Counter(
     "rappit_webhooks_accepted_total", "Verified webhook deliveries", ["channel_type", "duplicate"]
 )
@@ -117,7 +125,7 @@ async def _receive(
     body: bytes,
     channel_id: uuid.UUID,
 ) -> dict[str, str]:
-    verbose = log.isEnabledFor(logging.INFO)
+    verbose = hot.is_enabled_for(logging.INFO)
     for _ in range(STALE_RETRIES):
         target = await ingress.channels.get(channel_id)
         if target is None or target.type != adapter.type or target.status != "active":
@@ -141,10 +149,10 @@ async def _receive(
         _count_accepted(adapter.type, duplicate)
         if duplicate:
             if verbose:
-                log.info("webhook.duplicate", delivery_id=delivery.delivery_id)
+                hot.info("webhook.duplicate", delivery_id=delivery.delivery_id)
             return {"status": "duplicate"}
         if verbose:
-            log.info("webhook.accepted", event_id=event_id, topic=delivery.topic)
+            hot.info("webhook.accepted", event_id=event_id, topic=delivery.topic)
         return {"status": "accepted", "event_id": event_id}
     raise ServiceUnavailable("the channel changed while this delivery was checked; retry")
 
@@ -307,7 +315,7 @@ async def fast_path(app: Litestar, scope: Scope, receive: Receive, send: Send) -
     finally:
         elapsed = time.perf_counter() - started
         _observe(status, elapsed)
-        if access.isEnabledFor(logging.INFO):
+        if access.is_enabled_for(logging.INFO):
             access.info(
                 "http.request", method="POST", path=scope["path"], status=status,
                 duration_ms=round(elapsed * 1000, 2),

@@ -8,9 +8,10 @@ import logging
 import logging.config
 import sys
 
+import structlog
 from uvicorn.config import LOGGING_CONFIG
 
-from rappit.platform.logging import configure_logging
+from rappit.platform.logging import HotLogger, configure_logging
 from rappit.platform.settings import Settings
 from tests.platform.test_settings import production_env
 
@@ -68,3 +69,36 @@ def test_log_json_defaults_to_json_in_production_and_off_a_terminal(monkeypatch)
     assert Settings.from_env({}).log_json is False  # a developer at a terminal reads lines, not JSON
     assert Settings.from_env({"LOG_JSON": "1"}).log_json is True
     assert Settings.from_env(production_env()).log_json is True
+
+
+def test_hot_lines_are_the_same_lines_as_the_stdlib_path_and_follow_the_level() -> None:
+    """`HotLogger` (the per-request access and webhook lines) skips stdlib logging, not the format:
+    the same keys and values as a structlog line through the stdlib handler, the bound context
+    included; nothing below the configured level; readable lines in console mode."""
+    stream = capture(json_lines=True)
+    try:
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id="rid-1", org_id="org-1")
+        HotLogger("rappit.access").info("http.request", method="POST", status=200, path="/w → x")
+        structlog.get_logger("rappit.access").info("http.request", method="POST", status=200, path="/w → x")
+        hot, stdlib = (json.loads(line) for line in stream.getvalue().splitlines())
+        assert hot.pop("timestamp") and stdlib.pop("timestamp")
+        assert hot == stdlib == {
+            "event": "http.request", "level": "info", "logger": "rappit.access", "method": "POST",
+            "status": 200, "path": "/w → x", "request_id": "rid-1", "org_id": "org-1",
+        }  # fmt: skip
+
+        quiet = io.StringIO()
+        configure_logging("WARNING", json=True, stream=quiet)
+        assert not HotLogger("rappit.access").is_enabled_for(logging.INFO)
+        HotLogger("rappit.access").info("http.request", status=200)
+        assert quiet.getvalue() == ""
+
+        console = io.StringIO()
+        configure_logging("INFO", json=False, stream=console)
+        HotLogger("rappit.webhooks").info("webhook.accepted", event_id="e-1")
+        line = console.getvalue()
+        assert "webhook.accepted" in line and "event_id=e-1" in line and not line.startswith("{")
+    finally:
+        structlog.contextvars.clear_contextvars()
+        configure_logging("INFO", json=True)
